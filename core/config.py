@@ -1,0 +1,151 @@
+"""The one config object a run is made from: every hyperparameter, the architecture, the data
+set and the device. The app builds it, the CLI builds it, the trainer reads only it, and the
+run store saves it as JSON next to the run.
+
+A config that constructs is a config that trains: `RunConfig(...)` validates every field
+once, at the edge, and says which field is wrong, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from core.data import DATASETS
+from core.models import PRESETS, ArchitectureError, output_shapes, preset_layers
+
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("categorical_crossentropy", "binary_crossentropy")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "onecycle", "cosine")
+
+
+class ConfigError(ValueError):
+    """A hyperparameter is out of range; `field` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run. Defaults are the course's MLP recipe."""
+
+    model: str = "mlp"                 # a preset name, or "custom" with `layers`
+    layers: tuple = ()                 # layer specs (core.models); empty = the preset's
+    dataset: str = "mnist"
+    loss: str = "categorical_crossentropy"
+    positive_class: int = 7            # for binary_crossentropy: "is it a 7?"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9              # SGD only
+    batch_size: int = 50
+    epochs: int = 10
+    val_split: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"            # bf16 autocast on CPU/CUDA, fp16 (+grad scaling) on CUDA
+    lr_schedule: str = "constant"
+    early_stopping: int = 0            # patience in epochs; 0 = off
+    restore_best: bool = True          # with early stopping: keep the best epoch's weights
+    augment: bool = False              # random small shifts/rotations/scales (for drawn digits)
+    train_subset: int = 0              # use only this many training samples (0 = all)
+    kfold: tuple = ()                  # (k, fold, stratified) for a k-fold run, else ()
+    name: str = ""
+    extra: dict = field(default_factory=dict)  # free-form notes (e.g. an experiment group)
+
+    def __post_init__(self):
+        if self.model not in PRESETS and self.model != "custom":
+            raise ConfigError("model", f"unknown model {self.model!r}; allowed: {', '.join(PRESETS)}, custom")
+        if self.model == "custom" and not self.layers:
+            raise ConfigError("layers", "a custom model needs at least one layer")
+        object.__setattr__(self, "layers", tuple(dict(layer) for layer in self.layers))
+        object.__setattr__(self, "kfold", tuple(self.kfold))
+        try:
+            output_shapes(self.architecture(), self.num_outputs)
+        except ArchitectureError as exc:
+            raise ConfigError("layers", str(exc)) from exc
+        if self.dataset not in DATASETS:
+            raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
+        if self.loss not in LOSSES:
+            raise ConfigError("loss", f"unknown loss {self.loss!r}; allowed: {', '.join(LOSSES)}")
+        if not (_is_int(self.positive_class) and 0 <= self.positive_class <= 9):
+            raise ConfigError("positive_class", f"must be a class 0..9, got {self.positive_class!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError("lr", f"learning rate must be > 0, got {self.lr!r}")
+        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+            raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum!r}")
+        if not (_is_int(self.batch_size) and self.batch_size >= 1):
+            raise ConfigError("batch_size", f"batch size must be a whole number >= 1, got {self.batch_size!r}")
+        if not (_is_int(self.epochs) and self.epochs >= 1):
+            raise ConfigError("epochs", f"epochs must be a whole number >= 1, got {self.epochs!r}")
+        if not (isinstance(self.val_split, (int, float)) and 0 < self.val_split < 1):
+            raise ConfigError("val_split", f"validation split must be between 0 and 1 (exclusive), got {self.val_split!r}")
+        if not (_is_int(self.seed) and self.seed >= 0):
+            raise ConfigError("seed", f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError("lr_schedule", f"unknown schedule {self.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
+        if not (_is_int(self.early_stopping) and self.early_stopping >= 0):
+            raise ConfigError("early_stopping", f"patience must be a whole number >= 0, got {self.early_stopping!r}")
+        if not (_is_int(self.train_subset) and self.train_subset >= 0):
+            raise ConfigError("train_subset", f"must be a whole number >= 0, got {self.train_subset!r}")
+        if self.kfold:
+            k, fold = self.kfold[0], self.kfold[1]
+            if not (_is_int(k) and 2 <= k <= 10 and _is_int(fold) and 0 <= fold < k):
+                raise ConfigError("kfold", f"needs (k, fold) with 2 <= k <= 10 and 0 <= fold < k, got {self.kfold!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError("device", f"must be a device name such as auto, cpu, cuda, cuda:0, mps; got {self.device!r}")
+
+    @classmethod
+    def from_preset(cls, model: str = "mlp", **overrides) -> "RunConfig":
+        """A preset's architecture and its recommended training settings, then `overrides`."""
+        if model not in PRESETS:
+            raise ConfigError("model", f"unknown model {model!r}; allowed: {', '.join(PRESETS)}")
+        settings = dict(PRESETS[model]["train"])
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(model=model, **settings)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.loss == "binary_crossentropy" else 10
+
+    def architecture(self) -> list[dict]:
+        """The body layers (the output layer is added by the builder)."""
+        return [dict(layer) for layer in self.layers] if self.layers else preset_layers(self.model)
+
+    def check_data_size(self, train_size: int) -> None:
+        """Checks that need the data set: a batch larger than the training set is refused."""
+        if self.batch_size > train_size:
+            raise ConfigError("batch_size", f"batch size {self.batch_size} is larger than the training set "
+                                            f"({train_size} samples after the validation split)")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["layers"] = self.architecture()
+        d["kfold"] = list(self.kfold)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        """Rebuild (and re-validate) a config saved by `to_dict`; unknown keys are refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)

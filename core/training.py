@@ -1,0 +1,385 @@
+"""Training and evaluation: a flat, visible loop over tensors that live on the device.
+
+Speed comes from the data path, not from cleverness in the loop: the whole data set is a
+float tensor on the training device, each epoch does one permutation gather, and a batch is
+a slice of it. Nothing per sample runs in Python, no PIL, no DataLoader workers (which
+re-import the main script under `spawn`, a known trap inside Streamlit).
+
+Determinism: the model is initialised from `seed`, and each epoch reseeds the global RNG
+(dropout, augmentation) and its shuffling generator from (seed, epoch). So the same config on
+the CPU gives the same weights bit for bit, and a run resumed from the checkpoint of epoch k
+continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.augment import augment_batch
+from core.callbacks import Callback, EarlyStopping
+from core.config import ConfigError, RunConfig
+from core.data import Dataset, kfold_assignments, load_dataset, to_tensor, validation_split
+from core.devices import device_name, resolve_device
+from core.metrics import confusion_matrix
+from core.models import LabModel, build_model, count_parameters
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch + 1
+
+
+# --- data on the device -----------------------------------------------------------------
+
+@dataclass
+class TensorData:
+    """The splits of one run as tensors on the training device, plus the indices used."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    train_index: np.ndarray
+    val_index: np.ndarray
+    mean: float
+    std: float
+
+
+def task_labels(labels: np.ndarray, config: RunConfig) -> np.ndarray:
+    """Labels for the task: the digit, or 1/0 for "is it the positive class?" (binary loss)."""
+    if config.loss == "binary_crossentropy":
+        return (labels == config.positive_class).astype(np.int64)
+    return labels
+
+
+def split_indices(config: RunConfig, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices: a seeded stratified split, or fold `fold` of a k-fold run;
+    `train_subset` then keeps a stratified subset of the training part."""
+    if config.kfold:
+        k, fold = config.kfold[0], config.kfold[1]
+        stratified = bool(config.kfold[2]) if len(config.kfold) > 2 else True
+        folds = kfold_assignments(labels, k, seed=config.seed, stratified=stratified)
+        train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    else:
+        train_idx, val_idx = validation_split(labels, config.val_split, seed=config.seed)
+    if config.train_subset and config.train_subset < len(train_idx):
+        from sklearn.model_selection import train_test_split
+
+        stratify = labels[train_idx] if config.train_subset >= 10 else None
+        train_idx, _ = train_test_split(train_idx, train_size=config.train_subset,
+                                        random_state=config.seed, stratify=stratify)
+        train_idx = np.sort(train_idx)
+    return train_idx, val_idx
+
+
+def prepare_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TensorData:
+    train_idx, val_idx = split_indices(config, dataset.train_labels)
+    config.check_data_size(len(train_idx))
+    mean, std = dataset.mean, dataset.std
+    labels = task_labels(dataset.train_labels, config)
+    test_labels = task_labels(dataset.test_labels, config)
+
+    def y(a):
+        return torch.from_numpy(a).to(device)
+
+    return TensorData(
+        train_x=to_tensor(dataset.train_images[train_idx], mean, std, device), train_y=y(labels[train_idx]),
+        val_x=to_tensor(dataset.train_images[val_idx], mean, std, device), val_y=y(labels[val_idx]),
+        test_x=to_tensor(dataset.test_images, mean, std, device), test_y=y(test_labels),
+        train_index=train_idx, val_index=val_idx, mean=mean, std=std,
+    )
+
+
+# --- the pieces of compile() --------------------------------------------------------------
+
+def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam or SGD with momentum, fused (one kernel for all parameters) where PyTorch has it:
+    on this project's 2-core CPU that is about 20% of the course MLP's epoch (bench/)."""
+    cls, kwargs = (torch.optim.Adam, {}) if config.optimizer == "adam" else \
+        (torch.optim.SGD, {"momentum": config.momentum})
+    try:
+        return cls(model.parameters(), lr=config.lr, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # a device without a fused kernel
+        return cls(model.parameters(), lr=config.lr, **kwargs)
+
+
+def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
+    """Per-batch learning-rate schedule (None for a constant rate)."""
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
+
+
+def loss_function(config: RunConfig):
+    """Categorical cross-entropy on logits (log-softmax inside), or binary cross-entropy on
+    one logit (sigmoid inside); both the course's losses, in their numerically safe form."""
+    if config.loss == "binary_crossentropy":
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.squeeze(1), y.to(logits.dtype))
+    return F.cross_entropy
+
+
+def autocast(config: RunConfig, device: torch.device):
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision", f"fp16 mixed precision needs a CUDA GPU, the device is {device}; use bf16 or fp32")
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def predictions(logits: torch.Tensor, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities (N, C), predicted class (N,)) from logits; binary gives C = 2."""
+    logits = logits.float()
+    if binary:
+        p = torch.sigmoid(logits.squeeze(1))
+        probs = torch.stack([1 - p, p], dim=1)
+    else:
+        probs = torch.softmax(logits, dim=1)
+    return probs, probs.argmax(dim=1)
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig,
+             batch_size: int = 2000) -> dict:
+    """Loss, accuracy, predicted labels and the full probability matrix, batched, no autograd."""
+    was_training = model.training
+    model.eval()
+    binary = config.loss == "binary_crossentropy"
+    loss_fn = loss_function(config)
+    device = x.device
+    total_loss, probs_parts = 0.0, []
+    with autocast(config, device):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size]).float()
+            yb = y[start:start + batch_size]
+            total_loss += float(loss_fn(logits, yb)) * len(yb)
+            probs_parts.append(predictions(logits, binary)[0])
+    model.train(was_training)
+    probs = torch.cat(probs_parts).cpu().numpy().astype(np.float32)
+    preds = probs.argmax(axis=1)
+    labels = y.cpu().numpy()
+    return {"loss": total_loss / max(len(x), 1), "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
+            "preds": preds, "probs": probs, "labels": labels}
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+class Trainer:
+    """fit() for one model on one device: epochs of batches, a validation pass per epoch,
+    callbacks between them. `history` holds one dict per finished epoch."""
+
+    def __init__(self, config: RunConfig, model: LabModel, data: TensorData, device: torch.device,
+                 callbacks: list[Callback] = ()):
+        self.config, self.model, self.data, self.device = config, model, data, device
+        self.callbacks = list(callbacks)
+        if config.early_stopping:
+            self.callbacks.append(EarlyStopping(config.early_stopping, restore_best=config.restore_best))
+        self.loss_fn = loss_function(config)
+        self.optimizer = make_optimizer(config, model)
+        self.steps_per_epoch = self._num_batches(len(data.train_x))
+        self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" and device.type == "cuda" else None
+        self.history: list[dict] = []
+        self.stop_reason = ""
+        self.restored_epoch: int | None = None
+        self.dataset_info: dict = {}
+        self.samples_seen = 0
+        self._losses = torch.zeros(0)
+        self._batches_done = 0
+        self._shuffled = None
+
+    def _num_batches(self, n: int) -> int:
+        bs = self.config.batch_size
+        batches = math.ceil(n / bs)
+        # A last batch of one sample breaks batch norm ("expected more than 1 value per channel"): drop it.
+        if n % bs == 1 and batches > 1:
+            batches -= 1
+        return batches
+
+    def running_loss(self) -> float:
+        """Mean training loss of the batches done so far in this epoch (syncs the device)."""
+        return float(self._losses[: self._batches_done].mean()) if self._batches_done else float("nan")
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        """Everything needed to resume after `epoch` (0-based) exactly where training was."""
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "history": self.history,
+        }
+
+    def load_checkpoint(self, state: dict) -> int:
+        """Restore a `checkpoint_state`; returns the epoch to continue from."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.history = list(state.get("history", []))
+        return int(state["epoch"]) + 1
+
+    def _stopping(self) -> bool:
+        for cb in self.callbacks:
+            if cb.stop_training:
+                self.stop_reason = cb.stop_reason
+                return True
+        return False
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the shuffled training set; returns (mean loss, accuracy)."""
+        cfg, data, model = self.config, self.data, self.model
+        model.train()
+        seed = epoch_seed(cfg.seed, epoch)
+        torch.manual_seed(seed)
+        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        bs, n_batches = cfg.batch_size, self.steps_per_epoch
+        background = -data.mean / data.std
+        # Per-batch results go into preallocated buffers on the device: no sync per batch.
+        self._losses = torch.zeros(n_batches, device=self.device)
+        preds = torch.zeros(min(n_batches * bs, len(order)), dtype=torch.long, device=self.device)
+        self.samples_seen = 0
+        binary = cfg.loss == "binary_crossentropy"
+        # One gather per epoch into buffers kept across epochs (a fresh 150 MB tensor each
+        # epoch costs more in page faults than the copy itself), then each batch is a slice.
+        if self._shuffled is None:
+            self._shuffled = (torch.empty_like(data.train_x), torch.empty_like(data.train_y))
+        xs, ys = self._shuffled
+        torch.index_select(data.train_x, 0, order, out=xs)
+        torch.index_select(data.train_y, 0, order, out=ys)
+        for b in range(n_batches):
+            xb, yb = xs[b * bs:(b + 1) * bs], ys[b * bs:(b + 1) * bs]
+            if cfg.augment:
+                xb = augment_batch(xb, background)
+            with autocast(cfg, self.device):
+                logits = model(xb)
+                loss = self.loss_fn(logits, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            if self.scheduler:
+                self.scheduler.step()
+            with torch.no_grad():
+                self._losses[b] = loss.detach()
+                preds[b * bs:b * bs + len(yb)] = (logits.squeeze(1) > 0).long() if binary else logits.argmax(1)
+            self.samples_seen += len(yb)
+            self._batches_done = b + 1
+            for cb in self.callbacks:
+                cb.on_batch_end(self, epoch, b, n_batches)
+            if self._stopping():
+                break
+        seen = self.samples_seen
+        correct = int((preds[:seen] == ys[:seen]).sum())
+        return self.running_loss(), correct / max(seen, 1)
+
+    def fit(self, start_epoch: int = 0) -> list[dict]:
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(start_epoch, self.config.epochs):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch)
+            t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = self.train_epoch(epoch)
+            if self._stopping() and self.stop_reason == "cancelled":
+                break  # a cancelled epoch is not finished: keep only the finished ones
+            val = evaluate(self.model, self.data.val_x, self.data.val_y, self.config)
+            seconds = time.perf_counter() - t0
+            log = {
+                "epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                "val_loss": val["loss"], "val_accuracy": val["accuracy"], "seconds": seconds,
+                "lr": lr, "samples_per_second": self.samples_seen / seconds,
+                "val_confusion": confusion_matrix(val["labels"], val["preds"],
+                                                  num_classes=2 if self.config.num_outputs == 1 else 10).tolist(),
+            }
+            self.history.append(log)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, log)
+            if self._stopping():
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+
+# --- one call: config in, trained model and results out ----------------------------------
+
+@dataclass
+class TrainResult:
+    config: RunConfig
+    model: LabModel
+    history: list[dict]
+    test: dict                      # loss, accuracy, preds, probs, labels
+    device: str
+    device_name: str
+    dataset: dict                   # Dataset.describe()
+    train_index: np.ndarray
+    val_index: np.ndarray
+    stop_reason: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def summary(self) -> dict:
+        """The JSON-friendly result the CLI prints and the run store keeps."""
+        return {
+            "device": self.device, "device_name": self.device_name, "epochs_run": self.epochs_run,
+            "test_accuracy": self.test["accuracy"], "test_loss": self.test["loss"],
+            "best_val_accuracy": max((h["val_accuracy"] for h in self.history), default=None),
+            "stop_reason": self.stop_reason, "seconds": self.seconds,
+            "parameters": count_parameters(self.model), "dataset": self.dataset,
+            "history": [{k: v for k, v in h.items() if k != "val_confusion"} for h in self.history],
+        }
+
+
+def train(config: RunConfig, dataset: Dataset | None = None, data_dir=None,
+          callbacks: list[Callback] = (), resume_state: dict | None = None) -> TrainResult:
+    """Define, compile, fit and evaluate one config: the course's Keras workflow in one call.
+
+    `dataset` may be passed in (already loaded) to avoid reading the files again; otherwise
+    it is loaded by name from `data_dir`. `resume_state` is a checkpoint to continue from.
+    """
+    device = resolve_device(config.device)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, data_dir)
+    data = prepare_data(config, dataset, device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.architecture(), config.num_outputs).to(device)
+    trainer = Trainer(config, model, data, device, callbacks)
+    trainer.dataset_info = dataset.describe()
+    start_epoch = trainer.load_checkpoint(resume_state) if resume_state else 0
+    t0 = time.perf_counter()
+    history = trainer.fit(start_epoch)
+    seconds = time.perf_counter() - t0
+    test = evaluate(model, data.test_x, data.test_y, config)
+    return TrainResult(
+        config=config, model=model, history=history, test=test, device=str(device),
+        device_name=device_name(device), dataset=dataset.describe(), train_index=data.train_index,
+        val_index=data.val_index, stop_reason=trainer.stop_reason, seconds=seconds,
+        extra={"restored_epoch": trainer.restored_epoch},
+    )

@@ -29,7 +29,7 @@ class Callback:
 class Progress(Callback):
     """Calls `report(event)` every `every` batches and at every epoch end, for progress bars.
 
-    An event is a plain dict: {"kind": "batch"|"epoch", "epoch", "epochs", "batch", "batches",
+    An event is a plain dict: {"kind": "batch"|"epoch", "epoch" (1-based), "epochs", "batch", "batches",
     "loss" (running mean of this epoch), "samples_per_second", and on epoch end the epoch log}.
     Reading the running loss forces a device sync, so it is done only every `every` batches.
     """
@@ -45,13 +45,13 @@ class Progress(Callback):
             return
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         self.report({
-            "kind": "batch", "epoch": epoch, "epochs": trainer.config.epochs, "batch": batch + 1,
+            "kind": "batch", "epoch": epoch + 1, "epochs": trainer.config.epochs, "batch": batch + 1,
             "batches": num_batches, "loss": trainer.running_loss(),
             "samples_per_second": trainer.samples_seen / elapsed,
         })
 
     def on_epoch_end(self, trainer, epoch, log):
-        self.report({"kind": "epoch", "epoch": epoch, "epochs": trainer.config.epochs, **log})
+        self.report({"kind": "epoch", "epochs": trainer.config.epochs, **log})
 
 
 class EarlyStopping(Callback):

@@ -85,7 +85,7 @@ class TerminalProgress:
     def __call__(self, event: dict) -> None:
         if event["kind"] == "batch":
             if self.bar is None:
-                self.bar = self.tqdm(total=event["batches"], desc=f"epoch {event['epoch'] + 1}/{event['epochs']}",
+                self.bar = self.tqdm(total=event["batches"], desc=f"epoch {event['epoch']}/{event['epochs']}",
                                      unit="batch", file=sys.stderr, disable=None, leave=True)
             self.bar.n = event["batch"]
             self.bar.set_postfix(loss=f"{event['loss']:.4f}", refresh=False)

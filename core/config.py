@@ -131,7 +131,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["layers"] = self.architecture()
+        d["layers"] = [dict(layer) for layer in self.layers]  # empty for a preset: see architecture()
         d["kfold"] = list(self.kfold)
         return d
 

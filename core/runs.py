@@ -205,7 +205,11 @@ class RunStore:
         run_id = new_run_id()
         folder = self.run_dir(run_id)
         folder.mkdir(parents=True)
-        atomic_write_json(folder / "config.json", {"config": config.to_dict()})
+        from core.models import summary
+
+        atomic_write_json(folder / "config.json", {"config": config.to_dict(),
+                                                   "architecture": config.architecture(),
+                                                   "summary": summary(config.architecture(), config.num_outputs)})
         now = time.time()
         with self._db() as db:
             db.execute(
@@ -272,8 +276,12 @@ class RunStore:
     def train_in_this_process(self, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
                               resume: bool = False) -> dict:
         """Train `config` here, writing the run into the store; returns the CLI's summary dict."""
-        from core.training import train
+        from core.data import load_dataset
+        from core.training import check_against_data, train
 
+        if dataset is None:
+            dataset = load_dataset(config.dataset)
+        check_against_data(config, dataset)  # refuse before a run folder exists
         run_id = run_id or self.create(config, status="running")
         folder = self.run_dir(run_id)
         state = self.load_checkpoint(run_id) if resume else None

@@ -81,6 +81,11 @@ def split_indices(config: RunConfig, labels: np.ndarray) -> tuple[np.ndarray, np
     return train_idx, val_idx
 
 
+def check_against_data(config: RunConfig, dataset: Dataset) -> None:
+    """The checks that need the data (a batch larger than the training set), before any run starts."""
+    config.check_data_size(len(split_indices(config, dataset.train_labels)[0]))
+
+
 def prepare_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TensorData:
     train_idx, val_idx = split_indices(config, dataset.train_labels)
     config.check_data_size(len(train_idx))

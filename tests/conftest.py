@@ -1,0 +1,58 @@
+"""Shared test fixtures: small data made in the tests (or the offline sample), and the full
+MNIST only for the accuracy tests (skipped where `../shared/data/mnist` is not there)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.data import Dataset, load_sample
+from core.idx import write_idx
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL_MNIST = Path(os.environ.get("MNIST_LAB_TEST_DATA", ROOT.parent / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_isolated(monkeypatch, tmp_path_factory):
+    """No test touches the network, the user's cache or the user's run store."""
+    monkeypatch.setenv("MNIST_LAB_OFFLINE", "1")
+    monkeypatch.setenv("MNIST_LAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("MNIST_LAB_DATA", raising=False)
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture(scope="session")
+def sample() -> Dataset:
+    return load_sample()
+
+
+@pytest.fixture(scope="session")
+def small(sample) -> Dataset:
+    """1,000 training and 300 test digits of the offline sample: trains in a second."""
+    return Dataset("mnist-sample", sample.train_images[:1000], sample.train_labels[:1000],
+                   sample.test_images[:300], sample.test_labels[:300], source="test subset",
+                   fingerprint="test-small")
+
+
+def write_mnist_folder(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = True,
+                       layout: str = "") -> Path:
+    """Four valid IDX files of random digits, flat or in a sub-layout like MNIST/raw."""
+    rng = np.random.default_rng(0)
+    base = folder / layout if layout else folder
+    base.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    write_idx(base / f"train-images-idx3-ubyte{ext}", rng.integers(0, 256, (n_train, 28, 28)))
+    write_idx(base / f"train-labels-idx1-ubyte{ext}", np.arange(n_train) % 10)
+    write_idx(base / f"t10k-images-idx3-ubyte{ext}", rng.integers(0, 256, (n_test, 28, 28)))
+    write_idx(base / f"t10k-labels-idx1-ubyte{ext}", np.arange(n_test) % 10)
+    return folder
+
+
+needs_full_mnist = pytest.mark.skipif(
+    not (FULL_MNIST / "train-images-idx3-ubyte.gz").exists() and not (FULL_MNIST / "train-images-idx3-ubyte").exists(),
+    reason=f"full MNIST not found at {FULL_MNIST} (set MNIST_LAB_TEST_DATA)",
+)

@@ -1,0 +1,29 @@
+"""Accuracy on the full MNIST (skipped where ../shared/data/mnist is not there)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import RunConfig
+from core.data import load_dataset
+from core.training import train
+from tests.conftest import FULL_MNIST, needs_full_mnist
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist", FULL_MNIST)
+
+
+@needs_full_mnist
+def test_course_mlp_ten_epochs_reaches_98_percent(mnist):
+    result = train(RunConfig.from_preset("mlp", dataset="mnist", device="cpu", epochs=10, seed=0), mnist)
+    assert result.test["accuracy"] >= 0.980
+
+
+@needs_full_mnist
+def test_fast_cnn_reaches_99_percent_in_at_most_three_epochs(mnist):
+    cfg = RunConfig.from_preset("cnn", dataset="mnist", device="cpu", seed=0)
+    assert cfg.epochs <= 3
+    result = train(cfg, mnist)
+    assert result.test["accuracy"] >= 0.990

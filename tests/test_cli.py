@@ -1,0 +1,118 @@
+"""The command line: training to JSON, devices, and one `error:` line with status 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core.idx import write_idx
+from tests.conftest import FULL_MNIST, ROOT, needs_full_mnist, write_mnist_folder
+
+
+def cli(*args, env=None):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=full_env, timeout=600)
+
+
+def test_train_json_last_line_has_the_run(tmp_path):
+    r = cli("train", "--dataset", "mnist-sample", "--model", "mlp", "--epochs", "2", "--device", "cpu",
+            "--runs-dir", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("run_id", "run_dir", "device", "epochs_run", "test_accuracy", "test_loss", "history"):
+        assert key in out
+    assert out["device"] == "cpu" and out["epochs_run"] == 2 and len(out["history"]) == 2
+    assert set(out["history"][0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert out["test_accuracy"] > 0.85
+    run_dir = tmp_path / out["run_id"]
+    assert os.path.samefile(out["run_dir"], run_dir)
+    assert (run_dir / "weights_last.pt").exists() and (run_dir / "predictions.npz").exists()
+
+
+def test_devices_lists_the_cpu():
+    r = cli("devices", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)[-1]["id"] == "cpu"
+
+
+def test_summary_prints_the_course_mlp():
+    r = cli("summary", "--model", "mlp")
+    assert "Total params: 219,818" in r.stdout
+
+
+def _corrupt(kind, folder):
+    write_mnist_folder(folder)
+    images = folder / "train-images-idx3-ubyte.gz"
+    labels = folder / "train-labels-idx1-ubyte.gz"
+    if kind == "magic":
+        import gzip
+
+        images.write_bytes(gzip.compress(b"\x00\x00\x0c\x03" + b"\x00" * 100))
+    elif kind == "dims":
+        write_idx(images, np.zeros((60, 28), dtype=np.uint8))
+    elif kind == "truncated":
+        import gzip
+
+        data = gzip.decompress(images.read_bytes())
+        images.write_bytes(gzip.compress(data[:-784]))
+    elif kind == "count":
+        write_idx(labels, np.zeros(30, dtype=np.uint8))
+    elif kind == "range":
+        write_idx(labels, np.full(60, 10, dtype=np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("magic", "wrong magic number"), ("dims", "wrong dimensions"), ("truncated", "file is truncated"),
+    ("count", "does not equal the image count"), ("range", "label out of range"),
+])
+def test_corrupt_idx_files_exit_2_with_one_error_line(tmp_path, kind, message):
+    folder = _corrupt(kind, tmp_path / "data")
+    r = cli("train", "--data-dir", str(folder), "--epochs", "1", "--device", "cpu", "--runs-dir", str(tmp_path / "r"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "train-" in lines[0]  # names the file
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "epochs: epochs must be a whole number >= 1"),
+    (["--epochs", "-2"], "epochs: epochs must be a whole number >= 1"),
+    (["--batch-size", "0"], "batch_size: batch size must be a whole number >= 1"),
+    (["--batch-size", "100000"], "batch_size: batch size 100000 is larger than the training set"),
+    (["--lr", "0"], "lr: learning rate must be > 0"),
+    (["--lr", "-0.1"], "lr: learning rate must be > 0"),
+    (["--dataset", "cifar10"], "argument --dataset: invalid choice: 'cifar10'"),
+    (["--model", "resnet"], "argument --model: invalid choice: 'resnet'"),
+    (["--device", "cuda:3"], "device 'cuda:3' is not available"),
+    (["--device", "tpu"], "unknown device 'tpu'; available: auto"),
+    (["--data-dir", "/nonexistent/mnist"], "data folder /nonexistent/mnist does not exist"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+])
+def test_bad_arguments_exit_2_with_one_error_line(tmp_path, args, message):
+    base = ["train", "--dataset", "mnist-sample", "--runs-dir", str(tmp_path)]
+    if "--dataset" in args or "--data-dir" in args:
+        base = ["train", "--runs-dir", str(tmp_path)]
+    r = cli(*base, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    if "--dataset" in args or "--model" in args:
+        assert "choose from" in lines[0]  # says what is allowed
+    assert not any(tmp_path.glob("2*")), "a refused run must not create a run folder"
+
+
+@needs_full_mnist
+def test_course_mlp_three_epochs_reaches_97_5_percent(tmp_path):
+    r = cli("train", "--dataset", "mnist", "--data-dir", str(FULL_MNIST), "--model", "mlp", "--epochs", "3",
+            "--device", "cpu", "--seed", "0", "--json", "--runs-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["dataset"]["train_size"] == 60000 and out["dataset"]["test_size"] == 10000
+    assert out["test_accuracy"] >= 0.975

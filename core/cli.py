@@ -17,7 +17,9 @@ from core.devices import DeviceError, list_devices, set_threads
 from core.idx import IdxError
 from core.models import PRESETS, ArchitectureError
 
-USER_ERRORS = (ConfigError, DataError, DeviceError, IdxError, ArchitectureError)
+from core.runs import RunStoreError  # noqa: E402
+
+USER_ERRORS = (ConfigError, DataError, DeviceError, IdxError, ArchitectureError, RunStoreError)
 
 
 class UsageError(Exception):
@@ -161,12 +163,9 @@ def build_parser() -> Parser:
     s = sub.add_parser("summary", help="Keras-style summary of a preset")
     s.add_argument("--model", choices=list(PRESETS), default="mlp")
     s.add_argument("--json", action="store_true")
-    try:
-        from core.runs_cli import add_runs_parser
+    from core.runs_cli import add_runs_parser
 
-        add_runs_parser(sub)
-    except ImportError:
-        pass
+    add_runs_parser(sub)
     return parser
 
 

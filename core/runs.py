@@ -311,12 +311,12 @@ class RunStore:
         for row in rows:
             run = dict(row)
             if run["status"] == "running" and run["host"] in (None, here) and not process_alive(run["pid"], run["pid_start"]):
+                error = (f"the worker process {run['pid']} died; resume continues from epoch "
+                         f"{run['epochs_done'] + 1}")
                 with self._db() as db:
                     db.execute("UPDATE runs SET status='interrupted', error=?, progress=NULL, updated=? "
-                               "WHERE id=? AND status='running'",
-                               (f"the worker process {run['pid']} died; resume continues from epoch "
-                                f"{run['epochs_done'] + 1}", time.time(), run["id"]))
-                run["status"] = "interrupted"
+                               "WHERE id=? AND status='running'", (error, time.time(), run["id"]))
+                run.update(status="interrupted", error=error, progress=None)
             run["tags"] = json.loads(run["tags"] or "[]")
             run["progress"] = json.loads(run["progress"]) if run["progress"] else None
             out.append(run)
@@ -462,3 +462,147 @@ class StoreWriter(Callback):
         self.store._update(self.run_id, epochs_done=len(trainer.history), last_val_accuracy=log["val_accuracy"],
                            best_val_accuracy=max(h["val_accuracy"] for h in trainer.history),
                            seconds=sum(h["seconds"] for h in trainer.history))
+
+
+# --- export, import and resume (methods added to RunStore below) -------------------------
+
+EXPORT_FILES = ("config.json", "history.json", "metrics.json", "predictions.npz", "split.npz",
+                "weights_last.pt", "weights_best.pt", "environment.json")
+REQUIRED_IN_ZIP = ("manifest.json", "config.json", "weights_last.pt")
+MAX_ZIP_BYTES = 512 * 2**20
+EXPORT_FORMAT = "mnist-lab-run"
+
+
+def export_zip(self: RunStore, run_id: str, file) -> Path:
+    """One zip with the run's config, history, metrics, predictions and weights."""
+    import zipfile
+
+    run = self.get(run_id)
+    folder = self.run_dir(run_id)
+    manifest = {"format": EXPORT_FORMAT, "version": 1, "id": run_id,
+                **{k: run[k] for k in ("name", "status", "tags", "note", "created", "epochs_done", "test_accuracy")}}
+    file = Path(file)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.json", json.dumps(manifest, indent=1))
+        for name in EXPORT_FILES:
+            if (folder / name).exists():
+                z.write(folder / name, name)
+    os.replace(tmp, file)
+    return file
+
+
+def import_zip(self: RunStore, file) -> str:
+    """Import a run exported by `export_zip`, after checking everything in it.
+
+    Refused (with the store unchanged): not a zip, a member outside the allowed file names
+    (`../x`, absolute paths, folders), a missing required file, bad JSON, an invalid config,
+    weights that are not a plain state dict of tensors or do not fit the architecture, and
+    archives whose content is larger than 512 MiB.
+    """
+    import zipfile
+
+    from core.models import build_model
+
+    file = Path(file)
+    try:
+        z = zipfile.ZipFile(file)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise RunStoreError(f"{file}: not a zip file ({exc})") from exc
+    with z:
+        names = z.namelist()
+        allowed = set(EXPORT_FILES) | {"manifest.json"}
+        for name in names:
+            if name not in allowed:
+                raise RunStoreError(f"{file}: unexpected member {name!r}; a run export holds only "
+                                    f"{', '.join(sorted(allowed))}")
+        missing = [n for n in REQUIRED_IN_ZIP if n not in names]
+        if missing:
+            raise RunStoreError(f"{file}: missing {', '.join(missing)}")
+        if sum(i.file_size for i in z.infolist()) > MAX_ZIP_BYTES:
+            raise RunStoreError(f"{file}: content larger than {MAX_ZIP_BYTES // 2**20} MiB")
+
+        def read_json(name):
+            try:
+                return json.loads(z.read(name))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RunStoreError(f"{file}: {name} is not valid JSON ({exc})") from exc
+
+        manifest = read_json("manifest.json")
+        if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+            raise RunStoreError(f"{file}: manifest.json is not an MNIST Lab run export")
+        saved = read_json("config.json")
+        try:
+            config = RunConfig.from_dict(saved["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunStoreError(f"{file}: config.json does not hold a valid run config ({exc})") from exc
+        for name in ("history.json", "metrics.json", "environment.json"):
+            if name in names:
+                read_json(name)
+        run_id = new_run_id()
+        staging = self.root / f".import-{run_id}"
+        staging.mkdir()
+        try:
+            for name in names:
+                (staging / name).write_bytes(z.read(name))
+            model = build_model(config.architecture(), config.num_outputs)
+            for weights in ("weights_last.pt", "weights_best.pt"):
+                if (staging / weights).exists():
+                    try:
+                        model.load_state_dict(load_state_dict(staging / weights))
+                    except RunStoreError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        raise RunStoreError(f"{file}: {weights} does not fit the run's architecture ({exc})") from exc
+            if "predictions.npz" in names:
+                try:
+                    with np.load(staging / "predictions.npz", allow_pickle=False) as p:
+                        if p["probs"].shape[0] != p["labels"].shape[0]:
+                            raise RunStoreError(f"{file}: predictions.npz has mismatched arrays")
+                except RunStoreError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise RunStoreError(f"{file}: predictions.npz is not valid ({exc})") from exc
+            (staging / "manifest.json").unlink()
+            status = manifest.get("status") if manifest.get("status") in ("finished", "cancelled") else "interrupted"
+            history = json.loads((staging / "history.json").read_text()) if "history.json" in names else []
+            metrics = json.loads((staging / "metrics.json").read_text()) if "metrics.json" in names else {}
+            tags = [t for t in manifest.get("tags", []) if isinstance(t, str)]
+            name = clean_text(str(manifest.get("name") or run_id), MAX_NAME, "run name")
+            tags = sorted({clean_text(t, MAX_TAG, "tag") for t in tags} - {""})
+            os.replace(staging, self.run_dir(run_id))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    now = time.time()
+    with self._db() as db:
+        db.execute(
+            "INSERT INTO runs (id, name, status, created, updated, model, dataset, device, optimizer, lr, batch_size,"
+            " epochs, epochs_done, params, seconds, best_val_accuracy, last_val_accuracy, test_accuracy, test_loss,"
+            " tags, note, config) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, name, status, now, now, config.model, config.dataset, saved.get("device", config.device),
+             config.optimizer, config.lr, config.batch_size, config.epochs, len(history), metrics.get("parameters"),
+             metrics.get("seconds"), metrics.get("best_val_accuracy"),
+             history[-1]["val_accuracy"] if history else None, metrics.get("test_accuracy"), metrics.get("test_loss"),
+             json.dumps(tags), str(manifest.get("note", ""))[:10000], config.to_json()),
+        )
+    return run_id
+
+
+def resume_in_this_process(self: RunStore, run_id: str, callbacks=(), data_dir=None) -> dict:
+    """Continue an interrupted or cancelled run from its last checkpoint, to the same result."""
+    from core.data import load_dataset
+
+    run = self.get(run_id)
+    if run["status"] not in ("interrupted", "cancelled", "failed"):
+        raise RunStoreError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs resume")
+    if self.load_checkpoint(run_id) is None:
+        raise RunStoreError(f"run {run_id} has no checkpoint (it stopped before its first epoch ended)")
+    config = self.config(run_id)
+    return self.train_in_this_process(config, load_dataset(config.dataset, data_dir), callbacks=callbacks,
+                                      run_id=run_id, resume=True)
+
+
+RunStore.export_zip = export_zip
+RunStore.import_zip = import_zip
+RunStore.resume_in_this_process = resume_in_this_process

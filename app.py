@@ -1,0 +1,10 @@
+"""MNIST Lab: `streamlit run app.py`. This file only sets up the navigation and shared chrome."""
+
+import streamlit as st
+
+st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layout="wide")
+
+pages = {
+    "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+}
+st.navigation(pages).run()

@@ -1,0 +1,30 @@
+"""Home: what the lab is, which data and hardware it found, and a grid of real digits."""
+
+import numpy as np
+import streamlit as st
+
+from pages.common import dataset, dataset_banner, devices
+
+st.title("MNIST Lab")
+st.caption("See and try every idea of a first neural-network course on real training runs with MNIST digits.")
+
+ds = dataset("mnist")
+dataset_banner(ds)
+left, right = st.columns(2)
+with left:
+    st.subheader("Data")
+    st.metric("Training digits", f"{len(ds.train_labels):,}")
+    st.metric("Test digits", f"{len(ds.test_labels):,}")
+    st.caption(f"Source: {ds.source}")
+with right:
+    st.subheader("Hardware")
+    for d in devices():
+        st.write(f"**{d.id}** — {d.name}" + (f", {d.memory_gb:.0f} GB" if d.memory_gb else ""))
+
+st.subheader("Sample digits")
+count = st.slider("How many digits", 8, 48, 24, step=8)
+rng = np.random.default_rng(0)
+idx = rng.choice(len(ds.test_labels), size=count, replace=False)
+cols = st.columns(8)
+for i, j in enumerate(idx):
+    cols[i % 8].image(ds.test_images[j], caption=f"label {ds.test_labels[j]}", width=64)

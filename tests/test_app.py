@@ -1,0 +1,24 @@
+"""The app's pages under Streamlit's AppTest (headless, no browser)."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+def test_home_page_shows_data_hardware_and_digits():
+    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
+    assert not at.exception
+    # Offline in tests: the notice says it is the sample and how to get the full set.
+    assert any("offline sample" in w.value for w in at.warning)
+    assert [m.value for m in at.metric] == ["4,000", "1,000"]
+    assert len(at.get("image")) == 24
+    at.slider[0].set_value(8).run()
+    assert len(at.get("image")) == 8
+
+
+def test_app_navigation_opens_the_home_page():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "MNIST Lab"

@@ -154,6 +154,13 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    from core.jobs import run_worker
+    from core.runs import RunStore
+
+    return run_worker(RunStore(args.runs_dir), args.run, args.data_dir)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m core", description="MNIST Lab from the command line")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
@@ -166,6 +173,11 @@ def build_parser() -> Parser:
     from core.runs_cli import add_runs_parser
 
     add_runs_parser(sub)
+    w = sub.add_parser("worker", help="(internal) train one queued run of the store")
+    w.add_argument("run")
+    w.add_argument("--runs-dir")
+    w.add_argument("--data-dir")
+    w.set_defaults(handler=cmd_worker)
     return parser
 
 

@@ -219,6 +219,7 @@ class RunStore:
                  config.dataset, config.device, config.optimizer, config.lr, config.batch_size, config.epochs,
                  config.to_json(), group),
             )
+            db.execute("UPDATE runs SET host=? WHERE id=?", (platform.node(), run_id))
         return run_id
 
     def mark_running(self, run_id: str, device: str, device_label: str, dataset: dict, params: int) -> None:
@@ -310,7 +311,7 @@ class RunStore:
         here = platform.node()
         for row in rows:
             run = dict(row)
-            if run["status"] == "running" and run["host"] in (None, here) and not process_alive(run["pid"], run["pid_start"]):
+            if run["status"] in ACTIVE and run["pid"] and run["host"] in (None, here) and not process_alive(run["pid"], run["pid_start"]):
                 error = (f"the worker process {run['pid']} died; resume continues from epoch "
                          f"{run['epochs_done'] + 1}")
                 with self._db() as db:

@@ -1,0 +1,91 @@
+"""Background jobs: training runs in worker processes, queued per device, cancellable."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+import torch
+
+from core.config import RunConfig
+from core.devices import DeviceError
+from core.jobs import queue_position, start_job
+from core.runs import RunStore
+
+
+def wait_for(store, run_id, statuses=("finished", "failed", "cancelled", "interrupted"), timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = store.get(run_id)
+        if run["status"] in statuses:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} still {store.get(run_id)['status']} after {timeout} s")
+
+
+def config(**kw):
+    return RunConfig.from_preset("mlp", **{"dataset": "mnist-sample", "device": "cpu", "epochs": 2,
+                                           "batch_size": 100, **kw})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "runs")
+
+
+def test_a_job_trains_in_another_process_and_lands_in_the_store(store):
+    run_id = start_job(store, config(name="bg"))
+    run = store.get(run_id)
+    assert run["status"] in ("queued", "running") and run["pid"] != os.getpid()
+    done = wait_for(store, run_id)
+    assert done["status"] == "finished", done["error"]
+    assert done["epochs_done"] == 2 and len(store.history(run_id)) == 2
+    assert store.predictions(run_id)["probs"].shape == (1000, 10)
+
+
+def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(store):
+    ids, positions = [], []
+
+    def go(i):
+        ids.append(start_job(store, config(name=f"tab {i}", seed=i, epochs=3)))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 2
+    deadline = time.time() + 60
+    while time.time() < deadline and not positions:  # one device, one slot: the other waits in the queue
+        runs = {r["id"]: r for r in store.list()}
+        if any(r["status"] == "running" for r in runs.values()):
+            positions = [queue_position(store, i) for i in ids if runs[i]["status"] == "queued"]
+        time.sleep(0.02)
+    assert positions == [1]
+    for run_id in ids:
+        assert wait_for(store, run_id)["status"] == "finished"
+    assert sqlite3.connect(store.db_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_cancel_stops_a_job_and_keeps_its_finished_epochs(store):
+    run_id = start_job(store, RunConfig.from_preset("cnn", dataset="mnist-sample", device="cpu", epochs=20,
+                                                    batch_size=16))
+    deadline = time.time() + 120
+    while store.get(run_id)["epochs_done"] < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    store.request_cancel(run_id)
+    run = wait_for(store, run_id)
+    assert run["status"] == "cancelled" and 1 <= run["epochs_done"] < 20
+    assert len(store.history(run_id)) == run["epochs_done"]
+    assert (store.run_dir(run_id) / "checkpoint.pt").exists()
+
+
+def test_a_device_that_is_not_there_starts_nothing(store):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match="not available"):
+        start_job(store, config(device="cuda"))
+    assert store.list() == []

@@ -6,5 +6,10 @@ st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layou
 
 pages = {
     "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Train": [
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/experiments.py", title="Experiments", icon=":material/table_chart:"),
+        st.Page("pages/metrics.py", title="Metrics", icon=":material/analytics:"),
+    ],
 }
 st.navigation(pages).run()

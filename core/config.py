@@ -149,3 +149,49 @@ class RunConfig:
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+# --- sharing a setup through a link ---------------------------------------------------------
+
+SHARED_FIELDS = ("model", "dataset", "loss", "positive_class", "optimizer", "lr", "momentum", "batch_size",
+                 "epochs", "val_split", "seed", "device", "precision", "lr_schedule", "early_stopping",
+                 "augment", "train_subset")
+
+
+def to_query_params(config: RunConfig) -> dict[str, str]:
+    """The fields a teacher shares, as URL query parameters (layers as compact JSON)."""
+    out = {}
+    for name in SHARED_FIELDS:
+        value = getattr(config, name)
+        out[name] = str(int(value)) if isinstance(value, bool) else str(value)
+    if config.layers:
+        out["layers"] = json.dumps(list(config.layers), separators=(",", ":"))
+    return out
+
+
+def from_query_params(params: dict[str, str]) -> RunConfig:
+    """Rebuild a config from a shared link; a bad value raises ConfigError naming the field.
+    Fields not in the link take the model preset's settings."""
+    kinds = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    values: dict = {}
+    for name in SHARED_FIELDS + ("layers",):
+        if name not in params:
+            continue
+        raw = params[name]
+        try:
+            if name == "layers":
+                values[name] = tuple(json.loads(raw))
+            elif kinds[name] in ("int", int):
+                values[name] = int(raw)
+            elif kinds[name] in ("float", float):
+                values[name] = float(raw)
+            elif kinds[name] in ("bool", bool):
+                values[name] = raw.lower() in ("1", "true", "yes")
+            else:
+                values[name] = raw
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(name, f"cannot read {raw!r} from the link ({exc})") from exc
+    model = values.pop("model", "mlp")
+    if model in PRESETS:
+        return RunConfig.from_preset(model, **values)
+    return RunConfig(model=model, **values)

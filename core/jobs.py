@@ -100,3 +100,20 @@ def run_worker(store: RunStore, run_id: str, data_dir: str | None = None) -> int
     except Exception:  # noqa: BLE001 - already recorded as failed by the store
         return 1
     return 0
+
+
+def resume_job(store: RunStore, run_id: str, data_dir: str | None = None) -> None:
+    """Continue an interrupted or cancelled run from its last checkpoint in a worker process."""
+    run = store.get(run_id)
+    if run["status"] in ("queued", "running"):
+        raise RunStoreError(f"run {run_id} is {run['status']}; only a stopped run can be resumed")
+    if store.load_checkpoint(run_id) is None:
+        raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
+    cmd = [sys.executable, "-m", "core", "runs", "resume", run_id, "--runs-dir", str(store.root.resolve())]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    with open(store.run_dir(run_id) / "worker.log", "ab") as log:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    store._update(run_id, pid=proc.pid, pid_start=process_start_time(proc.pid))

@@ -152,3 +152,32 @@ def pr_curves(y_true, probs, num_classes: int = 10) -> tuple[pd.DataFrame, dict]
     frames.append(pd.DataFrame({"curve": "micro", "recall": recall, "precision": precision,
                                 "threshold": np.append(thr, np.nan)}))
     return pd.concat(frames, ignore_index=True), ap
+
+
+def top_k(probs, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The k most probable classes of each sample and their probabilities, best first."""
+    probs = np.asarray(probs)
+    idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(probs, idx, axis=1)
+
+
+def select_samples(y_true, y_pred, true: int | None = None, pred: int | None = None,
+                   correct: bool | None = None) -> np.ndarray:
+    """Indices of the samples with this true class, this predicted class and/or right or wrong
+    (None = any): the confusion-matrix cell and gallery filters."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    keep = np.ones(len(y_true), dtype=bool)
+    if true is not None:
+        keep &= y_true == true
+    if pred is not None:
+        keep &= y_pred == pred
+    if correct is not None:
+        keep &= (y_true == y_pred) == correct
+    return np.flatnonzero(keep)
+
+
+def threshold_point(y_true, probs, positive: int, threshold: float) -> dict:
+    """Where a threshold puts one class on its ROC curve (fpr, tpr) and PR curve (recall, precision)."""
+    c = threshold_counts(y_true, probs, positive, threshold)
+    return {"threshold": threshold, "fpr": c["false positive rate (FPR)"], "tpr": c["sensitivity (recall, TPR)"],
+            "recall": c["sensitivity (recall, TPR)"], "precision": c["precision (PPV)"]}

@@ -1,4 +1,5 @@
-"""What several pages share: cached data sets and device lists (process-wide, read-only)."""
+"""What several pages share: cached data sets, devices and the run store (process-wide,
+read-only), the page header, and the live view of background runs."""
 
 from __future__ import annotations
 
@@ -6,19 +7,55 @@ import os
 
 import streamlit as st
 
-from core.data import Dataset, load_dataset
+from core.data import Dataset, available_datasets, load_dataset
 from core.devices import DeviceInfo, list_devices
+from core.runs import RunStore, RunStoreError
+
+TRAIN_COLOR = "#1f77b4"   # one colour for train ...
+VAL_COLOR = "#ff7f0e"     # ... and one for validation, on every page
+SPLIT_SCALE = {"domain": ["train", "validation"], "range": [TRAIN_COLOR, VAL_COLOR]}
+ACTIVE = ("queued", "running")
+DONE = ("finished", "cancelled")
+
+
+def data_dir() -> str | None:
+    return os.environ.get("MNIST_LAB_DATA") or None
 
 
 @st.cache_resource(show_spinner="Loading the data set...")
-def dataset(name: str = "mnist", data_dir: str | None = None) -> Dataset:
+def _dataset(name: str, folder: str | None) -> Dataset:
+    return load_dataset(name, folder)
+
+
+def dataset(name: str = "mnist") -> Dataset:
     """A data set, loaded once per process and shared by every session (never mutated)."""
-    return load_dataset(name, data_dir or os.environ.get("MNIST_LAB_DATA") or None)
+    return _dataset(name, data_dir())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def datasets_here() -> dict[str, str]:
+    return available_datasets(data_dir())
 
 
 @st.cache_resource
 def devices() -> list[DeviceInfo]:
     return list_devices()
+
+
+@st.cache_resource
+def _store(root: str) -> RunStore:
+    return RunStore(root)
+
+
+def store() -> RunStore:
+    """The run store (MNIST_LAB_RUNS, else ./runs); one object per folder, shared."""
+    return _store(os.environ.get("MNIST_LAB_RUNS", "runs"))
+
+
+def header(title: str, purpose: str) -> None:
+    """Every page starts the same way: a title and one line saying what it is for."""
+    st.title(title)
+    st.caption(purpose)
 
 
 def dataset_banner(ds: Dataset) -> None:
@@ -27,3 +64,78 @@ def dataset_banner(ds: Dataset) -> None:
         st.warning(ds.notice, icon=":material/wifi_off:")
     elif ds.is_sample:
         st.info("Using the offline sample: 5,000 real MNIST digits (4,000 train / 1,000 test).")
+
+
+def run_label(run: dict) -> str:
+    acc = f", test {run['test_accuracy']:.2%}" if run.get("test_accuracy") is not None else ""
+    return f"{run['name']} ({run['model']}, {run['status']}{acc})"
+
+
+def pick_run(label: str, runs: list[dict], key: str, default: str | None = None) -> str | None:
+    """A selectbox of runs that remembers its choice across pages (plain session_state key,
+    since widget state is dropped when a page is left) and follows `?run=` in the URL."""
+    if not runs:
+        return None
+    ids = [r["id"] for r in runs]
+    by_id = {r["id"]: r for r in runs}
+    wanted = st.query_params.get("run") or st.session_state.get("current_run") or default
+    index = ids.index(wanted) if wanted in ids else 0
+    choice = st.selectbox(label, ids, index=index, format_func=lambda i: run_label(by_id[i]), key=key)
+    st.session_state["current_run"] = choice
+    st.query_params["run"] = choice
+    return choice
+
+
+def no_runs_hint(what: str) -> None:
+    st.info(f"No finished run yet to {what}. Train one first.", icon=":material/model_training:")
+    st.page_link("pages/train.py", label="Go to the train page", icon=":material/model_training:")
+
+
+def show_error(exc: Exception) -> None:
+    """A user error as one clear message (never a traceback)."""
+    st.error(str(exc), icon=":material/error:")
+
+
+def safe_get(run_id: str) -> dict | None:
+    try:
+        return store().get(run_id)
+    except RunStoreError:
+        return None
+
+
+def finished_runs() -> list[dict]:
+    """Runs that have stored test predictions (finished, or stopped after at least one epoch)."""
+    return [r for r in store().list() if r["status"] in DONE
+            and (store().run_dir(r["id"]) / "predictions.npz").exists()]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _predictions(root: str, run_id: str, mtime: float) -> dict:
+    return RunStore(root).predictions(run_id)
+
+
+def predictions(run_id: str) -> dict:
+    """A run's stored test labels, predictions and probabilities (cached per file version)."""
+    path = store().run_dir(run_id) / "predictions.npz"
+    return _predictions(str(store().root), run_id, path.stat().st_mtime)
+
+
+def run_dataset_info(run_id: str) -> dict:
+    import json
+
+    saved = json.loads((store().run_dir(run_id) / "config.json").read_text())
+    return saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
+
+
+def test_images_for(run_id: str):
+    """The test images a run was evaluated on, or (None, why) when this machine has other data."""
+    info = run_dataset_info(run_id)
+    name = info.get("name") or store().config(run_id).dataset
+    try:
+        ds = dataset(name)
+    except Exception as exc:  # noqa: BLE001 - shown to the user as the reason
+        return None, f"its data set {name!r} cannot be loaded here: {exc}"
+    if info.get("fingerprint") and ds.fingerprint and info["fingerprint"] != ds.fingerprint:
+        return None, (f"this run was trained on a different copy of {name!r} (fingerprint {info['fingerprint']}, "
+                      f"here {ds.fingerprint})")
+    return ds.test_images, None

@@ -56,3 +56,37 @@ needs_full_mnist = pytest.mark.skipif(
     not (FULL_MNIST / "train-images-idx3-ubyte.gz").exists() and not (FULL_MNIST / "train-images-idx3-ubyte").exists(),
     reason=f"full MNIST not found at {FULL_MNIST} (set MNIST_LAB_TEST_DATA)",
 )
+
+
+def open_page(page: str, query: dict | None = None, timeout: int = 90):
+    """The app (navigation included) under AppTest, switched to `page` (e.g. "pages/train.py")."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.switch_page(page)
+    return at.run()
+
+
+@pytest.fixture(scope="session")
+def trained_root(tmp_path_factory, sample):
+    """A run store holding two finished short runs on the offline sample (MLP, small CNN)."""
+    from core.config import RunConfig
+    from core.runs import RunStore
+
+    root = tmp_path_factory.mktemp("trained-runs")
+    store = RunStore(root)
+    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=1500,
+                                                      name="mlp short"), sample)
+    store.train_in_this_process(RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, train_subset=1500,
+                                                      name="cnn short"), sample)
+    return root
+
+
+@pytest.fixture
+def trained_store(trained_root, monkeypatch):
+    from core.runs import RunStore
+
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(trained_root))
+    return RunStore(trained_root)

@@ -1,0 +1,157 @@
+"""Experiments made of several runs, and what the pages say about runs: the table of runs,
+config differences, smoothing, k-fold groups, the capacity study and the under/overfitting
+diagnosis of the course (high/high, low/high, low/low errors).
+
+Plain functions over the run store's rows and histories, so the CLI, a notebook and the pages
+compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.config import RunConfig
+
+# --- the table of runs ------------------------------------------------------------------
+
+TABLE_COLUMNS = ["id", "name", "status", "model", "params", "optimizer", "lr", "batch_size", "epochs",
+                 "epochs_done", "device", "seconds", "best_val_accuracy", "last_val_accuracy",
+                 "test_accuracy", "dataset", "tags", "created"]
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run (the store's rows), the columns the experiments page shows."""
+    df = pd.DataFrame(runs, columns=[c for c in TABLE_COLUMNS])
+    if df.empty:
+        return df
+    df["tags"] = df["tags"].map(lambda t: ", ".join(t or []))
+    df["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+    return df
+
+
+def config_diff(configs: dict[str, RunConfig]) -> pd.DataFrame:
+    """Configs side by side (one column per run), with a `differs` column for highlighting."""
+    rows = {}
+    for run_id, cfg in configs.items():
+        d = cfg.to_dict()
+        d["layers"] = " | ".join(_layer_text(layer) for layer in cfg.architecture())
+        d.pop("extra", None)
+        rows[run_id] = {k: (str(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
+    df = pd.DataFrame(rows)
+    df["differs"] = df.astype(str).nunique(axis=1) > 1
+    return df
+
+
+def _layer_text(layer: dict) -> str:
+    keys = [k for k in layer if k != "type"]
+    return layer["type"] + ("(" + ", ".join(f"{k}={layer[k]}" for k in keys) + ")" if keys else "")
+
+
+def smooth(values, weight: float) -> np.ndarray:
+    """TensorBoard's exponential moving average with debiasing (weight 0 = raw values).
+
+    By hand because pandas' ewm has no debiasing at the start and TensorBoard users expect
+    this exact curve; a few lines.
+    """
+    values = np.asarray(values, dtype=float)
+    out, last, num = np.empty_like(values), 0.0, 0
+    for i, v in enumerate(values):
+        num += 1
+        last = last * weight + (1 - weight) * v
+        out[i] = last / (1 - weight ** num) if weight > 0 else v
+    return out
+
+
+def curves_frame(histories: dict[str, list[dict]], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Long table for curve charts: run, label, epoch, split (train/validation), metric, value."""
+    rows = []
+    for run_id, history in histories.items():
+        for h in history:
+            for split, prefix in (("train", "train_"), ("validation", "val_")):
+                for metric in ("loss", "accuracy"):
+                    rows.append({"run": run_id, "label": (labels or {}).get(run_id, run_id), "epoch": h["epoch"],
+                                 "split": split, "metric": metric, "value": h[prefix + metric]})
+    return pd.DataFrame(rows, columns=["run", "label", "epoch", "split", "metric", "value"])
+
+
+def hyperparameter_frame(runs: list[dict], configs: dict[str, RunConfig], name: str) -> pd.DataFrame:
+    """Finished runs: one hyperparameter against test accuracy."""
+    rows = []
+    for r in runs:
+        if r["status"] != "finished" or r["id"] not in configs or r["test_accuracy"] is None:
+            continue
+        value = r.get(name) if name in ("params", "seconds") else getattr(configs[r["id"]], name)
+        rows.append({"run": r["id"], "name": r["name"], name: value, "test_accuracy": r["test_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+# --- k-fold -----------------------------------------------------------------------------
+
+def kfold_configs(base: RunConfig, k: int, stratified: bool = True) -> list[RunConfig]:
+    """One config per fold of a k-fold cross-validation of `base`."""
+    return [base.replace(kfold=(k, fold, stratified), name=f"{base.name or base.model} fold {fold + 1}/{k}")
+            for fold in range(k)]
+
+
+def kfold_summary(runs: list[dict]) -> dict:
+    """Per-fold validation accuracy (last epoch's) and mean and standard deviation over folds."""
+    scores = [r["last_val_accuracy"] for r in runs if r["status"] == "finished" and r["last_val_accuracy"] is not None]
+    return {"folds_done": len(scores), "folds": len(runs), "scores": scores,
+            "mean": float(np.mean(scores)) if scores else None,
+            "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None}
+
+
+# --- under- and overfitting ---------------------------------------------------------------
+
+CAPACITIES = (2, 8, 32, 128, 512)
+
+
+def capacity_configs(base: RunConfig, units=CAPACITIES) -> list[RunConfig]:
+    """The capacity study: the same task with one hidden dense layer of growing width."""
+    return [base.replace(model="custom", name=f"capacity {u} units",
+                         layers=({"type": "flatten"}, {"type": "dense", "units": int(u), "activation": "relu"}),
+                         extra={**base.extra, "capacity": int(u)})
+            for u in units]
+
+
+def overfit_epoch(history: list[dict]) -> int | None:
+    """The epoch where overfitting starts: validation loss at its minimum and rising after it
+    while training loss keeps falling. None when validation loss never turns up."""
+    if len(history) < 3:
+        return None
+    val = np.array([h["val_loss"] for h in history])
+    train = np.array([h["train_loss"] for h in history])
+    best = int(val.argmin())
+    if best >= len(history) - 1:
+        return None
+    rises = val[-1] > val[best] * 1.02   # a real turn, not noise
+    train_falls = train[-1] < train[best]
+    return history[best]["epoch"] if rises and train_falls else None
+
+
+def diagnose(train_error: float, val_error: float, high: float = 0.1, gap: float = 0.03) -> str:
+    """The course's table: underfitting (high train and validation error), overfitting (low
+    train error, high validation error: a gap), a good fit (both low)."""
+    if train_error >= high:
+        return "underfitting"
+    if val_error - train_error >= gap:
+        return "overfitting"
+    return "good fit"
+
+
+def capacity_frame(runs: list[dict], histories: dict[str, list[dict]], configs: dict[str, RunConfig]) -> pd.DataFrame:
+    """Final train and validation error of each run of a capacity study, with the diagnosis."""
+    rows = []
+    for r in runs:
+        h = histories.get(r["id"]) or []
+        if not h:
+            continue
+        last = h[-1]
+        cap = configs[r["id"]].extra.get("capacity")
+        train_err, val_err = 1 - last["train_accuracy"], 1 - last["val_accuracy"]
+        rows.append({"run": r["id"], "capacity": cap, "params": r["params"], "status": r["status"],
+                     "train_error": train_err, "val_error": val_err,
+                     "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+                     "regime": diagnose(train_err, val_err)})
+    return pd.DataFrame(rows).sort_values("capacity") if rows else pd.DataFrame(rows)

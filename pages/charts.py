@@ -1,0 +1,122 @@
+"""Altair charts drawn from the data frames `core` computes (compute, then display).
+
+Every chart uses the same train/validation colours, names its axes with units, and has
+tooltips.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from pages.common import SPLIT_SCALE
+
+
+def history_frame(history: list[dict]) -> pd.DataFrame:
+    rows = []
+    for h in history:
+        for split, prefix in (("train", "train_"), ("validation", "val_")):
+            for metric in ("loss", "accuracy"):
+                rows.append({"epoch": h["epoch"], "split": split, "metric": metric, "value": h[prefix + metric]})
+    return pd.DataFrame(rows, columns=["epoch", "split", "metric", "value"])
+
+
+def curves(history: list[dict], metric: str, log_loss: bool = False, marks: list[dict] | None = None,
+           height: int = 260) -> alt.Chart:
+    """Train vs validation `metric` per epoch; optional vertical rules (`marks`: epoch, text)."""
+    df = history_frame(history)
+    df = df[df.metric == metric]
+    y_scale = alt.Scale(type="log") if (metric == "loss" and log_loss) else alt.Scale(zero=False)
+    title = "loss (cross-entropy)" if metric == "loss" else "accuracy"
+    chart = alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("value:Q", title=title, scale=y_scale),
+        color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
+        tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f", title=metric)],
+    ).properties(height=height, title=f"{metric.capitalize()} per epoch")
+    if marks:
+        m = pd.DataFrame(marks)
+        chart = chart + alt.Chart(m).mark_rule(strokeDash=[4, 4], color="gray").encode(
+            x="epoch:Q", tooltip=["text:N"]) + alt.Chart(m).mark_text(align="left", dx=4, dy=-6, color="gray").encode(
+            x="epoch:Q", y=alt.value(10), text="text:N")
+    return chart
+
+
+def confusion_heatmap(table: pd.DataFrame, normalized: bool, title: str = "Confusion matrix") -> alt.Chart:
+    """A (true x predicted) table as a heatmap; a click selects one cell (true, predicted)."""
+    df = table.reset_index(names="true").melt(id_vars="true", var_name="predicted", value_name="value")
+    df["true"] = df["true"].astype(str)
+    df["predicted"] = df["predicted"].astype(str)
+    order = [str(c) for c in table.index]
+    pick = alt.selection_point(name="cell", fields=["true", "predicted"], on="click")
+    fmt = ".2f" if normalized else "d"
+    base = alt.Chart(df).encode(
+        x=alt.X("predicted:N", sort=order, title="predicted class"),
+        y=alt.Y("true:N", sort=order, title="true class"),
+    )
+    rect = base.mark_rect().encode(
+        color=alt.Color("value:Q", scale=alt.Scale(scheme="blues"), title="share of row" if normalized else "count"),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.6)),
+        tooltip=["true", "predicted", alt.Tooltip("value:Q", format=fmt, title="share" if normalized else "count")],
+    ).add_params(pick)
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text("value:Q", format=fmt),
+        color=alt.condition(alt.datum.value > (0.5 if normalized else float(table.values.max()) / 2),
+                            alt.value("white"), alt.value("black")),
+    )
+    return (rect + text).properties(height=380, title=title)
+
+
+def roc_chart(curve: pd.DataFrame, point: dict | None = None) -> alt.Chart:
+    chart = alt.Chart(curve).mark_line().encode(
+        x=alt.X("fpr:Q", title="false positive rate (1 - specificity)"),
+        y=alt.Y("tpr:Q", title="true positive rate (recall)"),
+        color=alt.Color("curve:N", title=None),
+        tooltip=["curve", alt.Tooltip("fpr:Q", format=".3f"), alt.Tooltip("tpr:Q", format=".3f")],
+    )
+    diag = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(strokeDash=[3, 3], color="gray").encode(
+        x="fpr:Q", y="tpr:Q")
+    out = chart + diag
+    if point:
+        out = out + alt.Chart(pd.DataFrame([point])).mark_point(size=140, filled=True, color="red").encode(
+            x="fpr:Q", y="tpr:Q", tooltip=[alt.Tooltip("threshold:Q", format=".2f"), "fpr:Q", "tpr:Q"])
+    return out.properties(height=320, title="ROC curves (one vs rest)")
+
+
+def pr_chart(curve: pd.DataFrame, point: dict | None = None) -> alt.Chart:
+    chart = alt.Chart(curve).mark_line().encode(
+        x=alt.X("recall:Q", title="recall"),
+        y=alt.Y("precision:Q", title="precision", scale=alt.Scale(zero=False)),
+        color=alt.Color("curve:N", title=None),
+        tooltip=["curve", alt.Tooltip("recall:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f")],
+    )
+    if point:
+        chart = chart + alt.Chart(pd.DataFrame([point])).mark_point(size=140, filled=True, color="red").encode(
+            x="recall:Q", y="precision:Q", tooltip=[alt.Tooltip("threshold:Q", format=".2f"), "recall:Q", "precision:Q"])
+    return chart.properties(height=320, title="Precision-recall curves")
+
+
+def probability_bars(probs: np.ndarray, classes=None) -> alt.Chart:
+    classes = classes or [str(i) for i in range(len(probs))]
+    df = pd.DataFrame({"class": [str(c) for c in classes], "probability": probs.astype(float)})
+    top = int(np.argmax(probs))
+    df["top"] = ["prediction" if i == top else "other" for i in range(len(probs))]
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("class:N", sort=None, title="class"),
+        y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
+        color=alt.Color("top:N", scale=alt.Scale(domain=["prediction", "other"], range=["#2ca02c", "#9e9e9e"]),
+                        legend=None),
+        tooltip=["class", alt.Tooltip("probability:Q", format=".3f")],
+    ).properties(height=220)
+
+
+def thin(df: pd.DataFrame, by: str, max_points: int = 400) -> pd.DataFrame:
+    """At most `max_points` evenly spaced points per curve (endpoints kept): a PR curve of
+    10,000 predictions has 10,000 points, which the browser would draw slowly for no gain."""
+    parts = []
+    for _, part in df.groupby(by, sort=False):
+        if len(part) > max_points:
+            part = part.iloc[np.unique(np.linspace(0, len(part) - 1, max_points).round().astype(int))]
+        parts.append(part)
+    return pd.concat(parts) if parts else df

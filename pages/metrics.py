@@ -1,0 +1,146 @@
+"""Metrics: every metric slide of the course on a run the user made, from its stored test
+predictions (no retraining): curves, confusion matrix (and how it changed per epoch), a
+prediction gallery, per-class precision/recall/specificity/F1/NPV, ROC and PR curves with
+AUC, and a threshold slider with the 2x2 matrix and the table of rates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import metrics as M
+from pages import charts
+from pages.common import finished_runs, header, no_runs_hint, pick_run, predictions, store, test_images_for
+
+header("Metrics", "How good is a trained model, and where does it go wrong? All numbers come from the run's "
+                  "stored test predictions.")
+
+runs = finished_runs()
+if not runs:
+    no_runs_hint("evaluate")
+    st.stop()
+
+run_id = pick_run("Run", runs, key="m_run")
+pred = predictions(run_id)
+labels, preds, probs = pred["labels"], pred["preds"], pred["probs"]
+n_classes = probs.shape[1]
+classes = [str(c) for c in range(n_classes)]
+config = store().config(run_id)
+history = store().history(run_id)
+if n_classes == 2:
+    st.info(f"A binary run: class 1 means \"is a {config.positive_class}\", class 0 means any other digit.")
+
+m = st.columns(4)
+m[0].metric("Test accuracy", f"{M.accuracy(labels, preds):.2%}")
+m[1].metric("Test samples", f"{len(labels):,}")
+m[2].metric("Mistakes", f"{int((labels != preds).sum()):,}")
+m[3].metric("Epochs", len(history))
+
+tabs = st.tabs(["Training curves", "Confusion matrix", "Prediction gallery", "Per-class table", "ROC and PR curves",
+                "Threshold"])
+
+with tabs[0]:
+    if history:
+        log = st.checkbox("Log scale for the loss", key="m_log")
+        left, right = st.columns(2)
+        left.altair_chart(charts.curves(history, "loss", log_loss=log), width="stretch")
+        right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
+    else:
+        st.info("This run has no per-epoch history.")
+
+with tabs[1]:
+    normalized = st.toggle("Normalize by row (share of each true class)", key="m_norm")
+    cm = M.confusion_matrix(labels, preds, n_classes, normalize="true" if normalized else None)
+    event = st.altair_chart(charts.confusion_heatmap(pd.DataFrame(cm, index=classes, columns=classes), normalized,
+                                                     title="Test set confusion matrix (click a cell)"),
+                            width="stretch", on_select="rerun", key="m_cm")
+    cells = (event.selection.get("cell") if event and hasattr(event, "selection") else None) or []
+    if cells and st.session_state.get("m_last_cell") != cells[0]:
+        st.session_state["m_last_cell"] = cells[0]
+        st.session_state["m_cell_true"] = int(cells[0]["true"])
+        st.session_state["m_cell_pred"] = int(cells[0]["predicted"])
+    c1, c2 = st.columns(2)
+    t = c1.selectbox("True class", range(n_classes), key="m_cell_true")
+    p = c2.selectbox("Predicted class", range(n_classes), index=min(1, n_classes - 1), key="m_cell_pred")
+    idx = M.select_samples(labels, preds, t, p)
+    st.caption(f"{len(idx)} test images with true class {t} predicted as {p}.")
+    images, why = test_images_for(run_id)
+    if images is None:
+        st.warning(f"Images cannot be shown: {why}.")
+    elif len(idx):
+        top_c, top_p = M.top_k(probs[idx[:24]], min(3, n_classes))
+        cols = st.columns(8)
+        for i, j in enumerate(idx[:24]):
+            cols[i % 8].image(images[j], width=64,
+                              caption=" · ".join(f"{c}: {q:.2f}" for c, q in zip(top_c[i], top_p[i])))
+    if history and "val_confusion" in history[0]:
+        st.markdown("**How the mistakes change while the model learns** (validation set, per epoch)")
+        epoch = st.slider("Epoch", 1, len(history), len(history), key="m_epoch") if len(history) > 1 else 1
+        vcm = np.array(history[epoch - 1]["val_confusion"])
+        if normalized:
+            vcm = vcm / np.maximum(vcm.sum(axis=1, keepdims=True), 1)
+        st.altair_chart(charts.confusion_heatmap(pd.DataFrame(vcm, index=classes, columns=classes), normalized,
+                                                 title=f"Validation confusion matrix after epoch {epoch}"),
+                        width="stretch")
+
+with tabs[2]:
+    c1, c2, c3 = st.columns(3)
+    any_class = ["any", *range(n_classes)]
+    gt = c1.selectbox("True class", any_class, key="m_g_true")
+    gp = c2.selectbox("Predicted class", any_class, key="m_g_pred")
+    which = c3.radio("Show", ["wrong ones", "right ones", "all"], horizontal=True, key="m_g_which")
+    sel = M.select_samples(labels, preds, None if gt == "any" else gt, None if gp == "any" else gp,
+                           {"wrong ones": False, "right ones": True, "all": None}[which])
+    st.caption(f"{len(sel):,} test images match; the first 32 are shown with their top-3 probabilities.")
+    images, why = test_images_for(run_id)
+    if images is None:
+        st.warning(f"Images cannot be shown: {why}.")
+    elif len(sel):
+        top_c, top_p = M.top_k(probs[sel[:32]], min(3, n_classes))
+        cols = st.columns(8)
+        for i, j in enumerate(sel[:32]):
+            mark = "✓" if labels[j] == preds[j] else "✗"
+            cols[i % 8].image(images[j], width=64, caption=f"{mark} true {labels[j]} · " +
+                              ", ".join(f"{c} {q:.0%}" for c, q in zip(top_c[i], top_p[i])))
+
+with tabs[3]:
+    table = M.per_class_table(labels, preds, n_classes)
+    st.dataframe(table.style.format({c: "{:.4f}" for c in ["precision", "recall", "specificity", "f1", "npv"]}),
+                 hide_index=True, width="stretch",
+                 column_config={"recall": st.column_config.NumberColumn("recall (sensitivity)"),
+                                "npv": st.column_config.NumberColumn("negative predictive value")})
+    st.caption(f"Overall accuracy {M.accuracy(labels, preds):.4f}. Macro average: every class counts the same; "
+               "weighted average: classes count by their support.")
+
+with tabs[4]:
+    roc, aucs = M.roc_curves(labels, probs, n_classes)
+    pr, aps = M.pr_curves(labels, probs, n_classes)
+    shown = st.multiselect("Curves", list(aucs), default=list(aucs), key="m_curves")
+    left, right = st.columns(2)
+    left.altair_chart(charts.roc_chart(charts.thin(roc[roc.curve.isin(shown)], "curve")), width="stretch")
+    right.altair_chart(charts.pr_chart(charts.thin(pr[pr.curve.isin(shown)], "curve")), width="stretch")
+    st.dataframe(pd.DataFrame({"curve": list(aucs), "ROC AUC": list(aucs.values()),
+                               "average precision": [aps.get(k, np.nan) for k in aucs]}),
+                 hide_index=True, width="content")
+
+with tabs[5]:
+    c1, c2 = st.columns(2)
+    positive = c1.selectbox("Positive class", range(n_classes), index=n_classes - 1 if n_classes == 2 else 0,
+                            key="m_pos")
+    threshold = c2.slider("Threshold on its probability", 0.0, 1.0, 0.5, 0.01, key="m_thr")
+    counts = M.threshold_counts(labels, probs, positive, threshold)
+    point = M.threshold_point(labels, probs, positive, threshold)
+    left, right = st.columns(2)
+    left.altair_chart(charts.roc_chart(charts.thin(roc[roc.curve == str(positive)], "curve"), point), width="stretch")
+    right.altair_chart(charts.pr_chart(charts.thin(pr[pr.curve == str(positive)], "curve"), point), width="stretch")
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**2x2 matrix for class {positive} against the rest**")
+        st.table(pd.DataFrame({"predicted positive": [counts["TP"], counts["FP"]],
+                               "predicted negative": [counts["FN"], counts["TN"]]},
+                              index=["actually positive", "actually negative"]))
+    with right:
+        st.markdown("**The course's table of rates**")
+        st.table(pd.DataFrame({"rate": list(M.rates(counts)), "value": [f"{v:.4f}" for v in M.rates(counts).values()]}))

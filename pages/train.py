@@ -1,0 +1,362 @@
+"""Train: the course's Keras workflow in the browser. Define a model (a preset or layer by
+layer, with a live summary), compile and fit it on the hardware picked here as a background
+job with live curves and a Stop button, then evaluate and save it.
+
+Training never runs in this script: it runs in a worker process (core.jobs) and this page
+only reads the run store, in a fragment that refreshes itself once a second while a run is
+active. Leaving the page, opening a second tab or reloading shows the same job.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pandas as pd
+import streamlit as st
+
+from core.codegen import keras_code, pytorch_code
+from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig,
+                         from_query_params, to_query_params)
+from core.data import DataError
+from core.devices import DeviceError
+from core.jobs import queue_position, resume_job, start_job
+from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, summary
+from core.runs import RunStoreError
+from pages import charts
+from pages.common import ACTIVE, data_dir, dataset, datasets_here, devices, header, safe_get, show_error, store
+
+LAYER_DEFAULTS = {
+    "dense": {"units": 64, "activation": "relu"},
+    "conv": {"filters": 16, "kernel": 3, "padding": "same", "stride": 1, "activation": "relu"},
+    "pool": {"kind": "max", "size": 2},
+    "dropout": {"rate": 0.25},
+    "batchnorm": {},
+    "flatten": {},
+}
+
+header("Train", "Define, compile, fit, evaluate and save a model — the course's Keras steps, in PyTorch, "
+                "on the hardware you pick.")
+
+
+# --- state: one config dict and one layer list, in plain session_state keys ---------------
+
+def _with_ids(layers: list[dict]) -> list[dict]:
+    return [{**layer, "_id": uuid.uuid4().hex[:8]} for layer in layers]
+
+
+def _set_config(cfg: RunConfig) -> None:
+    """Make `cfg` the page's setup (drops widget state so the widgets show the new values)."""
+    st.session_state["train_cfg"] = cfg.to_dict()
+    st.session_state["train_layers"] = _with_ids(cfg.architecture())
+    for key in [k for k in st.session_state if str(k).startswith(("t_", "layer_"))]:
+        del st.session_state[key]
+
+
+if "train_cfg" not in st.session_state:
+    try:
+        shared = {k: v for k, v in st.query_params.items() if k != "run"}
+        _set_config(from_query_params(shared) if shared else RunConfig.from_preset("mlp", dataset="mnist"))
+    except ConfigError as exc:
+        st.warning(f"The shared link has a bad setting, so the defaults are shown instead: {exc}")
+        _set_config(RunConfig.from_preset("mlp"))
+
+cfg: dict = st.session_state["train_cfg"]
+layers: list[dict] = st.session_state["train_layers"]
+
+
+def _load_preset():
+    name = st.session_state["t_preset"]
+    keep = {k: cfg[k] for k in ("dataset", "device", "seed", "val_split")}
+    if name == "custom":
+        _set_config(RunConfig(model="custom", layers=tuple(_clean(layers)), **{
+            k: v for k, v in cfg.items() if k not in ("model", "layers", "kfold", "extra", "name")}))
+    else:
+        _set_config(RunConfig.from_preset(name, **keep))
+
+
+def _clean(ls: list[dict]) -> list[dict]:
+    return [{k: v for k, v in layer.items() if k != "_id"} for layer in ls]
+
+
+def _edited():
+    """Any edit of the layers makes the model custom (the preset picker says so too)."""
+    cfg["model"] = "custom"
+    st.session_state["t_preset"] = "custom"
+
+
+def _move(i: int, step: int):
+    j = i + step
+    if 0 <= j < len(layers):
+        layers[i], layers[j] = layers[j], layers[i]
+        _edited()
+
+
+def _remove(i: int):
+    layers.pop(i)
+    _edited()
+
+
+def _add():
+    kind = st.session_state["t_add_type"]
+    layers.append({"type": kind, **LAYER_DEFAULTS[kind], "_id": uuid.uuid4().hex[:8]})
+    _edited()
+
+
+# --- 1. define ----------------------------------------------------------------------------
+
+st.subheader("1. Define the model")
+presets = list(PRESETS) + ["custom"]
+st.selectbox("Start from", presets, index=presets.index(cfg["model"]), key="t_preset", on_change=_load_preset,
+             format_func=lambda p: PRESETS[p]["title"] if p in PRESETS else "Custom (edit the layers below)",
+             help="A preset loads its layers and its recommended training settings; editing a layer makes "
+                  "the model custom.")
+
+with st.expander(f"Layers ({len(layers)}) — add, remove, reorder, edit", expanded=cfg["model"] == "custom"):
+    for i, layer in enumerate(layers):
+        uid, kind = layer["_id"], layer["type"]
+        cols = st.columns([1.2, 1, 1, 1, 1, 1, 0.4, 0.4, 0.4])
+        cols[0].markdown(f"**{i + 1}. {kind}**")
+        k = f"layer_{uid}_"
+        if kind == "dense":
+            layer["units"] = cols[1].number_input("units", 1, 4096, int(layer.get("units", 64)), key=k + "units",
+                                                  on_change=_edited)
+            layer["activation"] = cols[2].selectbox("activation", ACTIVATIONS, ACTIVATIONS.index(layer.get("activation", "relu")),
+                                                    key=k + "activation", on_change=_edited)
+        elif kind == "conv":
+            layer["filters"] = cols[1].number_input("filters", 1, 512, int(layer.get("filters", 16)), key=k + "filters",
+                                                    on_change=_edited)
+            layer["kernel"] = cols[2].number_input("kernel", 1, 28, int(layer.get("kernel", 3)), key=k + "kernel",
+                                                   on_change=_edited)
+            layer["padding"] = cols[3].selectbox("padding", PADDINGS, PADDINGS.index(layer.get("padding", "valid")),
+                                                 key=k + "padding", on_change=_edited)
+            layer["stride"] = cols[4].number_input("stride", 1, 4, int(layer.get("stride", 1)), key=k + "stride",
+                                                   on_change=_edited)
+            layer["activation"] = cols[5].selectbox("activation", ACTIVATIONS, ACTIVATIONS.index(layer.get("activation", "relu")),
+                                                    key=k + "activation", on_change=_edited)
+        elif kind == "pool":
+            layer["kind"] = cols[1].selectbox("kind", POOL_KINDS, POOL_KINDS.index(layer.get("kind", "max")),
+                                              key=k + "kind", on_change=_edited)
+            layer["size"] = cols[2].number_input("size", 1, 14, int(layer.get("size", 2)), key=k + "size",
+                                                 on_change=_edited)
+        elif kind == "dropout":
+            layer["rate"] = cols[1].number_input("rate", 0.0, 0.95, float(layer.get("rate", 0.25)), 0.05,
+                                                 key=k + "rate", on_change=_edited)
+        cols[6].button("↑", key=k + "up", on_click=_move, args=(i, -1), help="move up", disabled=i == 0)
+        cols[7].button("↓", key=k + "down", on_click=_move, args=(i, 1), help="move down",
+                       disabled=i == len(layers) - 1)
+        cols[8].button("✕", key=k + "remove", on_click=_remove, args=(i,), help="remove this layer")
+    add_cols = st.columns([2, 1, 4])
+    add_cols[0].selectbox("New layer", list(LAYER_DEFAULTS), key="t_add_type")
+    add_cols[1].button("Add layer", on_click=_add, key="t_add")
+    st.caption("The output layer (Dense 10 with softmax, or Dense 1 with sigmoid for a binary task) is added "
+               "automatically.")
+
+arch_error = None
+try:
+    summ = summary(_clean(layers), 1 if cfg["loss"] == "binary_crossentropy" else 10)
+    st.dataframe(pd.DataFrame(summ["rows"])[["layer", "type", "output_shape", "params"]]
+                 .rename(columns={"output_shape": "output shape", "params": "parameters"}),
+                 hide_index=True, width="stretch")
+    st.caption(f"Total parameters: **{summ['total_params']:,}** (trainable {summ['trainable_params']:,}, "
+               f"non-trainable {summ['non_trainable_params']:,}) — this is `model.summary()`.")
+except (ArchitectureError, KeyError, TypeError, ValueError) as exc:
+    arch_error = exc
+    st.error(f"This architecture cannot be built: {exc}", icon=":material/error:")
+
+
+# --- 2. compile and fit settings -----------------------------------------------------------
+
+st.subheader("2. Compile and fit")
+here = datasets_here()
+ds_options = ["mnist", "mnist-sample"] + (["fashion-mnist"] if "fashion-mnist" in here else [])
+if cfg["dataset"] not in ds_options:
+    ds_options.append(cfg["dataset"])
+ds_labels = {"mnist": "MNIST (60,000 / 10,000)" + ("" if "mnist" in here else " — not found here: the offline sample "
+                                                   "is used unless it can be downloaded"),
+             "mnist-sample": "Offline sample (4,000 / 1,000 real MNIST digits)",
+             "fashion-mnist": "Fashion-MNIST"}
+dev_list = devices()
+dev_ids = [d.id for d in dev_list]
+dev_labels = {d.id: d.label for d in dev_list}
+if cfg["device"] in ("auto", "") or cfg["device"] is None:
+    cfg["device"] = dev_ids[0]
+if cfg["device"] not in dev_ids:  # e.g. a shared link made on a GPU machine: kept, and refused on launch
+    dev_ids.append(cfg["device"])
+    dev_labels[cfg["device"]] = f"{cfg['device']} (not found on this machine)"
+
+c1, c2, c3, c4 = st.columns(4)
+cfg["dataset"] = c1.selectbox("Data set", ds_options, ds_options.index(cfg["dataset"]), key="t_dataset",
+                              format_func=lambda d: ds_labels.get(d, d))
+cfg["device"] = c2.selectbox("Hardware", dev_ids, dev_ids.index(cfg["device"]), key="t_device",
+                             format_func=lambda d: dev_labels[d], help="Detected devices, best first.")
+cfg["optimizer"] = c3.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(cfg["optimizer"]), key="t_optimizer")
+cfg["lr"] = c4.number_input("Learning rate", min_value=0.0, max_value=10.0, value=float(cfg["lr"]), step=1e-4,
+                            format="%.5f", key="t_lr")
+c1, c2, c3, c4 = st.columns(4)
+cfg["loss"] = c1.selectbox("Loss", LOSSES, LOSSES.index(cfg["loss"]), key="t_loss",
+                           help="categorical_crossentropy: 10 classes. binary_crossentropy: one digit against the rest.")
+cfg["batch_size"] = c2.number_input("Batch size", min_value=1, max_value=100_000, value=int(cfg["batch_size"]),
+                                    key="t_batch_size")
+cfg["epochs"] = c3.number_input("Epochs", min_value=1, max_value=500, value=int(cfg["epochs"]), key="t_epochs")
+cfg["val_split"] = c4.slider("Validation split", 0.05, 0.5, float(cfg["val_split"]), 0.05, key="t_val_split",
+                             help="Seeded and stratified (Keras takes the last samples instead).")
+with st.expander("More settings"):
+    c1, c2, c3, c4 = st.columns(4)
+    cfg["seed"] = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(cfg["seed"]), key="t_seed")
+    cfg["early_stopping"] = c2.number_input("Early stopping patience (0 = off)", 0, 100, int(cfg["early_stopping"]),
+                                            key="t_early_stopping")
+    cfg["lr_schedule"] = c3.selectbox("Learning-rate schedule", LR_SCHEDULES, LR_SCHEDULES.index(cfg["lr_schedule"]),
+                                      key="t_lr_schedule")
+    cfg["precision"] = c4.selectbox("Precision", PRECISIONS, PRECISIONS.index(cfg["precision"]), key="t_precision",
+                                    help="bf16 autocast on CPU/CUDA; fp16 with gradient scaling on CUDA.")
+    c1, c2, c3, c4 = st.columns(4)
+    cfg["momentum"] = c1.number_input("Momentum (SGD)", 0.0, 0.99, float(cfg["momentum"]), 0.05, key="t_momentum")
+    cfg["train_subset"] = c2.number_input("Use only N training digits (0 = all)", 0, 60_000, int(cfg["train_subset"]),
+                                          step=500, key="t_train_subset")
+    cfg["augment"] = c3.checkbox("Augment (shifts, rotations, stroke width)", bool(cfg["augment"]), key="t_augment",
+                                 help="Makes the model read hand-drawn digits better (draw page).")
+    if cfg["loss"] == "binary_crossentropy":
+        cfg["positive_class"] = c4.number_input("Positive class", 0, 9, int(cfg["positive_class"]),
+                                                key="t_positive_class")
+    cfg["name"] = st.text_input("Run name (optional)", cfg.get("name", ""), key="t_name", max_chars=120)
+
+config, config_error = None, None
+if arch_error is None:
+    try:
+        fields = {k: v for k, v in cfg.items() if k not in ("layers", "extra")}
+        if cfg["model"] == "custom":
+            fields["layers"] = tuple(_clean(layers))
+        config = RunConfig(**fields)
+        st.query_params.from_dict(to_query_params(config))  # the link in the address bar shares this setup
+    except ConfigError as exc:
+        config_error = exc
+        st.error(f"Setting **{exc.field}**: {exc}", icon=":material/error:")
+
+
+def _start():
+    try:
+        ds = dataset(config.dataset)
+        run_id = start_job(store(), config, data_dir=data_dir(), dataset=ds)
+    except (ConfigError, DeviceError, DataError, ArchitectureError, RunStoreError) as exc:
+        st.session_state["train_error"] = str(exc)
+        return
+    st.session_state.pop("train_error", None)
+    st.session_state["train_run"] = run_id
+
+
+st.button("Train", type="primary", icon=":material/play_arrow:", key="t_train", on_click=_start,
+          disabled=config is None, help="Starts a background job; you can leave this page while it runs.")
+if st.session_state.get("train_error"):
+    st.error(f"Nothing was started: {st.session_state['train_error']}", icon=":material/error:")
+st.caption("Share this setup: copy the address bar — the link opens this model, these hyperparameters and this seed.")
+
+
+# --- 3. fit: the live job --------------------------------------------------------------------
+
+def _stop(run_id: str):
+    try:
+        store().request_cancel(run_id)
+    except RunStoreError as exc:
+        st.session_state["train_error"] = str(exc)
+
+
+def _resume(run_id: str):
+    try:
+        resume_job(store(), run_id, data_dir())
+    except RunStoreError as exc:
+        st.session_state["train_error"] = str(exc)
+
+
+def live_view(run_id: str) -> None:
+    """Progress, curves and the stop button of one run; refreshes itself while it is active."""
+    first = safe_get(run_id)
+    if first is None:
+        st.session_state.pop("train_run", None)
+        return
+    was_active = first["status"] in ACTIVE
+
+    @st.fragment(run_every=1.0 if was_active else None)
+    def view():
+        run = safe_get(run_id)
+        if run is None:
+            return
+        if was_active and run["status"] not in ACTIVE:
+            st.rerun()  # the whole page once more: stops polling and shows the results
+        history = store().history(run_id)
+        st.markdown(f"**{run['name']}** · status **{run['status']}** · device `{run['device']}`")
+        if run["status"] == "queued":
+            pos = queue_position(store(), run_id)
+            st.info(f"Waiting for the device: number {pos} in its queue." if pos else "Starting the worker...")
+        prog = run.get("progress")
+        if run["status"] == "running":
+            epochs = int(json.loads(run["config"])["epochs"])
+            if prog:
+                ep_done = (prog["epoch"] - 1 + prog["batch"] / prog["batches"]) / prog["epochs"]
+                st.progress(min(ep_done, 1.0), text=f"Epoch {prog['epoch']} of {prog['epochs']}")
+                st.progress(prog["batch"] / prog["batches"],
+                            text=f"Batch {prog['batch']} of {prog['batches']} · running loss {prog['loss']:.4f} · "
+                                 f"{prog['samples_per_second']:,.0f} samples/s")
+            else:
+                st.progress(len(history) / epochs, text="Loading data and building the model...")
+            st.button("Stop", icon=":material/stop:", key="t_stop", on_click=_stop, args=(run_id,),
+                      help="Stops within one batch; the finished epochs and their weights are kept.")
+        if history:
+            last = history[-1]
+            m = st.columns(4)
+            m[0].metric("Epochs done", len(history))
+            m[1].metric("Validation accuracy", f"{last['val_accuracy']:.2%}")
+            m[2].metric("Time per epoch", f"{sum(h['seconds'] for h in history) / len(history):.2f} s")
+            m[3].metric("Samples per second", f"{last['samples_per_second']:,.0f}")
+            left, right = st.columns(2)
+            left.altair_chart(charts.curves(history, "loss"), width="stretch")
+            right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
+        if run["status"] == "failed":
+            st.error(f"The run failed: {run['error']}", icon=":material/error:")
+        if run["status"] in ("interrupted", "cancelled"):
+            st.warning(f"The run stopped ({run['status']}): {run['error'] or 'stopped by the user'}.")
+            st.button("Resume from the last checkpoint", key="t_resume", on_click=_resume, args=(run_id,))
+
+    view()
+
+
+run_id = st.session_state.get("train_run")
+if run_id is None:  # a new tab or a reload: re-attach to the newest active run, if any
+    active = [r for r in store().list() if r["status"] in ACTIVE]
+    run_id = active[0]["id"] if active else None
+    if run_id:
+        st.session_state["train_run"] = run_id
+
+if run_id:
+    st.subheader("3. Fit")
+    live_view(run_id)
+    run = safe_get(run_id)
+    if run and run["status"] in ("finished", "cancelled") and (store().run_dir(run_id) / "metrics.json").exists():
+        st.subheader("4. Evaluate and save")
+        metrics = store().metrics(run_id)
+        m = st.columns(4)
+        m[0].metric("Test accuracy", f"{metrics['test_accuracy']:.2%}")
+        m[1].metric("Test loss", f"{metrics['test_loss']:.4f}")
+        m[2].metric("Best validation accuracy", f"{metrics['best_val_accuracy']:.2%}")
+        m[3].metric("Training time", f"{metrics['seconds']:.1f} s")
+        st.page_link("pages/metrics.py", label="Open its metrics", icon=":material/analytics:",
+                     query_params={"run": run_id})
+        folder = store().run_dir(run_id)
+        d = st.columns(3)
+        weights = folder / "weights_best.pt" if (folder / "weights_best.pt").exists() else folder / "weights_last.pt"
+        d[0].download_button("Weights (.pt state dict)", weights.read_bytes(), f"{run_id}-weights.pt",
+                             mime="application/octet-stream", key="t_dl_weights")
+        d[1].download_button("Config (JSON)", (folder / "config.json").read_bytes(), f"{run_id}-config.json",
+                             mime="application/json", key="t_dl_config")
+        d[2].download_button("History (CSV)",
+                             pd.DataFrame(store().history(run_id)).drop(columns=["val_confusion"], errors="ignore")
+                             .to_csv(index=False), f"{run_id}-history.csv", mime="text/csv", key="t_dl_history")
+
+
+# --- the same in code -------------------------------------------------------------------------
+
+if config is not None:
+    st.subheader("The same in code")
+    torch_tab, keras_tab = st.tabs(["PyTorch", "Keras (as in the course)"])
+    torch_tab.code(pytorch_code(config), language="python")
+    keras_tab.code(keras_code(config), language="python")

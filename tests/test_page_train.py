@@ -1,0 +1,140 @@
+"""The train page under AppTest: define, summary, settings, refused launches, a real background
+job with live progress and Stop, the results, the shared link and the equivalent code."""
+
+from __future__ import annotations
+
+import time
+
+from core.runs import RunStore
+from tests.conftest import open_page
+
+
+def wait_for(at, predicate, timeout=90.0):
+    """Rerun the page (as the fragment's timer does in a browser) until `predicate(at)`."""
+    end = time.time() + timeout
+    while time.time() < end:
+        at.run()
+        assert not at.exception, at.exception
+        if predicate(at):
+            return at
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting for the page")
+
+
+def summary_caption(at) -> str:
+    return next(c.value for c in at.caption if c.value.startswith("Total parameters"))
+
+
+def test_course_mlp_summary_shows_its_219818_parameters():
+    at = open_page("pages/train.py")
+    assert not at.exception
+    assert "**219,818**" in summary_caption(at)
+    rows = at.dataframe[0].value
+    assert list(rows["output shape"]) == ["(None, 784)", "(None, 256)", "(None, 64)", "(None, 32)", "(None, 10)"]
+
+
+def test_choosing_a_preset_loads_its_layers_and_training_settings():
+    at = open_page("pages/train.py")
+    at.selectbox(key="t_preset").set_value("cnn").run()
+    assert at.number_input(key="t_batch_size").value == 128
+    assert at.number_input(key="t_epochs").value == 3
+    assert "(None, 28, 28, 16)" in list(at.dataframe[0].value["output shape"])
+
+
+def test_layers_can_be_added_moved_and_removed_and_the_summary_follows():
+    at = open_page("pages/train.py")
+    at.selectbox(key="t_add_type").set_value("dropout").run()
+    at.button(key="t_add").click().run()
+    types = list(at.dataframe[0].value["type"])
+    assert types[4] == "Dropout(0.25)" and at.selectbox(key="t_preset").value == "custom"
+    up = [b for b in at.button if b.key and b.key.endswith("_up")][4]
+    up.click().run()
+    assert list(at.dataframe[0].value["type"])[3] == "Dropout(0.25)"
+    remove = [b for b in at.button if b.key and b.key.endswith("_remove")][3]
+    remove.click().run()
+    assert "Dropout(0.25)" not in list(at.dataframe[0].value["type"])
+    units = [n for n in at.number_input if n.key and n.key.endswith("_units")][0]
+    units.set_value(100).run()
+    assert "**" + f"{784 * 100 + 100 + 100 * 64 + 64 + 64 * 32 + 32 + 330:,}" + "**" in summary_caption(at)
+
+
+def test_an_architecture_whose_shapes_do_not_fit_is_explained_and_cannot_start():
+    at = open_page("pages/train.py")
+    at.selectbox(key="t_preset").set_value("cnn").run()
+    [n for n in at.number_input if n.key and n.key.endswith("_size")][0].set_value(14).run()  # 28x28 -> 2x2
+    [n for n in at.number_input if n.key and n.key.endswith("_size")][1].set_value(4).run()   # 4x4 on 2x2
+    errors = [e.value for e in at.error]
+    assert any("cannot be built" in e and "layer 6 (pool)" in e for e in errors), errors
+    assert at.button(key="t_train").disabled
+
+
+def test_a_batch_larger_than_the_data_is_refused_and_starts_nothing():
+    at = open_page("pages/train.py")
+    at.selectbox(key="t_dataset").set_value("mnist-sample").run()
+    at.number_input(key="t_batch_size").set_value(50_000).run()
+    at.button(key="t_train").click().run()
+    assert any("Nothing was started" in e.value and "batch size 50000" in e.value for e in at.error)
+    assert RunStore().list() == []
+
+
+def test_a_gpu_that_is_not_there_is_refused_and_starts_nothing():
+    at = open_page("pages/train.py", query={"model": "mlp", "device": "cuda:7", "dataset": "mnist-sample"})
+    assert "not found" in at.selectbox(key="t_device").format_func("cuda:7")
+    at.button(key="t_train").click().run()
+    assert any("Nothing was started" in e.value and "cuda:7" in e.value for e in at.error), [e.value for e in at.error]
+    assert RunStore().list() == []
+
+
+def test_a_bad_hyperparameter_names_the_field():
+    at = open_page("pages/train.py")
+    at.number_input(key="t_lr").set_value(0.0).run()
+    assert any("**lr**" in e.value for e in at.error)
+    assert at.button(key="t_train").disabled
+
+
+def test_a_shared_link_opens_the_same_model_hyperparameters_and_seed():
+    query = {"model": "cnn", "lr": "0.003", "batch_size": "64", "epochs": "4", "seed": "42", "optimizer": "sgd"}
+    at = open_page("pages/train.py", query=query)
+    assert at.selectbox(key="t_preset").value == "cnn"
+    assert at.number_input(key="t_lr").value == 0.003
+    assert at.number_input(key="t_batch_size").value == 64
+    assert at.number_input(key="t_seed").value == 42
+    assert at.selectbox(key="t_optimizer").value == "sgd"
+    assert at.query_params["seed"] == "42" and at.query_params["lr"] == "0.003"
+    at.number_input(key="t_seed").set_value(7).run()  # the address bar follows every change
+    assert at.query_params["seed"] == "7"
+
+
+def test_equivalent_pytorch_and_keras_code_follow_the_settings():
+    at = open_page("pages/train.py")
+    at.number_input(key="t_batch_size").set_value(32).run()
+    codes = [c.value for c in at.code]
+    assert any("DataLoader(train, batch_size=32" in c and "nn.Linear(784, 256)" in c for c in codes)
+    assert any("batch_size=32" in c and "validation_split=0.2" in c and "model.summary()" in c for c in codes)
+
+
+def test_training_runs_in_the_background_shows_progress_and_stops():
+    at = open_page("pages/train.py")
+    at.selectbox(key="t_dataset").set_value("mnist-sample").run()
+    at.number_input(key="t_epochs").set_value(200).run()
+    at.button(key="t_train").click().run()
+    assert not at.exception
+    run_id = at.session_state["train_run"]
+    # Live: status, progress bars and, after the first epoch, the curves and speed.
+    wait_for(at, lambda a: any(m.label == "Epochs done" for m in a.metric))
+    assert any(p.proto.text.startswith("Epoch") for p in at.get("progress")) or \
+        RunStore().get(run_id)["status"] == "running"
+    assert any(m.label == "Samples per second" for m in at.metric)
+    # A new session (another tab) re-attaches to the same live job.
+    other = open_page("pages/train.py")
+    assert other.session_state["train_run"] == run_id
+    at.button(key="t_stop").click().run()
+    wait_for(at, lambda a: RunStore().get(run_id)["status"] == "cancelled")
+    wait_for(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
+    run = RunStore().get(run_id)
+    assert 1 <= run["epochs_done"] < 200
+    shown = next(m.value for m in at.metric if m.label == "Test accuracy")
+    assert shown == f"{run['test_accuracy']:.2%}"
+    assert {b.proto.label for b in at.get("download_button")} >= {"Weights (.pt state dict)", "Config (JSON)",
+                                                                   "History (CSV)"}
+    assert any(w.value.startswith("The run stopped (cancelled)") for w in at.warning)

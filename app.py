@@ -10,6 +10,8 @@ pages = {
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/experiments.py", title="Experiments", icon=":material/table_chart:"),
         st.Page("pages/metrics.py", title="Metrics", icon=":material/analytics:"),
+        st.Page("pages/kfold.py", title="K-fold", icon=":material/view_week:"),
+        st.Page("pages/fitting.py", title="Under- and overfitting", icon=":material/show_chart:"),
     ],
 }
 st.navigation(pages).run()

@@ -90,8 +90,23 @@ def hyperparameter_frame(runs: list[dict], configs: dict[str, RunConfig], name: 
 
 def kfold_configs(base: RunConfig, k: int, stratified: bool = True) -> list[RunConfig]:
     """One config per fold of a k-fold cross-validation of `base`."""
-    return [base.replace(kfold=(k, fold, stratified), name=f"{base.name or base.model} fold {fold + 1}/{k}")
+    return [base.replace(kfold=(k, fold, stratified), name=f"{base.name or base.model} fold {fold + 1} of {k}")
             for fold in range(k)]
+
+
+def fold_grid(folds: np.ndarray, show: int = 60) -> pd.DataFrame:
+    """For the first `show` samples: in iteration i (fold i held out), is the sample used for
+    training or validation? Long form (iteration, sample, role) for a grid chart."""
+    k = int(folds.max()) + 1
+    rows = [{"iteration": f"fold {i + 1}", "sample": s, "role": "validation" if folds[s] == i else "train"}
+            for i in range(k) for s in range(min(show, len(folds)))]
+    return pd.DataFrame(rows)
+
+
+def fold_balance(labels: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
+    """Share of each class in each fold's validation part (rows: fold, columns: class)."""
+    df = pd.crosstab(pd.Series(folds + 1, name="fold"), pd.Series(labels, name="class"), normalize="index")
+    return df
 
 
 def kfold_summary(runs: list[dict]) -> dict:

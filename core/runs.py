@@ -202,6 +202,7 @@ class RunStore:
     # --- creating and finishing runs ------------------------------------------------------
 
     def create(self, config: RunConfig, status: str = "queued", group: str | None = None) -> str:
+        name = clean_text(config.name, MAX_NAME, "run name")  # refuse before anything is written
         run_id = new_run_id()
         folder = self.run_dir(run_id)
         folder.mkdir(parents=True)
@@ -215,7 +216,7 @@ class RunStore:
             db.execute(
                 "INSERT INTO runs (id, name, status, created, updated, model, dataset, device, optimizer, lr,"
                 " batch_size, epochs, config, grp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, clean_text(config.name, MAX_NAME, "run name") or run_id, status, now, now, config.model,
+                (run_id, name or run_id, status, now, now, config.model,
                  config.dataset, config.device, config.optimizer, config.lr, config.batch_size, config.epochs,
                  config.to_json(), group),
             )

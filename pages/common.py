@@ -139,3 +139,19 @@ def test_images_for(run_id: str):
         return None, (f"this run was trained on a different copy of {name!r} (fingerprint {info['fingerprint']}, "
                       f"here {ds.fingerprint})")
     return ds.test_images, None
+
+
+def start_group(configs, group: str) -> list[str]:
+    """Start one background job per config, all in one group (k-fold, capacity study)."""
+    from core.jobs import start_job
+
+    ds = dataset(configs[0].dataset)
+    return [start_job(store(), c, data_dir=data_dir(), dataset=ds, group=group) for c in configs]
+
+
+def group_runs(group: str) -> list[dict]:
+    return sorted([r for r in store().list() if r.get("grp") == group], key=lambda r: r["created"])
+
+
+def groups(prefix: str) -> list[str]:
+    return sorted({r["grp"] for r in store().list() if (r.get("grp") or "").startswith(prefix)}, reverse=True)

@@ -251,3 +251,10 @@ def test_runs_cli_lists_shows_exports_imports_deletes(store, finished, tmp_path)
                           "--runs-dir", str(store.root)], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert bad.returncode == 2 and bad.stderr.startswith("error: no run")
+
+
+def test_a_refused_run_name_leaves_no_folder_behind(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(RunStoreError, match="may not contain"):
+        store.create(RunConfig.from_preset("mlp", name="a/b"))
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []

@@ -1,0 +1,101 @@
+"""K-fold cross-validation: how the folds are drawn (KFold vs StratifiedKFold, k = 2..10),
+the class balance of each fold, and a real k-fold run of a chosen config as background jobs
+with per-fold curves, mean and standard deviation."""
+
+from __future__ import annotations
+
+import time
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.config import ConfigError, RunConfig
+from core.data import DataError, kfold_assignments
+from core.devices import DeviceError
+from core.experiments import fold_balance, fold_grid, kfold_configs, kfold_summary
+from core.models import PRESETS
+from core.runs import RunStoreError
+from pages.common import ACTIVE, SPLIT_SCALE, dataset, group_runs, groups, header, show_error, start_group, store
+
+header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
+                                  "validated on the remaining one.")
+
+c1, c2, c3, c4 = st.columns(4)
+k = c1.slider("k (number of folds)", 2, 10, int(st.query_params.get("k", 5)), key="k_k")
+stratified = c2.toggle("Stratified (same class balance in every fold)", True, key="k_strat")
+seed = c3.number_input("Seed", 0, 10_000, 0, key="k_seed")
+show = c4.slider("Samples drawn in the grid", 20, 100, 60, 10, key="k_show")
+st.query_params["k"] = str(k)
+
+ds = dataset("mnist-sample")
+folds = kfold_assignments(ds.train_labels, k, seed=seed, stratified=stratified)
+grid = fold_grid(folds, show)
+st.altair_chart(alt.Chart(grid).mark_rect(stroke="white", strokeWidth=0.5).encode(
+    x=alt.X("sample:O", title=f"training sample (the first {show} of {len(folds):,})", axis=alt.Axis(labels=False)),
+    y=alt.Y("iteration:N", title="iteration (fold held out)", sort=None),
+    color=alt.Color("role:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
+    tooltip=["iteration", "sample", "role"],
+).properties(height=28 * k + 40, title=f"{'StratifiedKFold' if stratified else 'KFold'} with k = {k}"),
+    width="stretch")
+
+balance = fold_balance(ds.train_labels, folds)
+spread = balance.std(axis=0).mean()
+st.markdown(f"**Class balance of each fold's validation part** (share of each digit). Average spread between folds: "
+            f"**{spread:.4f}** — stratified folds keep it near 0.")
+long = balance.reset_index().melt(id_vars="fold", var_name="class", value_name="share")
+st.altair_chart(alt.Chart(long).mark_bar().encode(
+    x=alt.X("fold:O", title="fold"), y=alt.Y("share:Q", title="share of the fold", stack="normalize"),
+    color=alt.Color("class:N", title="digit"), tooltip=["fold", "class", alt.Tooltip("share:Q", format=".3f")],
+).properties(height=240), width="stretch")
+
+# --- a real k-fold cross-validation ------------------------------------------------------------
+st.subheader("Run a k-fold cross-validation")
+c1, c2, c3 = st.columns(3)
+preset = c1.selectbox("Model", list(PRESETS), index=list(PRESETS).index("cnn"), key="k_model",
+                      format_func=lambda p: PRESETS[p]["title"])
+epochs = c2.number_input("Epochs per fold", 1, 50, 2, key="k_epochs")
+data_name = c3.selectbox("Data set", ["mnist-sample", "mnist"], key="k_data",
+                         help="The offline sample trains each fold in seconds.")
+if st.button(f"Train {k} folds", type="primary", key="k_go"):
+    try:
+        base = RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs), seed=int(seed),
+                                     name=f"{preset} {k}-fold")
+        start_group(kfold_configs(base, k, stratified), f"kfold-{time.strftime('%Y%m%d-%H%M%S')}")
+        st.rerun()
+    except (ConfigError, DeviceError, DataError, RunStoreError) as exc:
+        show_error(exc)
+
+names = groups("kfold-")
+if names:
+    group = st.selectbox("Cross-validation", names, key="k_group")
+    active = any(r["status"] in ACTIVE for r in group_runs(group))
+
+    @st.fragment(run_every=1.5 if active else None)
+    def results():
+        runs = group_runs(group)
+        summ = kfold_summary(runs)
+        m = st.columns(3)
+        m[0].metric("Folds done", f"{summ['folds_done']} of {summ['folds']}")
+        m[1].metric("Mean validation accuracy", f"{summ['mean']:.2%}" if summ["mean"] is not None else "—")
+        m[2].metric("Standard deviation", f"{summ['std']:.2%}" if summ["std"] is not None else "—")
+        rows = []
+        for r in runs:
+            fold = store().config(r["id"]).kfold[1] + 1
+            for h in store().history(r["id"]):
+                rows.append({"fold": f"fold {fold}", "epoch": h["epoch"], "validation accuracy": h["val_accuracy"],
+                             "validation loss": h["val_loss"]})
+        if rows:
+            st.altair_chart(alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+                x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y("validation accuracy:Q", scale=alt.Scale(zero=False)),
+                color=alt.Color("fold:N"), tooltip=["fold", "epoch", alt.Tooltip("validation accuracy:Q", format=".4f")],
+            ).properties(height=280, title="Validation accuracy per epoch, one line per fold"), width="stretch")
+        st.dataframe(pd.DataFrame([{"fold": store().config(r["id"]).kfold[1] + 1, "status": r["status"],
+                                    "validation accuracy": r["last_val_accuracy"],
+                                    "test accuracy": r["test_accuracy"]} for r in runs]),
+                     hide_index=True)
+        if active and not any(r["status"] in ACTIVE for r in runs):
+            st.rerun()
+
+    results()

@@ -13,5 +13,6 @@ pages = {
         st.Page("pages/kfold.py", title="K-fold", icon=":material/view_week:"),
         st.Page("pages/fitting.py", title="Under- and overfitting", icon=":material/show_chart:"),
     ],
+    "Play": [st.Page("pages/draw.py", title="Draw a digit", icon=":material/draw:")],
 }
 st.navigation(pages).run()

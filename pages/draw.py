@@ -1,0 +1,217 @@
+"""Draw a digit: the canvas goes through MNIST's own preprocessing (core.preprocess) and a
+stored model classifies it as you draw; the steps, the probabilities, the feature maps or
+activations and a saliency map show what the model sees. Drawings can be labelled and kept
+as a personal test set ("my handwriting") to evaluate any run on.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.handwriting import HandwritingSet, default_config
+from core.inference import load_classifier
+from core.preprocess import canvas_to_mnist_steps
+from core.runs import RunStoreError
+from pages import charts
+from pages.common import (ACTIVE, dataset, datasets_here, header, run_label, safe_get, show_error,
+                          start_group, store)
+
+CANVAS = 280
+
+header("Draw a digit", "Draw a digit with the mouse (or a finger); the model classifies it as you draw and shows "
+                       "what it sees.")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
+def classifier(run_dir: str, mtime: float):
+    """A stored run's model, loaded once per weights file version (never trained further)."""
+    return load_classifier(run_dir)
+
+
+def digit_runs() -> list[dict]:
+    out = []
+    for r in store().list(status="finished"):
+        folder = store().run_dir(r["id"])
+        if (folder / "weights_last.pt").exists() and '"binary_crossentropy"' not in (r["config"] or ""):
+            out.append(r)
+    return sorted(out, key=lambda r: -(r["test_accuracy"] or 0))
+
+
+def tile(maps: np.ndarray, cols: int = 8, limit: int = 16) -> np.ndarray:
+    """Feature maps (C, H, W) side by side in one image, each scaled to [0, 1] on its own,
+    with a 1-pixel gap (one st.image instead of C small ones)."""
+    maps = maps[:limit]
+    c, h, w = maps.shape
+    rows = -(-c // cols)
+    out = np.ones((rows * (h + 1) - 1, min(c, cols) * (w + 1) - 1), np.float32)
+    for i, m in enumerate(maps):
+        lo, hi = float(m.min()), float(m.max())
+        r, k = divmod(i, cols)
+        out[r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = (m - lo) / (hi - lo) if hi > lo else 0.0
+    return out
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    return np.kron(img, np.ones((factor, factor), np.float32))
+
+
+# --- the model ------------------------------------------------------------------------------------
+runs = digit_runs()
+training = [r for r in store().list() if r["status"] in ACTIVE and (r["name"] or "").startswith("draw model")]
+if not runs:
+    st.info("No trained model yet. Train the draw model (the small CNN with augmentation) in one click: it takes "
+            "about half a minute on the full MNIST with a laptop CPU, a few seconds on the offline sample.")
+    if not training and st.button("Train the draw model", type="primary", key="d_quick"):
+        try:
+            name = "mnist" if "mnist" in datasets_here() else "mnist-sample"
+            start_group([default_config(name)], "draw")
+            st.rerun()
+        except Exception as exc:  # noqa: BLE001 - any refusal is shown, nothing started
+            show_error(exc)
+    if training:
+        @st.fragment(run_every=1.0)
+        def quick_progress():
+            run = safe_get(training[0]["id"])
+            if run is None or run["status"] not in ACTIVE:
+                st.rerun()
+            prog = run.get("progress")
+            if prog:
+                done = (prog["epoch"] - 1 + prog["batch"] / prog["batches"]) / prog["epochs"]
+                st.progress(min(done, 1.0), text=f"Training the draw model: epoch {prog['epoch']} of {prog['epochs']}")
+            else:
+                st.progress(0.0, text="Training the draw model: starting...")
+        quick_progress()
+    st.stop()
+
+by_id = {r["id"]: r for r in runs}
+wanted = st.query_params.get("run")
+run_id = st.selectbox("Model", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0, key="d_run",
+                      format_func=lambda i: run_label(by_id[i]), help="Finished runs, best test accuracy first.")
+try:
+    folder = store().run_dir(run_id)
+    weights = folder / "weights_best.pt" if (folder / "weights_best.pt").exists() else folder / "weights_last.pt"
+    clf = classifier(str(folder), weights.stat().st_mtime)
+except (RunStoreError, OSError) as exc:
+    show_error(exc)
+    st.stop()
+if not clf.config.augment:
+    st.caption("This model was trained without augmentation; the draw model (augmented) reads drawings better.")
+
+
+# --- canvas and prediction ----------------------------------------------------------------------------
+def show_prediction(steps: dict) -> None:
+    x = steps["centred"]
+    probs = clf.predict_proba(x[None])[0]
+    top = int(probs.argmax())
+    c1, c2 = st.columns([1, 2])
+    c1.metric("Prediction", str(top), f"{probs[top]:.1%} sure", delta_color="off")
+    c2.altair_chart(charts.probability_bars(probs), width="stretch")
+    st.markdown("**What the model sees** — the steps MNIST's digits went through")
+    cols = st.columns(4)
+    cols[0].image(steps["ink"], caption="your drawing", clamp=True, width=112)
+    cols[1].image(steps["cropped"], caption="cropped to the strokes", clamp=True, width=112)
+    cols[2].image(upscale(steps["scaled"], 4), caption=f"scaled to {steps['scaled'].shape[1]}x{steps['scaled'].shape[0]}",
+                  clamp=True, width=112)
+    cols[3].image(upscale(x, 4), caption="centred by mass in 28x28", clamp=True, width=112)
+    st.session_state["d_last"] = x
+
+
+def look_inside(x: np.ndarray) -> None:
+    st.markdown("**A look inside**")
+    cls, sal = clf.saliency(x)
+    df = pd.DataFrame([(r, c, float(sal[r, c]), float(x[r, c])) for r in range(28) for c in range(28)],
+                      columns=["row", "col", "saliency", "pixel"])
+    st.altair_chart(alt.Chart(df).mark_rect().encode(
+        x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
+        color=alt.Color("saliency:Q", scale=alt.Scale(scheme="inferno"), title="|gradient|"),
+        tooltip=["row", "col", alt.Tooltip("saliency:Q", format=".2f")],
+    ).properties(width=250, height=250, title=f"Saliency: which pixels move the score of {cls}"))
+    for name, kind, value in clf.features(x):
+        if kind == "conv" and value.ndim == 3:
+            st.image(upscale(tile(value), 3), caption=f"{name}: {value.shape[0]} feature maps "
+                     f"{value.shape[1]}x{value.shape[2]} (first {min(16, value.shape[0])})", clamp=True)
+        elif kind == "dense" and value.ndim == 1:
+            n = len(value)
+            width = 32 if n >= 32 else n
+            grid = np.zeros(-(-n // width) * width, np.float32)
+            grid[:n] = value / value.max() if value.max() > 0 else value
+            st.image(upscale(grid.reshape(-1, width), 8), clamp=True,
+                     caption=f"{name}: activations of its {n} units ({int((value > 0).sum())} active)")
+
+
+@st.fragment
+def drawing_area() -> None:
+    from streamlit_drawable_canvas import st_canvas
+
+    left, right = st.columns([1, 1.4])
+    with left:
+        c1, c2 = st.columns(2)
+        stroke = c1.slider("Stroke width", 4, 40, 18, key="d_stroke")
+        eraser = c2.toggle("Eraser", key="d_eraser")
+        result = st_canvas(stroke_width=stroke, stroke_color="#000000" if eraser else "#FFFFFF",
+                           background_color="#000000", height=CANVAS, width=CANVAS, drawing_mode="freedraw",
+                           return_image_data=True, key=f"d_canvas_{st.session_state.get('d_clear', 0)}")
+        if st.button("Clear", key="d_clear_btn", icon=":material/delete:"):
+            st.session_state["d_clear"] = st.session_state.get("d_clear", 0) + 1
+            st.session_state.pop("d_last", None)
+            st.rerun(scope="fragment")
+        sample = st.number_input("…or show the model test digit number", 0, 9999, None, key="d_sample",
+                                 placeholder="a test-set index", help="Feeds an MNIST test digit instead of the canvas.")
+    with right:
+        image = None
+        if sample is not None:
+            ds = dataset("mnist")
+            image = ds.test_images[int(sample) % len(ds.test_images)]
+            st.caption(f"Test digit {int(sample) % len(ds.test_images)} (label {ds.test_labels[int(sample) % len(ds.test_labels)]})")
+        elif result.image_data is not None:
+            image = result.image_data
+        steps = canvas_to_mnist_steps(image) if image is not None else None
+        if steps is None:
+            st.session_state.pop("d_last", None)
+            st.info("Draw a digit on the black canvas: large or small, anywhere. The prediction appears here.",
+                    icon=":material/draw:")
+            return
+        show_prediction(steps)
+    look_inside(steps["centred"])
+
+
+drawing_area()
+
+# --- my handwriting ---------------------------------------------------------------------------------
+st.subheader("My handwriting")
+st.caption("Label what you drew and keep it: a personal test set, stored with the runs, to evaluate any model on.")
+hw = HandwritingSet(store().root)
+c1, c2, c3 = st.columns([1, 1, 2])
+label = c1.selectbox("What you drew", list(range(10)), key="d_label")
+if c2.button("Save drawing", key="d_save"):
+    if st.session_state.get("d_last") is None:
+        st.warning("Draw a digit first: the canvas is empty.")
+    else:
+        n = hw.add(st.session_state["d_last"], int(label))
+        st.toast(f"Saved as a {label}; your set has {n} drawings.")
+images, labels = hw.load()
+c3.metric("Drawings in your set", len(labels))
+if len(labels):
+    ev = hw.evaluate(clf)
+    st.markdown(f"**{by_id[run_id]['name']}** reads **{ev['accuracy']:.1%}** of your {ev['count']} drawings right.")
+    cm = pd.DataFrame(ev["confusion"], index=[str(i) for i in range(10)], columns=[str(i) for i in range(10)])
+    st.altair_chart(charts.confusion_heatmap(cm, normalized=False, title="Your drawings: true vs predicted"),
+                    width="stretch")
+    e1, e2 = st.columns(2)
+    e1.download_button("Export my handwriting (.npz)", hw.export(), "my-handwriting.npz",
+                       mime="application/octet-stream", key="d_export")
+    if e2.button("Clear my handwriting…", key="d_clear_set"):
+        st.session_state["d_confirm_clear"] = True
+    if st.session_state.get("d_confirm_clear"):
+        st.warning(f"Delete all {len(labels)} saved drawings? This cannot be undone.")
+        y, n, _ = st.columns([1, 1, 4])
+        if y.button("Yes, clear", key="d_clear_yes", type="primary"):
+            hw.clear()
+            st.session_state.pop("d_confirm_clear")
+            st.rerun()
+        if n.button("Cancel", key="d_clear_no"):
+            st.session_state.pop("d_confirm_clear")
+            st.rerun()

@@ -52,8 +52,27 @@ def store() -> RunStore:
     return _store(os.environ.get("MNIST_LAB_RUNS", "runs"))
 
 
+def _ensure_navigation() -> None:
+    """Make the app's navigation (app.py) run even when a fresh server is first opened on a
+    page's URL.
+
+    Streamlit decides per process whether the app uses the old `pages/` folder mode, and keeps
+    that mode until some run of app.py calls st.navigation. When the first request of a fresh
+    server is a page URL (a shared link to /train), Streamlit runs that page file directly in
+    folder mode, app.py never runs, and the sidebar lists every file of pages/. Switching the
+    mode off and rerunning lets app.py define the navigation and open the same page. Streamlit
+    offers no option for this, hence the private flag.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def header(title: str, purpose: str) -> None:
     """Every page starts the same way: a title and one line saying what it is for."""
+    _ensure_navigation()
     st.title(title)
     st.caption(purpose)
 

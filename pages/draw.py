@@ -111,11 +111,13 @@ def show_prediction(steps: dict) -> None:
     c2.altair_chart(charts.probability_bars(probs), width="stretch")
     st.markdown("**What the model sees** — the steps MNIST's digits went through")
     cols = st.columns(4)
-    cols[0].image(steps["ink"], caption="your drawing", clamp=True, width=112)
-    cols[1].image(steps["cropped"], caption="cropped to the strokes", clamp=True, width=112)
-    cols[2].image(upscale(steps["scaled"], 4), caption=f"scaled to {steps['scaled'].shape[1]}x{steps['scaled'].shape[0]}",
-                  clamp=True, width=112)
-    cols[3].image(upscale(x, 4), caption="centred by mass in 28x28", clamp=True, width=112)
+    cols[0].image(steps["ink"], caption="your drawing", clamp=True, width="stretch")
+    cols[1].image(steps["cropped"], caption="cropped to the strokes", clamp=True, width="stretch")
+    padded = np.zeros((20, 20), np.float32)  # shown in its 20x20 box
+    sh, sw = steps["scaled"].shape
+    padded[(20 - sh) // 2:(20 - sh) // 2 + sh, (20 - sw) // 2:(20 - sw) // 2 + sw] = steps["scaled"]
+    cols[2].image(upscale(padded, 8), caption=f"scaled to {sw}x{sh} (20x20 box)", clamp=True, width="stretch")
+    cols[3].image(upscale(x, 8), caption="centred by mass in 28x28", clamp=True, width="stretch")
     st.session_state["d_last"] = x
 
 
@@ -128,7 +130,7 @@ def look_inside(x: np.ndarray) -> None:
         x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
         color=alt.Color("saliency:Q", scale=alt.Scale(scheme="inferno"), title="|gradient|"),
         tooltip=["row", "col", alt.Tooltip("saliency:Q", format=".2f")],
-    ).properties(width=250, height=250, title=f"Saliency: which pixels move the score of {cls}"))
+    ).properties(width=280, height=280, title=f"Saliency: which pixels move the score of {cls}"), width="content")
     for name, kind, value in clf.features(x):
         if kind == "conv" and value.ndim == 3:
             st.image(upscale(tile(value), 3), caption=f"{name}: {value.shape[0]} feature maps "

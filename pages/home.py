@@ -3,10 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from pages.common import dataset, dataset_banner, devices
+from pages.common import dataset, dataset_banner, devices, header
 
-st.title("MNIST Lab")
-st.caption("See and try every idea of a first neural-network course on real training runs with MNIST digits.")
+header("MNIST Lab", "See and try every idea of a first neural-network course on real training runs with MNIST digits.")
 
 ds = dataset("mnist")
 dataset_banner(ds)

@@ -46,11 +46,27 @@ def _with_ids(layers: list[dict]) -> list[dict]:
 
 
 def _set_config(cfg: RunConfig) -> None:
-    """Make `cfg` the page's setup (drops widget state so the widgets show the new values)."""
+    """Make `cfg` the page's setup, widgets included.
+
+    Widgets are given their values through session_state, never through `value=`: a widget
+    with a key keeps its browser-side value across reruns, so only a session_state write
+    reaches the browser when a preset or a shared link changes the values.
+    """
     st.session_state["train_cfg"] = cfg.to_dict()
     st.session_state["train_layers"] = _with_ids(cfg.architecture())
-    for key in [k for k in st.session_state if str(k).startswith(("t_", "layer_"))]:
-        del st.session_state[key]
+    for name, value in cfg.to_dict().items():
+        if name not in ("layers", "kfold", "extra", "model"):
+            st.session_state[f"t_{name}"] = value
+    st.session_state["t_preset"] = cfg.model
+
+
+def _seeded(name: str) -> str:
+    """The widget key for config field `name`, seeded from the config when the widget has no
+    state (first visit, or back from another page: Streamlit drops a page's widget state)."""
+    key = f"t_{name}"
+    if key not in st.session_state:
+        st.session_state[key] = cfg[name] if name in cfg else cfg["model"]
+    return key
 
 
 if "train_cfg" not in st.session_state:
@@ -107,7 +123,8 @@ def _add():
 
 st.subheader("1. Define the model")
 presets = list(PRESETS) + ["custom"]
-st.selectbox("Start from", presets, index=presets.index(cfg["model"]), key="t_preset", on_change=_load_preset,
+st.session_state.setdefault("t_preset", cfg["model"])
+st.selectbox("Start from", presets, key="t_preset", on_change=_load_preset,
              format_func=lambda p: PRESETS[p]["title"] if p in PRESETS else "Custom (edit the layers below)",
              help="A preset loads its layers and its recommended training settings; editing a layer makes "
                   "the model custom.")
@@ -181,45 +198,43 @@ dev_ids = [d.id for d in dev_list]
 dev_labels = {d.id: d.label for d in dev_list}
 if cfg["device"] in ("auto", "") or cfg["device"] is None:
     cfg["device"] = dev_ids[0]
+if st.session_state.get("t_device") in ("auto", ""):
+    st.session_state["t_device"] = cfg["device"]
 if cfg["device"] not in dev_ids:  # e.g. a shared link made on a GPU machine: kept, and refused on launch
     dev_ids.append(cfg["device"])
     dev_labels[cfg["device"]] = f"{cfg['device']} (not found on this machine)"
 
 c1, c2, c3, c4 = st.columns(4)
-cfg["dataset"] = c1.selectbox("Data set", ds_options, ds_options.index(cfg["dataset"]), key="t_dataset",
+cfg["dataset"] = c1.selectbox("Data set", ds_options, key=_seeded("dataset"),
                               format_func=lambda d: ds_labels.get(d, d))
-cfg["device"] = c2.selectbox("Hardware", dev_ids, dev_ids.index(cfg["device"]), key="t_device",
+cfg["device"] = c2.selectbox("Hardware", dev_ids, key=_seeded("device"),
                              format_func=lambda d: dev_labels[d], help="Detected devices, best first.")
-cfg["optimizer"] = c3.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(cfg["optimizer"]), key="t_optimizer")
-cfg["lr"] = c4.number_input("Learning rate", min_value=0.0, max_value=10.0, value=float(cfg["lr"]), step=1e-4,
-                            format="%.5f", key="t_lr")
+cfg["optimizer"] = c3.selectbox("Optimizer", OPTIMIZERS, key=_seeded("optimizer"))
+cfg["lr"] = c4.number_input("Learning rate", min_value=0.0, max_value=10.0, step=1e-4, format="%.5f",
+                            key=_seeded("lr"))
 c1, c2, c3, c4 = st.columns(4)
-cfg["loss"] = c1.selectbox("Loss", LOSSES, LOSSES.index(cfg["loss"]), key="t_loss",
+cfg["loss"] = c1.selectbox("Loss", LOSSES, key=_seeded("loss"),
                            help="categorical_crossentropy: 10 classes. binary_crossentropy: one digit against the rest.")
-cfg["batch_size"] = c2.number_input("Batch size", min_value=1, max_value=100_000, value=int(cfg["batch_size"]),
-                                    key="t_batch_size")
-cfg["epochs"] = c3.number_input("Epochs", min_value=1, max_value=500, value=int(cfg["epochs"]), key="t_epochs")
-cfg["val_split"] = c4.slider("Validation split", 0.05, 0.5, float(cfg["val_split"]), 0.05, key="t_val_split",
+cfg["batch_size"] = c2.number_input("Batch size", min_value=1, max_value=100_000, key=_seeded("batch_size"))
+cfg["epochs"] = c3.number_input("Epochs", min_value=1, max_value=500, key=_seeded("epochs"))
+cfg["val_split"] = c4.slider("Validation split", 0.05, 0.5, step=0.05, key=_seeded("val_split"),
                              help="Seeded and stratified (Keras takes the last samples instead).")
 with st.expander("More settings"):
     c1, c2, c3, c4 = st.columns(4)
-    cfg["seed"] = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(cfg["seed"]), key="t_seed")
-    cfg["early_stopping"] = c2.number_input("Early stopping patience (0 = off)", 0, 100, int(cfg["early_stopping"]),
-                                            key="t_early_stopping")
-    cfg["lr_schedule"] = c3.selectbox("Learning-rate schedule", LR_SCHEDULES, LR_SCHEDULES.index(cfg["lr_schedule"]),
-                                      key="t_lr_schedule")
-    cfg["precision"] = c4.selectbox("Precision", PRECISIONS, PRECISIONS.index(cfg["precision"]), key="t_precision",
+    cfg["seed"] = c1.number_input("Seed", min_value=0, max_value=2**31 - 1, key=_seeded("seed"))
+    cfg["early_stopping"] = c2.number_input("Early stopping patience (0 = off)", 0, 100, key=_seeded("early_stopping"))
+    cfg["lr_schedule"] = c3.selectbox("Learning-rate schedule", LR_SCHEDULES, key=_seeded("lr_schedule"))
+    cfg["precision"] = c4.selectbox("Precision", PRECISIONS, key=_seeded("precision"),
                                     help="bf16 autocast on CPU/CUDA; fp16 with gradient scaling on CUDA.")
     c1, c2, c3, c4 = st.columns(4)
-    cfg["momentum"] = c1.number_input("Momentum (SGD)", 0.0, 0.99, float(cfg["momentum"]), 0.05, key="t_momentum")
-    cfg["train_subset"] = c2.number_input("Use only N training digits (0 = all)", 0, 60_000, int(cfg["train_subset"]),
-                                          step=500, key="t_train_subset")
-    cfg["augment"] = c3.checkbox("Augment (shifts, rotations, stroke width)", bool(cfg["augment"]), key="t_augment",
+    cfg["momentum"] = c1.number_input("Momentum (SGD)", 0.0, 0.99, step=0.05, key=_seeded("momentum"))
+    cfg["train_subset"] = c2.number_input("Use only N training digits (0 = all)", 0, 60_000, step=500,
+                                          key=_seeded("train_subset"))
+    cfg["augment"] = c3.checkbox("Augment (shifts, rotations, stroke width)", key=_seeded("augment"),
                                  help="Makes the model read hand-drawn digits better (draw page).")
     if cfg["loss"] == "binary_crossentropy":
-        cfg["positive_class"] = c4.number_input("Positive class", 0, 9, int(cfg["positive_class"]),
-                                                key="t_positive_class")
-    cfg["name"] = st.text_input("Run name (optional)", cfg.get("name", ""), key="t_name", max_chars=120)
+        cfg["positive_class"] = c4.number_input("Positive class", 0, 9, key=_seeded("positive_class"))
+    cfg["name"] = st.text_input("Run name (optional)", key=_seeded("name"), max_chars=120)
 
 config, config_error = None, None
 if arch_error is None:
@@ -321,9 +336,10 @@ def live_view(run_id: str) -> None:
 
 
 run_id = st.session_state.get("train_run")
-if run_id is None:  # a new tab or a reload: re-attach to the newest active run, if any
-    active = [r for r in store().list() if r["status"] in ACTIVE]
-    run_id = active[0]["id"] if active else None
+if run_id is None:  # a new tab or a reload: re-attach to the newest active run, else show the newest run
+    every = store().list()
+    active = [r for r in every if r["status"] in ACTIVE]
+    run_id = (active or every or [{"id": None}])[0]["id"]
     if run_id:
         st.session_state["train_run"] = run_id
 

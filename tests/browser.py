@@ -1,0 +1,122 @@
+"""Driving the real app in a real browser: start `streamlit run app.py` on a free port with its
+own run store, open Debian's Chromium through Playwright, wait for Streamlit to finish a
+script run, draw on the canvas. Used by tests/test_browser.py and bench/app_speed.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAGES = {"home": "", "train": "train", "experiments": "experiments", "metrics": "metrics", "kfold": "kfold",
+         "fitting": "fitting", "draw": "draw", "activations": "activations", "layers": "layers",
+         "losses": "losses"}
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("MNIST_LAB_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_server(runs_dir: Path, extra_env: dict | None = None):
+    """`streamlit run app.py` on a free localhost port; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "MNIST_LAB_RUNS": str(runs_dir), **(extra_env or {})}
+    log = open(Path(runs_dir).parent / f"streamlit-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.2)
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+        else:
+            raise RuntimeError("streamlit did not answer within 60 s")
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        log.close()
+
+
+def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
+    """Wait until Streamlit has finished the current script run (no 'Running' indicator and
+    no skeletons for `settle` seconds)."""
+    end = time.time() + timeout
+    quiet_since = None
+    while time.time() < end:
+        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.locator('[data-testid="stSkeleton"]').count() > 0 or \
+            page.locator('[data-testid="stMain"] h1').count() == 0
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= settle:
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the app did not finish running in time")
+
+
+def errors_on(page) -> list[str]:
+    """Exception boxes and error alerts shown on the page."""
+    found = [e.inner_text() for e in page.locator('[data-testid="stException"]').all()]
+    found += [e.inner_text() for e in page.locator('[data-testid="stAlertContentError"]').all()]
+    return found
+
+
+def draw_strokes(page, strokes: list[list[tuple[float, float]]], canvas_selector: str = "canvas") -> None:
+    """Draw with the mouse on the (upper) drawing canvas; points are fractions of its size."""
+    canvas = page.locator(canvas_selector).last
+    box = canvas.bounding_box()
+    for stroke in strokes:
+        x0, y0 = stroke[0]
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+        page.mouse.up()
+
+
+ONE = [[(0.5, 0.15), (0.5, 0.85)]]
+SEVEN = [[(0.3, 0.2), (0.72, 0.2), (0.45, 0.85)]]
+ZERO = [[(0.5, 0.15), (0.3, 0.3), (0.27, 0.55), (0.35, 0.8), (0.5, 0.86), (0.65, 0.8), (0.73, 0.55), (0.7, 0.3),
+         (0.5, 0.15)]]
+
+
+def metric_value(page, label: str, timeout: float = 20.0) -> str:
+    """The value of the st.metric with this label, waiting for it to appear."""
+    metric = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+    metric.wait_for(timeout=timeout * 1000)
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()

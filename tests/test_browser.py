@@ -1,0 +1,208 @@
+"""The whole app in a real browser (Debian's Chromium driven by Playwright): every page opens
+without an error, its main control works, a screenshot is saved; one test goes end to end
+(train the small CNN on the offline sample, draw a digit, read the prediction, open the run's
+metrics). Skipped, with the reason, only where no Chromium is installed.
+
+Screenshots go to $MNIST_LAB_SCREENSHOTS (the README's come from `MNIST_LAB_SCREENSHOTS=docs/screenshots`),
+else to pytest's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from core.data import load_sample
+from core.handwriting import default_config
+from core.models import preset_layers, summary
+from core.runs import RunStore
+from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
+                           metric_value, wait_idle)
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(chromium_path() is None,
+                                reason="no Chromium found (apt-get install chromium, or set MNIST_LAB_CHROMIUM)")
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("MNIST_LAB_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free port, with a run store holding one finished draw model."""
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    store = RunStore(runs)
+    store.train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
+    with app_server(runs, {"MNIST_LAB_OFFLINE": "1"}) as url:
+        yield url, store
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - a Chromium that cannot start is a skip, with why
+            pytest.skip(f"Chromium at {chromium_path()} does not start: {exc}")
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def open_page(page, url: str, path: str):
+    page.goto(f"{url}/{path}")
+    wait_idle(page)
+    assert errors_on(page) == []
+    assert "Traceback" not in page.inner_text("body")
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose `option` in the selectbox labelled `label`."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.click()
+    page.get_by_role("option", name=option).first.click()
+    wait_idle(page)
+
+
+def slide(page, label: str, presses: int = 1) -> None:
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=label).first.get_by_role("slider")
+    thumb.focus()
+    for _ in range(presses):
+        thumb.press("ArrowRight")
+    wait_idle(page)
+
+
+def main_title(page) -> str:
+    return page.locator('[data-testid="stMain"] h1').first.inner_text()
+
+
+# --- every page: opens, no error, its main control once, a screenshot -------------------------
+
+def test_home(server, page, shots):
+    url, _ = server
+    open_page(page, url, "")
+    assert main_title(page) == "MNIST Lab"
+    assert "offline sample" in page.inner_text("body")
+    before = page.locator('[data-testid="stImage"]').count()
+    slide(page, "How many digits")
+    assert page.locator('[data-testid="stImage"]').count() == before + 8
+    page.screenshot(path=shots / "home.png", full_page=True)
+
+
+def test_train_page_preset_updates_the_summary(server, page, shots):
+    url, _ = server
+    open_page(page, url, "train")
+    pick(page, "Start from", "LeNet-5")
+    total = summary(preset_layers("lenet5"))["total_params"]
+    assert f"Total parameters: {total:,}" in page.inner_text("body")
+    assert errors_on(page) == []
+    page.screenshot(path=shots / "train.png", full_page=True)
+
+
+def test_experiments_filter(server, page, shots):
+    url, _ = server
+    open_page(page, url, "experiments")
+    box = page.get_by_label("Filter by name, model or note")
+    box.fill("draw")
+    box.press("Enter")
+    wait_idle(page)
+    assert "1 of" in page.inner_text("body")
+    page.screenshot(path=shots / "experiments.png", full_page=True)
+
+
+def test_metrics_threshold(server, page, shots):
+    url, _ = server
+    open_page(page, url, "metrics")
+    page.get_by_role("tab", name="Threshold").click()
+    slide(page, "Threshold on its probability", 5)
+    assert "2x2 matrix for class 0" in page.inner_text("body")
+    assert errors_on(page) == []
+    page.get_by_role("tab", name="Confusion matrix").click()
+    page.screenshot(path=shots / "metrics.png", full_page=True)
+
+
+def test_kfold_grid(server, page, shots):
+    url, _ = server
+    open_page(page, url, "kfold")
+    slide(page, "k (number of folds)")
+    assert "StratifiedKFold with k = 6" in page.inner_text("body") or page.locator("canvas, svg").count() > 0
+    assert errors_on(page) == []
+    page.screenshot(path=shots / "kfold.png", full_page=True)
+
+
+def test_fitting_page(server, page, shots):
+    url, _ = server
+    open_page(page, url, "fitting")
+    pick(page, "Data set", "mnist")
+    assert errors_on(page) == []
+    assert "Diagnosis" in page.inner_text("body")
+    page.screenshot(path=shots / "fitting.png", full_page=True)
+
+
+def test_draw_a_seven_and_read_the_right_prediction(server, page, shots):
+    url, _ = server
+    open_page(page, url, "draw")
+    assert "Draw a digit on the black canvas" in page.inner_text("body")  # a hint, not a guess
+    draw_strokes(page, SEVEN)
+    assert metric_value(page, "Prediction") == "7"
+    wait_idle(page)
+    assert errors_on(page) == []
+    page.screenshot(path=shots / "draw.png", full_page=True)
+
+
+@pytest.mark.parametrize("path, control", [("activations", "Input x"), ("layers", "Kernel"),
+                                            ("losses", "Learning rate")])
+def test_learn_pages(server, page, shots, path, control):
+    url, _ = server
+    open_page(page, url, path)
+    slide(page, control)
+    assert errors_on(page) == []
+    page.screenshot(path=shots / f"{path}.png", full_page=True)
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+def test_end_to_end_train_draw_and_open_the_metrics(server, page):
+    url, store = server
+    open_page(page, url, "train")
+    pick(page, "Start from", "Small fast CNN")
+    pick(page, "Data set", "Offline sample (4,000 / 1,000 real MNIST digits)")
+    before = len(store.list())
+    page.get_by_role("button", name="Train").first.click()
+    end = time.time() + 120
+    while not (len(store.list()) > before and store.list()[0]["status"] == "finished") and time.time() < end:
+        time.sleep(0.5)
+    run = store.list()[0]
+    assert run["status"] == "finished" and run["model"] == "cnn"
+    assert store.config(run["id"]).epochs == 3  # the preset's settings reached the browser's widgets
+    expected = f"{run['test_accuracy']:.2%}"
+    page.get_by_text(f"status finished").first.wait_for(timeout=30_000)  # the live view saw the end
+    wait_idle(page)
+    assert metric_value(page, "Test accuracy") == expected
+
+    open_page(page, url, f"draw?run={run['id']}")
+    draw_strokes(page, ONE)
+    assert re.fullmatch(r"\d", metric_value(page, "Prediction"))
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train").click()
+    wait_idle(page)
+    page.get_by_role("link", name="Open its metrics").click()
+    wait_idle(page)
+    assert main_title(page) == "Metrics"
+    assert metric_value(page, "Test accuracy") == f"{run['test_accuracy']:.2%}"
+    assert errors_on(page) == []

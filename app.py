@@ -6,6 +6,11 @@ st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layou
 
 pages = {
     "Start": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Learn": [
+        st.Page("pages/activations.py", title="Activations and neurons", icon=":material/function:"),
+        st.Page("pages/layers.py", title="Layers and CNNs", icon=":material/layers:"),
+        st.Page("pages/losses.py", title="Losses and optimizers", icon=":material/trending_down:"),
+    ],
     "Train": [
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/experiments.py", title="Experiments", icon=":material/table_chart:"),

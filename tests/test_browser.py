@@ -165,8 +165,8 @@ def test_draw_a_seven_and_read_the_right_prediction(server, page, shots):
     page.screenshot(path=shots / "draw.png", full_page=True)
 
 
-@pytest.mark.parametrize("path, control", [("activations", "Input x"), ("layers", "Kernel"),
-                                            ("losses", "Learning rate")])
+@pytest.mark.parametrize("path, control", [("activations", "Temperature"), ("layers", "Kernel length"),
+                                            ("losses", "Learning rate (SGD)")])
 def test_learn_pages(server, page, shots, path, control):
     url, _ = server
     open_page(page, url, path)

@@ -15,6 +15,7 @@ TRAIN_COLOR = "#1f77b4"   # one colour for train ...
 VAL_COLOR = "#ff7f0e"     # ... and one for validation, on every page
 SPLIT_SCALE = {"domain": ["train", "validation"], "range": [TRAIN_COLOR, VAL_COLOR]}
 ACTIVE = ("queued", "running")
+_NAVIGATION_FIXED = False
 DONE = ("finished", "cancelled")
 
 
@@ -63,9 +64,14 @@ def _ensure_navigation() -> None:
     mode off and rerunning lets app.py define the navigation and open the same page. Streamlit
     offers no option for this, hence the private flag.
     """
+    global _NAVIGATION_FIXED
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    # Once per process: after it, app.py's st.navigation keeps the flag off in a real server.
+    # (AppTest resets the flag before every run and runs pages directly; rerunning there each
+    # time would drop the button click that caused the run.)
+    if PagesManager.uses_pages_directory and not _NAVIGATION_FIXED:
+        _NAVIGATION_FIXED = True
         PagesManager.uses_pages_directory = False
         st.rerun()
 

@@ -14,6 +14,15 @@ from core import metrics as M
 from pages import charts
 from pages.common import finished_runs, header, no_runs_hint, pick_run, predictions, store, test_images_for
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def curves_for(run_id: str, version: float, n_classes: int):
+    """ROC and PR curves (thinned for drawing) and their areas, computed once per stored file."""
+    p = predictions(run_id)
+    roc, aucs = M.roc_curves(p["labels"], p["probs"], n_classes)
+    pr, aps = M.pr_curves(p["labels"], p["probs"], n_classes)
+    return charts.thin(roc, "curve"), aucs, charts.thin(pr, "curve"), aps
+
+
 header("Metrics", "How good is a trained model, and where does it go wrong? All numbers come from the run's "
                   "stored test predictions.")
 
@@ -115,12 +124,11 @@ with tabs[3]:
                "weighted average: classes count by their support.")
 
 with tabs[4]:
-    roc, aucs = M.roc_curves(labels, probs, n_classes)
-    pr, aps = M.pr_curves(labels, probs, n_classes)
+    roc, aucs, pr, aps = curves_for(run_id, (store().run_dir(run_id) / "predictions.npz").stat().st_mtime, n_classes)
     shown = st.multiselect("Curves", list(aucs), default=list(aucs), key="m_curves")
     left, right = st.columns(2)
-    left.altair_chart(charts.roc_chart(charts.thin(roc[roc.curve.isin(shown)], "curve")), width="stretch")
-    right.altair_chart(charts.pr_chart(charts.thin(pr[pr.curve.isin(shown)], "curve")), width="stretch")
+    left.altair_chart(charts.roc_chart(roc[roc.curve.isin(shown)]), width="stretch")
+    right.altair_chart(charts.pr_chart(pr[pr.curve.isin(shown)]), width="stretch")
     st.dataframe(pd.DataFrame({"curve": list(aucs), "ROC AUC": list(aucs.values()),
                                "average precision": [aps.get(k, np.nan) for k in aucs]}),
                  hide_index=True, width="content")
@@ -133,8 +141,8 @@ with tabs[5]:
     counts = M.threshold_counts(labels, probs, positive, threshold)
     point = M.threshold_point(labels, probs, positive, threshold)
     left, right = st.columns(2)
-    left.altair_chart(charts.roc_chart(charts.thin(roc[roc.curve == str(positive)], "curve"), point), width="stretch")
-    right.altair_chart(charts.pr_chart(charts.thin(pr[pr.curve == str(positive)], "curve"), point), width="stretch")
+    left.altair_chart(charts.roc_chart(roc[roc.curve == str(positive)], point), width="stretch")
+    right.altair_chart(charts.pr_chart(pr[pr.curve == str(positive)], point), width="stretch")
     left, right = st.columns(2)
     with left:
         st.markdown(f"**2x2 matrix for class {positive} against the rest**")

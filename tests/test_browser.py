@@ -206,3 +206,16 @@ def test_end_to_end_train_draw_and_open_the_metrics(server, page):
     assert main_title(page) == "Metrics"
     assert metric_value(page, "Test accuracy") == f"{run['test_accuracy']:.2%}"
     assert errors_on(page) == []
+
+
+def test_a_fresh_server_opened_on_a_page_link_shows_the_apps_navigation(browser, tmp_path):
+    """A shared link (/train) as the very first request of a new server: the sidebar is app.py's
+    navigation (Learn / Train / Play), not a list of the files in pages/."""
+    with app_server(tmp_path / "runs", {"MNIST_LAB_OFFLINE": "1"}) as url:
+        pg = browser.new_page()
+        open_page(pg, url, "train")
+        nav = pg.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Learn" in nav and "Play" in nav and "Activations and neurons" in nav
+        assert "common" not in nav and "charts" not in nav
+        assert main_title(pg) == "Train"
+        pg.close()

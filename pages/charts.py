@@ -52,7 +52,7 @@ def confusion_heatmap(table: pd.DataFrame, normalized: bool, title: str = "Confu
     pick = alt.selection_point(name="cell", fields=["true", "predicted"], on="click")
     fmt = ".2f" if normalized else "d"
     base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", sort=order, title="predicted class"),
+        x=alt.X("predicted:N", sort=order, title="predicted class", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("true:N", sort=order, title="true class"),
     )
     rect = base.mark_rect().encode(

@@ -64,9 +64,9 @@ digit = ds.test_images[int(index)] / 255.0
 out = convolve2d(digit, kernel, padding)
 n = conv_output_size(28, 3, padding)
 c1, c2, c3 = st.columns([2, 1.2, 2])
-c1.altair_chart(heat(digit, f"input 28x28 (label {ds.test_labels[int(index)]})"))
-c2.altair_chart(heat(kernel, "kernel 3x3", 140, "redblue", text=True))
-c3.altair_chart(heat(out, f"output {out.shape[0]}x{out.shape[1]}", scheme="redblue"))
+c1.altair_chart(heat(digit, f"input 28x28 (label {ds.test_labels[int(index)]})"), width="content")
+c2.altair_chart(heat(kernel, "kernel 3x3", 140, "redblue", text=True), width="content")
+c3.altair_chart(heat(out, f"output {out.shape[0]}x{out.shape[1]}", scheme="redblue"), width="content")
 st.markdown(f"**{padding}** padding: output size = "
             + (f"(28 − 3) / 1 + 1 = **{n}**: the kernel only visits positions where it fits, so the border is lost."
                if padding == "valid" else f"28 / 1 = **{n}**: one ring of zeros around the input keeps the size."))
@@ -96,15 +96,15 @@ except ValueError as exc:
     grid = np.array(COURSE_POOL_GRID, float)
 mx, av = pool2d(grid, 2, "max"), pool2d(grid, 2, "avg")
 c1, c2, c3 = st.columns(3)
-c1.altair_chart(heat(grid, f"input {grid.shape[0]}x{grid.shape[1]}", 200, "blues", text=True))
-c2.altair_chart(heat(mx, "max pooling 2x2", 140, "blues", text=True))
-c3.altair_chart(heat(av, "average pooling 2x2", 140, "blues", text=True))
+c1.altair_chart(heat(grid, f"input {grid.shape[0]}x{grid.shape[1]}", 200, "blues", text=True), width="content")
+c2.altair_chart(heat(mx, "max pooling 2x2", 140, "blues", text=True), width="content")
+c3.altair_chart(heat(av, "average pooling 2x2", 140, "blues", text=True), width="content")
 st.markdown(f"Max: `{mx.tolist()}` · average: `{av.tolist()}`")
 pool_kind = st.radio("Pooling on the digit's feature map", ["max", "avg"], horizontal=True, key="l_pool_kind")
 pooled = pool2d(np.maximum(out, 0), 2, pool_kind)
 c1, c2 = st.columns(2)
-c1.altair_chart(heat(np.maximum(out, 0), f"feature map after ReLU {out.shape[0]}x{out.shape[1]}"))
-c2.altair_chart(heat(pooled, f"after {pool_kind} pooling {pooled.shape[0]}x{pooled.shape[1]}"))
+c1.altair_chart(heat(np.maximum(out, 0), f"feature map after ReLU {out.shape[0]}x{out.shape[1]}"), width="content")
+c2.altair_chart(heat(pooled, f"after {pool_kind} pooling {pooled.shape[0]}x{pooled.shape[1]}"), width="content")
 
 # --- flatten, dropout, batch norm, reshape --------------------------------------------------------------
 st.subheader("Flatten, dropout, batch normalization, reshape")

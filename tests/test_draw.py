@@ -155,3 +155,13 @@ def test_draw_page_without_models_trains_the_draw_model_in_one_click():
     wait_for(at, lambda a: RunStore().list()[0]["status"] == "finished", timeout=180)
     at.run()
     assert at.selectbox(key="d_run").value == runs[0]["id"]
+
+
+def test_draw_page_shows_hidden_activations_for_an_mlp(trained_store):
+    mlp = next(r for r in trained_store.list() if r["name"] == "mlp short")
+    at = open_page("pages/draw.py", query={"run": mlp["id"]})
+    at.number_input(key="d_sample").set_value(1).run()
+    assert at.selectbox(key="d_run").value == mlp["id"]
+    assert not at.exception
+    texts = " ".join(str(i.proto) for i in at.get("image"))
+    assert "activations of its 256 units" in texts and "activations of its 32 units" in texts

@@ -125,3 +125,26 @@ def test_experiments_rename_tag_and_delete_with_confirmation(trained_root, monke
     at.button(key="x_delete_yes").click().run()
     assert [r["name"] for r in store.list()] == ["mlp short"]
     assert not (root / run["id"]).exists()
+
+
+def test_hardware_comparison_times_the_config_on_every_device(trained_root, monkeypatch, tmp_path):
+    from core.devices import list_devices
+    from tests.test_page_train import wait_for
+
+    root = tmp_path / "runs"
+    shutil.copytree(trained_root, root)
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(root))
+    store = RunStore(root)
+    base = next(r for r in store.list() if r["name"] == "mlp short")
+    at = open_page("pages/experiments.py")
+    at.selectbox(key="x_hw_base").set_value(base["id"]).run()
+    at.button(key="x_hw_go").click().run()
+    timed = lambda: [r for r in RunStore(root).list() if (r["grp"] or "").startswith("hw-")]  # noqa: E731
+    assert len(timed()) == len(list_devices())
+    wait_for(at, lambda a: all(r["status"] == "finished" for r in timed()), timeout=120)
+    at.run()
+    table = at.dataframe[-1].value.set_index("device")
+    assert set(table.index) == {d.id for d in list_devices()}
+    h = RunStore(root).history(next(r["id"] for r in timed() if r["device"] == "cpu"))
+    assert table.loc["cpu", "seconds per epoch"] == pytest.approx(h[0]["seconds"])
+    assert table.loc["cpu", "speed-up over CPU"] == pytest.approx(1.0)

@@ -138,3 +138,11 @@ def test_training_runs_in_the_background_shows_progress_and_stops():
     assert {b.proto.label for b in at.get("download_button")} >= {"Weights (.pt state dict)", "Config (JSON)",
                                                                    "History (CSV)"}
     assert any(w.value.startswith("The run stopped (cancelled)") for w in at.warning)
+    # The stopped run is in the experiments table, and its metrics match its stored predictions.
+    table = open_page("pages/experiments.py").dataframe[0].value.set_index("id")
+    assert table.loc[run_id, "status"] == "cancelled" and table.loc[run_id, "epochs_done"] == run["epochs_done"]
+    metrics = open_page("pages/metrics.py", query={"run": run_id})
+    p = RunStore().predictions(run_id)
+    shown = {m.label: m.value for m in metrics.metric}
+    assert shown["Test accuracy"] == f"{(p['labels'] == p['preds']).mean():.2%}"
+    assert shown["Mistakes"] == f"{int((p['labels'] != p['preds']).sum()):,}"

@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.data import load_dataset  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.runs import RunStore  # noqa: E402
-from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, draw_strokes,  # noqa: E402
-                           metric_value, wait_idle)
+from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, metric_value, wait_idle)
 
 # sidebar link -> the page's title
 NAV = {"Train": "Train", "Experiments": "Experiments", "Metrics": "Metrics", "K-fold": "K-fold cross-validation",

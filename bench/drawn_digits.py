@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import RunConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.inference import load_classifier  # noqa: E402
 from core.preprocess import _resize, canvas_to_mnist, mnist_to_canvas, to_ink  # noqa: E402

@@ -180,3 +180,39 @@ def group_runs(group: str) -> list[dict]:
 
 def groups(prefix: str) -> list[str]:
     return sorted({r["grp"] for r in store().list() if (r.get("grp") or "").startswith(prefix)}, reverse=True)
+
+
+def launch_group(make_configs, prefix: str) -> None:
+    """Start a group of background runs (`make_configs()` builds their configs) named
+    `prefix` + a timestamp; a refused setting is shown and starts nothing."""
+    import time
+
+    from core.config import ConfigError
+    from core.data import DataError
+    from core.devices import DeviceError
+
+    try:
+        start_group(make_configs(), f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}")
+    except (ConfigError, DeviceError, DataError, RunStoreError) as exc:
+        show_error(exc)
+        return
+    st.rerun()
+
+
+def group_view(prefix: str, label: str, key: str, draw) -> None:
+    """Pick one group of runs (newest first) and `draw(runs)` it; while any of its runs is
+    queued or running the view refreshes itself every 1.5 s, and once more when they end."""
+    names = groups(prefix)
+    if not names:
+        return
+    group = st.selectbox(label, names, key=key)
+    active = any(r["status"] in ACTIVE for r in group_runs(group))
+
+    @st.fragment(run_every=1.5 if active else None)
+    def view():
+        runs = group_runs(group)
+        draw(runs)
+        if active and not any(r["status"] in ACTIVE for r in runs):
+            st.rerun()
+
+    view()

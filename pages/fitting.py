@@ -4,20 +4,14 @@ the course's regions (underfitting: high/high, overfitting: low/high, good: low/
 
 from __future__ import annotations
 
-import time
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.config import ConfigError, RunConfig
-from core.data import DataError
-from core.devices import DeviceError
+from core.config import RunConfig
 from core.experiments import capacity_configs, capacity_frame, diagnose, overfit_epoch
-from core.runs import RunStoreError
 from pages import charts
-from pages.common import (ACTIVE, SPLIT_SCALE, finished_runs, group_runs, groups, header, run_label, show_error,
-                          start_group, store)
+from pages.common import SPLIT_SCALE, finished_runs, group_view, header, launch_group, run_label, store
 
 header("Under- and overfitting", "Too little capacity cannot learn the task; too much memorizes a small training "
                                  "set. See both on real runs.")
@@ -36,63 +30,52 @@ subset = c2.number_input("Training digits", 100, 10_000, 500, 100, key="f_subset
 epochs = c3.number_input("Epochs", 2, 200, 40, key="f_epochs")
 data_name = c4.selectbox("Data set", ["mnist-sample", "mnist"], key="f_data")
 if st.button(f"Train {len(units)} models", type="primary", key="f_go", disabled=not units):
-    try:
-        base = RunConfig.from_preset("mlp", dataset=data_name, epochs=int(epochs), train_subset=int(subset),
-                                     lr_schedule="constant", lr=1e-3, batch_size=32)
-        start_group(capacity_configs(base, sorted(units)), f"fit-{time.strftime('%Y%m%d-%H%M%S')}")
-        st.rerun()
-    except (ConfigError, DeviceError, DataError, RunStoreError) as exc:
-        show_error(exc)
+    launch_group(lambda: capacity_configs(RunConfig.from_preset("mlp", dataset=data_name, epochs=int(epochs),
+                                                                train_subset=int(subset), lr_schedule="constant",
+                                                                lr=1e-3, batch_size=32), sorted(units)), "fit-")
 
-names = groups("fit-")
-if names:
-    group = st.selectbox("Experiment", names, key="f_group")
-    active = any(r["status"] in ACTIVE for r in group_runs(group))
 
-    @st.fragment(run_every=1.5 if active else None)
-    def results():
-        runs = group_runs(group)
-        histories = {r["id"]: store().history(r["id"]) for r in runs}
-        configs = {r["id"]: store().config(r["id"]) for r in runs}
-        done = sum(r["status"] == "finished" for r in runs)
-        st.caption(f"{done} of {len(runs)} models trained" + (" — the others are queued or running." if done < len(runs)
-                                                             else "."))
-        rows = []
-        for r in runs:
-            cap = configs[r["id"]].extra.get("capacity")
-            for h in histories[r["id"]]:
-                for split, key in (("train", "train_loss"), ("validation", "val_loss")):
-                    rows.append({"units": f"{cap} units", "cap": cap, "epoch": h["epoch"], "split": split,
-                                 "loss": h[key]})
-        if rows:
-            df = pd.DataFrame(rows)
-            st.altair_chart(alt.Chart(df).mark_line().encode(
-                x=alt.X("epoch:Q", title="epoch"), y=alt.Y("loss:Q", title="loss (cross-entropy)", scale=alt.Scale(type="log")),
-                color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
-                tooltip=["units", "epoch", "split", alt.Tooltip("loss:Q", format=".4f")],
-            ).properties(height=180, width=220).facet(facet=alt.Facet("units:N", sort=alt.SortField("cap")), columns=4,
-                                                       title="Train and validation loss per epoch"))
-        frame = capacity_frame(runs, histories, configs)
-        if not frame.empty:
-            long = frame.melt(id_vars=["capacity", "regime"], value_vars=["train_error", "val_error"],
-                              var_name="split", value_name="error")
-            long["split"] = long["split"].map({"train_error": "train", "val_error": "validation"})
-            line = alt.Chart(long).mark_line(point=True).encode(
-                x=alt.X("capacity:Q", scale=alt.Scale(type="log"), title="capacity (hidden units, log scale)"),
-                y=alt.Y("error:Q", title="error (1 - accuracy)"),
-                color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
-                tooltip=["capacity", "split", alt.Tooltip("error:Q", format=".3f"), "regime"])
-            labels = alt.Chart(frame).mark_text(dy=-12, fontWeight="bold").encode(
-                x="capacity:Q", y="val_error:Q", text="regime:N",
-                color=alt.Color("regime:N", scale=alt.Scale(domain=["underfitting", "good fit", "overfitting"],
-                                                            range=["#d62728", "#2ca02c", "#9467bd"]), legend=None))
-            st.altair_chart((line + labels).properties(height=320, title="Final error against capacity"),
-                            width="stretch")
-            st.dataframe(frame[["capacity", "params", "train_error", "val_error", "regime"]], hide_index=True)
-        if active and not any(r["status"] in ACTIVE for r in runs):
-            st.rerun()
+def results(runs: list[dict]) -> None:
+    histories = {r["id"]: store().history(r["id"]) for r in runs}
+    configs = {r["id"]: store().config(r["id"]) for r in runs}
+    done = sum(r["status"] == "finished" for r in runs)
+    st.caption(f"{done} of {len(runs)} models trained" + (" — the others are queued or running." if done < len(runs)
+                                                         else "."))
+    rows = []
+    for r in runs:
+        cap = configs[r["id"]].extra.get("capacity")
+        for h in histories[r["id"]]:
+            for split, key in (("train", "train_loss"), ("validation", "val_loss")):
+                rows.append({"units": f"{cap} units", "cap": cap, "epoch": h["epoch"], "split": split,
+                             "loss": h[key]})
+    if rows:
+        df = pd.DataFrame(rows)
+        st.altair_chart(alt.Chart(df).mark_line().encode(
+            x=alt.X("epoch:Q", title="epoch"), y=alt.Y("loss:Q", title="loss (cross-entropy)", scale=alt.Scale(type="log")),
+            color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
+            tooltip=["units", "epoch", "split", alt.Tooltip("loss:Q", format=".4f")],
+        ).properties(height=180, width=220).facet(facet=alt.Facet("units:N", sort=alt.SortField("cap")), columns=4,
+                                                   title="Train and validation loss per epoch"))
+    frame = capacity_frame(runs, histories, configs)
+    if not frame.empty:
+        long = frame.melt(id_vars=["capacity", "regime"], value_vars=["train_error", "val_error"],
+                          var_name="split", value_name="error")
+        long["split"] = long["split"].map({"train_error": "train", "val_error": "validation"})
+        line = alt.Chart(long).mark_line(point=True).encode(
+            x=alt.X("capacity:Q", scale=alt.Scale(type="log"), title="capacity (hidden units, log scale)"),
+            y=alt.Y("error:Q", title="error (1 - accuracy)"),
+            color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
+            tooltip=["capacity", "split", alt.Tooltip("error:Q", format=".3f"), "regime"])
+        labels = alt.Chart(frame).mark_text(dy=-12, fontWeight="bold").encode(
+            x="capacity:Q", y="val_error:Q", text="regime:N",
+            color=alt.Color("regime:N", scale=alt.Scale(domain=["underfitting", "good fit", "overfitting"],
+                                                        range=["#d62728", "#2ca02c", "#9467bd"]), legend=None))
+        st.altair_chart((line + labels).properties(height=320, title="Final error against capacity"),
+                        width="stretch")
+        st.dataframe(frame[["capacity", "params", "train_error", "val_error", "regime"]], hide_index=True)
 
-    results()
+
+group_view("fit-", "Experiment", "f_group", results)
 
 st.subheader("Any run's curves, annotated")
 runs = finished_runs()

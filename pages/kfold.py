@@ -4,19 +4,15 @@ with per-fold curves, mean and standard deviation."""
 
 from __future__ import annotations
 
-import time
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.config import ConfigError, RunConfig
-from core.data import DataError, kfold_assignments
-from core.devices import DeviceError
+from core.config import RunConfig
+from core.data import kfold_assignments
 from core.experiments import fold_balance, fold_grid, kfold_configs, kfold_summary
 from core.models import PRESETS
-from core.runs import RunStoreError
-from pages.common import ACTIVE, SPLIT_SCALE, dataset, group_runs, groups, header, show_error, start_group, store
+from pages.common import SPLIT_SCALE, dataset, group_view, header, launch_group, store
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
                                   "validated on the remaining one.")
@@ -58,44 +54,33 @@ epochs = c2.number_input("Epochs per fold", 1, 50, 2, key="k_epochs")
 data_name = c3.selectbox("Data set", ["mnist-sample", "mnist"], key="k_data",
                          help="The offline sample trains each fold in seconds.")
 if st.button(f"Train {k} folds", type="primary", key="k_go"):
-    try:
-        base = RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs), seed=int(seed),
-                                     name=f"{preset} {k}-fold")
-        start_group(kfold_configs(base, k, stratified), f"kfold-{time.strftime('%Y%m%d-%H%M%S')}")
-        st.rerun()
-    except (ConfigError, DeviceError, DataError, RunStoreError) as exc:
-        show_error(exc)
+    launch_group(lambda: kfold_configs(RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs),
+                                                             seed=int(seed), name=f"{preset} {k}-fold"),
+                                       k, stratified), "kfold-")
 
-names = groups("kfold-")
-if names:
-    group = st.selectbox("Cross-validation", names, key="k_group")
-    active = any(r["status"] in ACTIVE for r in group_runs(group))
 
-    @st.fragment(run_every=1.5 if active else None)
-    def results():
-        runs = group_runs(group)
-        summ = kfold_summary(runs)
-        m = st.columns(3)
-        m[0].metric("Folds done", f"{summ['folds_done']} of {summ['folds']}")
-        m[1].metric("Mean validation accuracy", f"{summ['mean']:.2%}" if summ["mean"] is not None else "—")
-        m[2].metric("Standard deviation", f"{summ['std']:.2%}" if summ["std"] is not None else "—")
-        rows = []
-        for r in runs:
-            fold = store().config(r["id"]).kfold[1] + 1
-            for h in store().history(r["id"]):
-                rows.append({"fold": f"fold {fold}", "epoch": h["epoch"], "validation accuracy": h["val_accuracy"],
-                             "validation loss": h["val_loss"]})
-        if rows:
-            st.altair_chart(alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
-                x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
-                y=alt.Y("validation accuracy:Q", scale=alt.Scale(zero=False)),
-                color=alt.Color("fold:N"), tooltip=["fold", "epoch", alt.Tooltip("validation accuracy:Q", format=".4f")],
-            ).properties(height=280, title="Validation accuracy per epoch, one line per fold"), width="stretch")
-        st.dataframe(pd.DataFrame([{"fold": store().config(r["id"]).kfold[1] + 1, "status": r["status"],
-                                    "validation accuracy": r["last_val_accuracy"],
-                                    "test accuracy": r["test_accuracy"]} for r in runs]),
-                     hide_index=True)
-        if active and not any(r["status"] in ACTIVE for r in runs):
-            st.rerun()
+def results(runs: list[dict]) -> None:
+    summ = kfold_summary(runs)
+    m = st.columns(3)
+    m[0].metric("Folds done", f"{summ['folds_done']} of {summ['folds']}")
+    m[1].metric("Mean validation accuracy", f"{summ['mean']:.2%}" if summ["mean"] is not None else "—")
+    m[2].metric("Standard deviation", f"{summ['std']:.2%}" if summ["std"] is not None else "—")
+    rows = []
+    for r in runs:
+        fold = store().config(r["id"]).kfold[1] + 1
+        for h in store().history(r["id"]):
+            rows.append({"fold": f"fold {fold}", "epoch": h["epoch"], "validation accuracy": h["val_accuracy"],
+                         "validation loss": h["val_loss"]})
+    if rows:
+        st.altair_chart(alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("validation accuracy:Q", scale=alt.Scale(zero=False)),
+            color=alt.Color("fold:N"), tooltip=["fold", "epoch", alt.Tooltip("validation accuracy:Q", format=".4f")],
+        ).properties(height=280, title="Validation accuracy per epoch, one line per fold"), width="stretch")
+    st.dataframe(pd.DataFrame([{"fold": store().config(r["id"]).kfold[1] + 1, "status": r["status"],
+                                "validation accuracy": r["last_val_accuracy"],
+                                "test accuracy": r["test_accuracy"]} for r in runs]),
+                 hide_index=True)
 
-    results()
+
+group_view("kfold-", "Cross-validation", "k_group", results)

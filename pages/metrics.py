@@ -47,6 +47,25 @@ m[1].metric("Test samples", f"{len(labels):,}")
 m[2].metric("Mistakes", f"{int((labels != preds).sum()):,}")
 m[3].metric("Epochs", len(history))
 
+
+
+def image_grid(indices, limit: int) -> None:
+    """Test images (the first `limit` of `indices`), each captioned with its true class, a mark
+    for right or wrong, and its top-3 predicted probabilities."""
+    images, why = test_images_for(run_id)
+    if images is None:
+        st.warning(f"Images cannot be shown: {why}.")
+        return
+    if not len(indices):
+        return
+    top_c, top_p = M.top_k(probs[indices[:limit]], min(3, n_classes))
+    cols = st.columns(8)
+    for i, j in enumerate(indices[:limit]):
+        mark = "✓" if labels[j] == preds[j] else "✗"
+        cols[i % 8].image(images[j], width=64, caption=f"{mark} true {labels[j]} · " +
+                          ", ".join(f"{c} {q:.0%}" for c, q in zip(top_c[i], top_p[i])))
+
+
 tabs = st.tabs(["Training curves", "Confusion matrix", "Prediction gallery", "Per-class table", "ROC and PR curves",
                 "Threshold"])
 
@@ -75,15 +94,7 @@ with tabs[1]:
     p = c2.selectbox("Predicted class", range(n_classes), index=min(1, n_classes - 1), key="m_cell_pred")
     idx = M.select_samples(labels, preds, t, p)
     st.caption(f"{len(idx)} test images with true class {t} predicted as {p}.")
-    images, why = test_images_for(run_id)
-    if images is None:
-        st.warning(f"Images cannot be shown: {why}.")
-    elif len(idx):
-        top_c, top_p = M.top_k(probs[idx[:24]], min(3, n_classes))
-        cols = st.columns(8)
-        for i, j in enumerate(idx[:24]):
-            cols[i % 8].image(images[j], width=64,
-                              caption=" · ".join(f"{c}: {q:.2f}" for c, q in zip(top_c[i], top_p[i])))
+    image_grid(idx, 24)
     if history and "val_confusion" in history[0]:
         st.markdown("**How the mistakes change while the model learns** (validation set, per epoch)")
         epoch = st.slider("Epoch", 1, len(history), len(history), key="m_epoch") if len(history) > 1 else 1
@@ -103,16 +114,7 @@ with tabs[2]:
     sel = M.select_samples(labels, preds, None if gt == "any" else gt, None if gp == "any" else gp,
                            {"wrong ones": False, "right ones": True, "all": None}[which])
     st.caption(f"{len(sel):,} test images match; the first 32 are shown with their top-3 probabilities.")
-    images, why = test_images_for(run_id)
-    if images is None:
-        st.warning(f"Images cannot be shown: {why}.")
-    elif len(sel):
-        top_c, top_p = M.top_k(probs[sel[:32]], min(3, n_classes))
-        cols = st.columns(8)
-        for i, j in enumerate(sel[:32]):
-            mark = "✓" if labels[j] == preds[j] else "✗"
-            cols[i % 8].image(images[j], width=64, caption=f"{mark} true {labels[j]} · " +
-                              ", ".join(f"{c} {q:.0%}" for c, q in zip(top_c[i], top_p[i])))
+    image_grid(sel, 32)
 
 with tabs[3]:
     table = M.per_class_table(labels, preds, n_classes)

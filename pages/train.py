@@ -24,7 +24,7 @@ from core.jobs import queue_position, resume_job, start_job
 from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, summary
 from core.runs import RunStoreError
 from pages import charts
-from pages.common import ACTIVE, data_dir, dataset, datasets_here, devices, header, safe_get, show_error, store
+from pages.common import ACTIVE, data_dir, dataset, datasets_here, devices, header, safe_get, store
 
 LAYER_DEFAULTS = {
     "dense": {"units": 64, "activation": "relu"},

@@ -191,7 +191,7 @@ def test_end_to_end_train_draw_and_open_the_metrics(server, page):
     assert run["status"] == "finished" and run["model"] == "cnn"
     assert store.config(run["id"]).epochs == 3  # the preset's settings reached the browser's widgets
     expected = f"{run['test_accuracy']:.2%}"
-    page.get_by_text(f"status finished").first.wait_for(timeout=30_000)  # the live view saw the end
+    page.get_by_text("status finished").first.wait_for(timeout=30_000)  # the live view saw the end
     wait_idle(page)
     assert metric_value(page, "Test accuracy") == expected
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, open_page
 
 
 def test_home_page_shows_data_hardware_and_digits():
-    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=60).run()
+    at = open_page("pages/home.py")
     assert not at.exception
     # Offline in tests: the notice says it is the sample and how to get the full set.
     assert any("offline sample" in w.value for w in at.warning)

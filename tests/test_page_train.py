@@ -146,3 +146,28 @@ def test_training_runs_in_the_background_shows_progress_and_stops():
     shown = {m.label: m.value for m in metrics.metric}
     assert shown["Test accuracy"] == f"{(p['labels'] == p['preds']).mean():.2%}"
     assert shown["Mistakes"] == f"{int((p['labels'] != p['preds']).sum()):,}"
+
+
+def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sample):
+    from core.callbacks import Callback
+    from core.config import RunConfig
+
+    class CrashAfterSecondEpoch(Callback):
+        def on_epoch_end(self, trainer, epoch, log):
+            if epoch == 1:
+                raise KeyboardInterrupt  # what a closed laptop lid or a killed process looks like
+
+    store = RunStore()
+    config = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=4, train_subset=800)
+    try:
+        store.train_in_this_process(config, sample, callbacks=[CrashAfterSecondEpoch()])
+    except KeyboardInterrupt:
+        pass
+    run = store.list()[0]
+    assert run["status"] == "interrupted" and run["epochs_done"] == 2
+    at = open_page("pages/train.py")  # a new session shows the newest run, with what happened to it
+    assert any("The run stopped (interrupted)" in w.value for w in at.warning)
+    at.button(key="t_resume").click().run()
+    wait_for(at, lambda a: RunStore().get(run["id"])["status"] == "finished", timeout=120)
+    done = RunStore().get(run["id"])
+    assert done["epochs_done"] == 4 and len(RunStore().history(run["id"])) == 4

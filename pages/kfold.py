@@ -32,7 +32,7 @@ st.altair_chart(alt.Chart(grid).mark_rect(stroke="white", strokeWidth=0.5).encod
     y=alt.Y("iteration:N", title="iteration (fold held out)", sort=None),
     color=alt.Color("role:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
     tooltip=["iteration", "sample", "role"],
-).properties(height=28 * k + 40, title=f"{'StratifiedKFold' if stratified else 'KFold'} with k = {k}"),
+).properties(height=36 * k + 40, title=f"{'StratifiedKFold' if stratified else 'KFold'} with k = {k}"),
     width="stretch")
 
 balance = fold_balance(ds.train_labels, folds)
@@ -41,7 +41,7 @@ st.markdown(f"**Class balance of each fold's validation part** (share of each di
             f"**{spread:.4f}** — stratified folds keep it near 0.")
 long = balance.reset_index().melt(id_vars="fold", var_name="class", value_name="share")
 st.altair_chart(alt.Chart(long).mark_bar().encode(
-    x=alt.X("fold:O", title="fold"), y=alt.Y("share:Q", title="share of the fold", stack="normalize"),
+    x=alt.X("fold:O", title="fold", axis=alt.Axis(labelAngle=0)), y=alt.Y("share:Q", title="share of the fold", stack="normalize"),
     color=alt.Color("class:N", title="digit"), tooltip=["fold", "class", alt.Tooltip("share:Q", format=".3f")],
 ).properties(height=240), width="stretch")
 

@@ -32,12 +32,15 @@ def start_job(store: RunStore, config: RunConfig, data_dir: str | None = None, d
               group: str | None = None) -> str:
     """Queue `config` as a run and start its worker process; returns the run id at once.
 
-    Refuses, before anything is stored, a device that is not there and (when `dataset` is
-    given) a batch larger than the training set.
+    Refuses, before anything is stored, a device that is not there, a precision the device
+    cannot train in and (when `dataset` is given) a batch larger than the training set.
     """
     from core.devices import resolve_device
 
+    from core.training import check_precision
+
     device = resolve_device(config.device)
+    check_precision(config, device)
     config = config.replace(device=str(device))
     if dataset is not None:
         from core.training import check_against_data

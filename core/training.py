@@ -135,11 +135,16 @@ def loss_function(config: RunConfig):
     return F.cross_entropy
 
 
+def check_precision(config: RunConfig, device: torch.device) -> None:
+    """Refuse a precision the device cannot train in (checked before a job starts, too)."""
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision", f"fp16 mixed precision needs a CUDA GPU, the device is {device}; use bf16 or fp32")
+
+
 def autocast(config: RunConfig, device: torch.device):
     if config.precision == "fp32":
         return contextlib.nullcontext()
-    if config.precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision", f"fp16 mixed precision needs a CUDA GPU, the device is {device}; use bf16 or fp32")
+    check_precision(config, device)
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 

@@ -85,6 +85,14 @@ def test_a_gpu_that_is_not_there_is_refused_and_starts_nothing():
     assert RunStore().list() == []
 
 
+def test_fp16_on_a_cpu_is_refused_and_starts_nothing():
+    at = open_page("pages/train.py", query={"model": "mlp", "device": "cpu", "precision": "fp16"})
+    at.button(key="t_train").click().run()
+    assert any("Nothing was started" in e.value and "fp16 mixed precision needs a CUDA GPU" in e.value
+               for e in at.error)
+    assert RunStore().list() == []
+
+
 def test_a_bad_hyperparameter_names_the_field():
     at = open_page("pages/train.py")
     at.number_input(key="t_lr").set_value(0.0).run()

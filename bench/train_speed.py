@@ -1,4 +1,4 @@
-"""Training speed on the CPU: this project's trainer against the usual tutorial way, in one run.
+"""Training speed on the CPU (or a GPU with --device): this project's trainer against the usual tutorial way, in one run.
 
 For the course's MLP (batch 50, validation split 0.2) and the small fast CNN, on full MNIST,
 prints seconds per epoch (training plus the validation pass), samples per second, and the
@@ -76,8 +76,9 @@ def torchvision_root(data_dir: Path, tmp: Path) -> Path:
     return tmp
 
 
-def run_reference(layers, root: Path, batch_size: int, epochs: int, target: float) -> dict:
-    """The tutorial way: Dataset + transforms + DataLoader, per-sample PIL work in the loop."""
+def run_reference(layers, root: Path, batch_size: int, epochs: int, target: float, device: str = "cpu") -> dict:
+    """The tutorial way: Dataset + transforms + DataLoader, per-sample PIL work in the loop,
+    each batch moved to the device."""
     from torch.utils.data import DataLoader, random_split
     from torchvision import datasets, transforms
 
@@ -89,7 +90,7 @@ def run_reference(layers, root: Path, batch_size: int, epochs: int, target: floa
     val_loader = DataLoader(val_set, batch_size=1000)
     test_loader = DataLoader(test, batch_size=1000)
     torch.manual_seed(0)
-    model = build_model(layers)
+    model = build_model(layers).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def accuracy(loader):
@@ -97,6 +98,7 @@ def run_reference(layers, root: Path, batch_size: int, epochs: int, target: floa
         correct = n = 0
         with torch.no_grad():
             for x, y in loader:
+                x, y = x.to(device), y.to(device)
                 correct += int((model(x).argmax(1) == y).sum())
                 n += len(y)
         model.train()
@@ -107,6 +109,7 @@ def run_reference(layers, root: Path, batch_size: int, epochs: int, target: floa
     for epoch in range(epochs):
         t0 = time.perf_counter()
         for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
@@ -132,25 +135,30 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True, help="folder with the four MNIST IDX files")
     p.add_argument("--quick", action="store_true", help="fewer reference epochs (a smoke run)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps; both sides use it")
     args = p.parse_args()
+    from core.devices import device_name, resolve_device
+
+    device = str(resolve_device(args.device))
     torch.set_num_threads(torch.get_num_threads())
     dataset = load_dataset("mnist", args.data_dir)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, full MNIST from {args.data_dir}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} "
+          f"({device_name(torch.device(device))}), full MNIST from {args.data_dir}")
     ref_epochs_mlp, ref_epochs_cnn = (2, 1) if args.quick else (10, 4)
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(Path(args.data_dir), Path(tmp))
 
-        mlp = RunConfig.from_preset("mlp", dataset="mnist", device="cpu", seed=0, epochs=2 if args.quick else 10)
+        mlp = RunConfig.from_preset("mlp", dataset="mnist", device=device, seed=0, epochs=2 if args.quick else 10)
         print(f"\nCourse MLP (219,818 parameters), batch {mlp.batch_size}, validation split {mlp.val_split}, "
               f"target 98.2% within 10 epochs, at most 0.6 s/epoch:")
         show("this code (tensors on device)", run_ours(mlp, dataset, 0.982), 0.982)
-        show("reference (Dataset+DataLoader)", run_reference(mlp.architecture(), root, 50, ref_epochs_mlp, 0.982), 0.982)
+        show("reference (Dataset+DataLoader)", run_reference(mlp.architecture(), root, 50, ref_epochs_mlp, 0.982, device), 0.982)
 
-        cnn = RunConfig.from_preset("cnn", dataset="mnist", device="cpu", seed=0)
+        cnn = RunConfig.from_preset("cnn", dataset="mnist", device=device, seed=0)
         print(f"\nSmall fast CNN, batch {cnn.batch_size}, {cnn.epochs} epochs, {cnn.lr_schedule} lr {cnn.lr}, "
               "target 99.0% within 30 s of training:")
         show("this code (tensors on device)", run_ours(cnn, dataset, 0.99), 0.99)
-        show("reference (Dataset+DataLoader)", run_reference(cnn.architecture(), root, 128, ref_epochs_cnn, 0.99), 0.99)
+        show("reference (Dataset+DataLoader)", run_reference(cnn.architecture(), root, 128, ref_epochs_cnn, 0.99, device), 0.99)
     return 0
 
 

@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL_MNIST = Path(os.environ.get("MNIST_LAB_TEST_DATA", ROOT.parent / "shared" / "data" / "mnist"))
 
 
+def subprocess_env(**extra) -> dict:
+    """The environment for a `python -m core ...` child: this checkout first on PYTHONPATH,
+    whatever PYTHONPATH already held after it."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_isolated(monkeypatch, tmp_path_factory):
     """No test touches the network, the user's cache or the user's run store."""

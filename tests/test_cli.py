@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from core.idx import write_idx
-from tests.conftest import FULL_MNIST, ROOT, needs_full_mnist, write_mnist_folder
+from tests.conftest import FULL_MNIST, ROOT, needs_full_mnist, subprocess_env, write_mnist_folder
 
 
 def cli(*args, env=None):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = subprocess_env(**(env or {}))
     return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT,
                           env=full_env, timeout=600)
 

@@ -18,7 +18,7 @@ import torch
 
 from core.config import RunConfig
 from core.runs import RunStore, RunStoreError, load_state_dict
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 FAST = dict(dataset="mnist-sample", device="cpu", batch_size=100, epochs=2)
 
@@ -58,7 +58,7 @@ def test_a_new_process_sees_finished_runs_without_retraining(store, finished):
     code = ("import json,sys; from core.runs import RunStore; s=RunStore(sys.argv[1]); r=s.get(sys.argv[2]);"
             "print(json.dumps([r['status'], len(s.history(sys.argv[2])), float(s.predictions(sys.argv[2])['probs'].sum())]))")
     out = subprocess.run([sys.executable, "-c", code, str(store.root), finished], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+                         cwd=ROOT, env=subprocess_env(), check=True)
     status, epochs, total = json.loads(out.stdout)
     assert status == "finished" and epochs == 2 and total == pytest.approx(300, rel=1e-4)
 
@@ -194,7 +194,7 @@ def test_two_runs_started_from_two_threads_both_finish(store, small):
 
 def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env(), **kw)
 
 
 def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
@@ -219,7 +219,7 @@ def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
     assert load_state_dict(store.run_dir(run_id) / "checkpoint.pt")["epoch"] == done - 1
 
     out = subprocess.run([sys.executable, "-m", "core", "runs", "resume", run_id, "--runs-dir", str(store.root), "--json"],
-                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         cwd=ROOT, capture_output=True, text=True, env=subprocess_env())
     assert out.returncode == 0, out.stderr
     resumed = json.loads(out.stdout.strip().splitlines()[-1])
     assert resumed["status"] == "finished" and resumed["epochs_run"] == 8
@@ -235,7 +235,7 @@ def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
 def test_runs_cli_lists_shows_exports_imports_deletes(store, finished, tmp_path):
     def run(*args):
         r = subprocess.run([sys.executable, "-m", "core", "runs", *args, "--runs-dir", str(store.root), "--json"],
-                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           cwd=ROOT, capture_output=True, text=True, env=subprocess_env())
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -249,7 +249,7 @@ def test_runs_cli_lists_shows_exports_imports_deletes(store, finished, tmp_path)
     assert [r["id"] for r in run("list")] == [finished]
     bad = subprocess.run([sys.executable, "-m", "core", "runs", "show", "20000101-000000-abcdef",
                           "--runs-dir", str(store.root)], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env=subprocess_env())
     assert bad.returncode == 2 and bad.stderr.startswith("error: no run")
 
 

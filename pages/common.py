@@ -216,3 +216,18 @@ def group_view(prefix: str, label: str, key: str, draw) -> None:
             st.rerun()
 
     view()
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
+def _classifier(run_dir: str, version: float):
+    from core.inference import load_classifier
+
+    return load_classifier(run_dir)
+
+
+def classifier(run_id: str):
+    """A stored run's model for inference, loaded once per weights file version and shared
+    (finished models are never trained further, so sharing them is safe)."""
+    folder = store().run_dir(run_id)
+    weights = folder / "weights_best.pt" if (folder / "weights_best.pt").exists() else folder / "weights_last.pt"
+    return _classifier(str(folder), weights.stat().st_mtime if weights.exists() else 0.0)

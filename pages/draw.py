@@ -12,23 +12,16 @@ import pandas as pd
 import streamlit as st
 
 from core.handwriting import HandwritingSet, default_config
-from core.inference import load_classifier
 from core.preprocess import canvas_to_mnist_steps
 from core.runs import RunStoreError
 from pages import charts
-from pages.common import (ACTIVE, dataset, datasets_here, header, run_label, safe_get, show_error,
+from pages.common import (ACTIVE, classifier, dataset, datasets_here, header, run_label, safe_get, show_error,
                           start_group, store)
 
 CANVAS = 280
 
 header("Draw a digit", "Draw a digit with the mouse (or a finger); the model classifies it as you draw and shows "
                        "what it sees.")
-
-
-@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
-def classifier(run_dir: str, mtime: float):
-    """A stored run's model, loaded once per weights file version (never trained further)."""
-    return load_classifier(run_dir)
 
 
 def digit_runs() -> list[dict]:
@@ -91,9 +84,7 @@ wanted = st.query_params.get("run")
 run_id = st.selectbox("Model", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0, key="d_run",
                       format_func=lambda i: run_label(by_id[i]), help="Finished runs, best test accuracy first.")
 try:
-    folder = store().run_dir(run_id)
-    weights = folder / "weights_best.pt" if (folder / "weights_best.pt").exists() else folder / "weights_last.pt"
-    clf = classifier(str(folder), weights.stat().st_mtime)
+    clf = classifier(run_id)
 except (RunStoreError, OSError) as exc:
     show_error(exc)
     st.stop()

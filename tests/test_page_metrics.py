@@ -148,3 +148,21 @@ def test_hardware_comparison_times_the_config_on_every_device(trained_root, monk
     h = RunStore(root).history(next(r["id"] for r in timed() if r["device"] == "cpu"))
     assert table.loc["cpu", "seconds per epoch"] == pytest.approx(h[0]["seconds"])
     assert table.loc["cpu", "speed-up over CPU"] == pytest.approx(1.0)
+
+
+def test_metrics_page_for_a_binary_is_it_a_7_run(sample, tmp_path, monkeypatch):
+    from core.config import RunConfig
+
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path / "runs"))
+    store = RunStore(tmp_path / "runs")
+    out = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=800,
+                                                            loss="binary_crossentropy", positive_class=7), sample)
+    p = store.predictions(out["run_id"])
+    at = open_page("pages/metrics.py")
+    assert not at.exception
+    assert any('is a 7' in i.value for i in at.info)
+    assert {m.label: m.value for m in at.metric}["Test accuracy"] == f"{skm.accuracy_score(p['labels'], p['preds']):.2%}"
+    assert list(at.dataframe[0].value["class"])[:2] == ["0", "1"]
+    at.slider(key="m_thr").set_value(0.3).run()
+    matrix = at.table[0].value
+    assert matrix.loc["actually positive", "predicted positive"] == int(((p["labels"] == 1) & (p["probs"][:, 1] >= 0.3)).sum())

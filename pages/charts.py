@@ -10,16 +10,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from core.experiments import curves_frame
 from pages.common import SPLIT_SCALE
 
 
 def history_frame(history: list[dict]) -> pd.DataFrame:
-    rows = []
-    for h in history:
-        for split, prefix in (("train", "train_"), ("validation", "val_")):
-            for metric in ("loss", "accuracy"):
-                rows.append({"epoch": h["epoch"], "split": split, "metric": metric, "value": h[prefix + metric]})
-    return pd.DataFrame(rows, columns=["epoch", "split", "metric", "value"])
+    """One run's history as long rows (epoch, split, metric, value)."""
+    return curves_frame({"run": history})[["epoch", "split", "metric", "value"]]
 
 
 def curves(history: list[dict], metric: str, log_loss: bool = False, marks: list[dict] | None = None,

@@ -11,6 +11,20 @@ from core.data import Dataset, available_datasets, load_dataset
 from core.devices import DeviceInfo, list_devices
 from core.runs import RunStore, RunStoreError
 
+# The lab's pages, by group: app.py builds the navigation from this and the home page its links.
+PAGES = {
+    "Start": [("pages/home.py", "Home", ":material/home:")],
+    "Learn": [("pages/activations.py", "Activations and neurons", ":material/function:"),
+              ("pages/layers.py", "Layers and CNNs", ":material/layers:"),
+              ("pages/losses.py", "Losses and optimizers", ":material/trending_down:")],
+    "Train": [("pages/train.py", "Train", ":material/model_training:"),
+              ("pages/experiments.py", "Experiments", ":material/table_chart:"),
+              ("pages/metrics.py", "Metrics", ":material/analytics:"),
+              ("pages/kfold.py", "K-fold", ":material/view_week:"),
+              ("pages/fitting.py", "Under- and overfitting", ":material/show_chart:")],
+    "Play": [("pages/draw.py", "Draw a digit", ":material/draw:")],
+}
+
 TRAIN_COLOR = "#1f77b4"   # one colour for train ...
 VAL_COLOR = "#ff7f0e"     # ... and one for validation, on every page
 SPLIT_SCALE = {"domain": ["train", "validation"], "range": [TRAIN_COLOR, VAL_COLOR]}

@@ -3,27 +3,15 @@
 import numpy as np
 import streamlit as st
 
-from pages.common import dataset, dataset_banner, devices, header
+from pages.common import PAGES, dataset, dataset_banner, devices, header
 
 header("MNIST Lab", "See and try every idea of a first neural-network course on real training runs with MNIST digits.")
 
 st.markdown("Every idea of the course, on real MNIST digits and real training runs on this computer:")
-g1, g2, g3 = st.columns(3)
-with g1:
-    st.markdown("**Learn**")
-    st.page_link("pages/activations.py", label="Activations and neurons", icon=":material/function:")
-    st.page_link("pages/layers.py", label="Layers and CNNs", icon=":material/layers:")
-    st.page_link("pages/losses.py", label="Losses and optimizers", icon=":material/trending_down:")
-with g2:
-    st.markdown("**Train**")
-    st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
-    st.page_link("pages/experiments.py", label="Compare experiments", icon=":material/table_chart:")
-    st.page_link("pages/metrics.py", label="Metrics of a run", icon=":material/analytics:")
-    st.page_link("pages/kfold.py", label="K-fold cross-validation", icon=":material/view_week:")
-    st.page_link("pages/fitting.py", label="Under- and overfitting", icon=":material/show_chart:")
-with g3:
-    st.markdown("**Play**")
-    st.page_link("pages/draw.py", label="Draw a digit", icon=":material/draw:")
+for col, group in zip(st.columns(3), ("Learn", "Train", "Play")):
+    col.markdown(f"**{group}**")
+    for path, title, icon in PAGES[group]:
+        col.page_link(path, label=title, icon=icon)
 
 ds = dataset("mnist")
 dataset_banner(ds)

@@ -495,7 +495,8 @@ def export_zip(self: RunStore, run_id: str, file) -> Path:
 
 
 def import_zip(self: RunStore, file) -> str:
-    """Import a run exported by `export_zip`, after checking everything in it.
+    """Import a run exported by `export_zip` (a path, or an open binary file such as an upload),
+    after checking everything in it.
 
     Refused (with the store unchanged): not a zip, a member outside the allowed file names
     (`../x`, absolute paths, folders), a missing required file, bad JSON, an invalid config,
@@ -506,9 +507,11 @@ def import_zip(self: RunStore, file) -> str:
 
     from core.models import build_model
 
-    file = Path(file)
+    is_path = isinstance(file, (str, os.PathLike))
+    source = Path(file) if is_path else file
+    file = source if is_path else getattr(file, "name", "the uploaded file")  # for the messages
     try:
-        z = zipfile.ZipFile(file)
+        z = zipfile.ZipFile(source)
     except (OSError, zipfile.BadZipFile) as exc:
         raise RunStoreError(f"{file}: not a zip file ({exc})") from exc
     with z:

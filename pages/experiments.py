@@ -5,7 +5,9 @@ export, import) and time one config on each device of this machine.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -38,6 +40,12 @@ if not runs:
     st.info("No runs yet. Start one on the train page (or with `python -m core train`).")
     st.page_link("pages/train.py", label="Go to the train page", icon=":material/model_training:")
     st.stop()
+
+def export_bytes(run_id: str) -> bytes:
+    """The run's export zip, built only when the button is pressed, in a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        return store().export_zip(run_id, Path(folder) / "run.zip").read_bytes()
+
 
 # --- the table -------------------------------------------------------------------------------
 f1, f2, f3 = st.columns([2, 1, 1])
@@ -145,9 +153,8 @@ if b1.button("Save name, tags and note", key="x_save"):
     except RunStoreError as exc:
         show_error(exc)
 try:
-    export_path = store().root / f".export-{run_id}.zip"
     if run["status"] not in ACTIVE and (store().run_dir(run_id) / "weights_last.pt").exists():
-        b2.download_button("Export as zip", data=lambda: store().export_zip(run_id, export_path).read_bytes(),
+        b2.download_button("Export as zip", data=lambda: export_bytes(run_id),
                            file_name=f"mnist-lab-{run_id}.zip", mime="application/zip", key="x_export")
 except RunStoreError as exc:
     show_error(exc)

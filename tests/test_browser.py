@@ -219,3 +219,25 @@ def test_a_fresh_server_opened_on_a_page_link_shows_the_apps_navigation(browser,
         assert "common" not in nav and "charts" not in nav
         assert main_title(pg) == "Train"
         pg.close()
+
+
+def test_experiments_page_imports_an_exported_run(server, page, tmp_path):
+    """Export a run to a zip, then import it through the page's file uploader, as a user would."""
+    url, store = server
+    source = store.list()[-1]
+    zip_path = store.export_zip(source["id"], tmp_path / "run.zip")
+    before = {r["id"] for r in store.list()}
+    open_page(page, url, "experiments")
+    page.get_by_text("Import a run").first.click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(zip_path))
+    page.get_by_text("Imported as run").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    new = [r for r in store.list() if r["id"] not in before]
+    assert len(new) == 1 and new[0]["test_accuracy"] == pytest.approx(source["test_accuracy"])
+    assert errors_on(page) == []
+    # ... and the page's own export gives a zip that imports again.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export as zip").click()
+    exported = tmp_path / "exported.zip"
+    download.value.save_as(exported)
+    assert RunStore(tmp_path / "again").import_zip(exported)

@@ -258,3 +258,20 @@ def test_a_refused_run_name_leaves_no_folder_behind(tmp_path):
     with pytest.raises(RunStoreError, match="may not contain"):
         store.create(RunConfig.from_preset("mlp", name="a/b"))
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+def test_a_run_imports_from_an_open_file_as_an_upload_gives_it(tmp_path, small):
+    import io
+
+    src = RunStore(tmp_path / "a")
+    out = src.train_in_this_process(RunConfig.from_preset("mlp", **FAST), small)
+    data = src.export_zip(out["run_id"], tmp_path / "run.zip").read_bytes()
+    upload = io.BytesIO(data)
+    upload.name = "run.zip"
+    dst = RunStore(tmp_path / "b")
+    new_id = dst.import_zip(upload)
+    assert dst.get(new_id)["test_accuracy"] == pytest.approx(out["test_accuracy"])
+    with pytest.raises(RunStoreError, match="broken.zip: not a zip file"):
+        bad = io.BytesIO(b"not a zip")
+        bad.name = "broken.zip"
+        dst.import_zip(bad)

@@ -120,16 +120,18 @@ def main(argv=None) -> int:
             print(f"3. drawn digit, mouse up -> prediction shown: median {statistics.median(trips):.2f} s, "
                   f"max {max(trips):.2f} s ({len(trips)} drawings)")
 
-            t = time.perf_counter()
-            page.goto(f"{url}/metrics?run={out['run_id']}")
-            wait_idle(page, settle=0.2)
-            first = time.perf_counter() - t - 0.2
-            t = time.perf_counter()
-            page.goto(f"{url}/metrics?run={out['run_id']}")
-            wait_idle(page, settle=0.2)
-            again = time.perf_counter() - t - 0.2
-            print(f"4. metrics page, {len(ds.test_labels):,} test predictions: {first:.2f} s on first open "
-                  f"(new session, cold caches), {again:.2f} s when opened again")
+            from urllib.parse import quote
+
+            for view in ("Training curves", "Confusion matrix", "Prediction gallery", "ROC and PR curves"):
+                times = []
+                for _ in range(2):  # a new session each time: first open, then opened again
+                    t = time.perf_counter()
+                    page.goto(f"{url}/metrics?run={out['run_id']}&view={quote(view)}")
+                    page.locator('[data-testid="stMain"] h1', has_text="Metrics").first.wait_for()
+                    wait_idle(page, settle=0.2)
+                    times.append(time.perf_counter() - t - 0.2)
+                print(f"4. metrics page, {len(ds.test_labels):,} test predictions, view {view!r}: {times[0]:.2f} s "
+                      f"first open (new session), {times[1]:.2f} s opened again")
             assert metric_value(page, "Test samples") == f"{len(ds.test_labels):,}"
         browser.close()
     return 0

@@ -37,6 +37,7 @@ labels, preds, probs = pred["labels"], pred["preds"], pred["probs"]
 n_classes = probs.shape[1]
 classes = [str(c) for c in range(n_classes)]
 config = store().config(run_id)
+version = (store().run_dir(run_id) / "predictions.npz").stat().st_mtime  # cache key: the stored file's version
 history = store().history(run_id)
 if n_classes == 2:
     st.info(f"A binary run: class 1 means \"is a {config.positive_class}\", class 0 means any other digit.")
@@ -66,91 +67,100 @@ def image_grid(indices, limit: int) -> None:
                           ", ".join(f"{c} {q:.0%}" for c, q in zip(top_c[i], top_p[i])))
 
 
+# Only the open tab runs and draws (lazy tabs, bound to ?view= so a link opens a given view):
+# drawing every tab's charts and images at once made a first visit slow in the browser.
 tabs = st.tabs(["Training curves", "Confusion matrix", "Prediction gallery", "Per-class table", "ROC and PR curves",
-                "Threshold"])
+                "Threshold"], key="view", bind="query-params")
 
-with tabs[0]:
-    if history:
-        log = st.checkbox("Log scale for the loss", key="m_log")
+if tabs[0].open:
+    with tabs[0]:
+        if history:
+            log = st.checkbox("Log scale for the loss", key="m_log")
+            left, right = st.columns(2)
+            left.altair_chart(charts.curves(history, "loss", log_loss=log), width="stretch")
+            right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
+        else:
+            st.info("This run has no per-epoch history.")
+
+if tabs[1].open:
+    with tabs[1]:
+        normalized = st.toggle("Normalize by row (share of each true class)", key="m_norm")
+        cm = M.confusion_matrix(labels, preds, n_classes, normalize="true" if normalized else None)
+        event = st.altair_chart(charts.confusion_heatmap(pd.DataFrame(cm, index=classes, columns=classes), normalized,
+                                                         title="Test set confusion matrix (click a cell)"),
+                                width="stretch", on_select="rerun", key="m_cm")
+        cells = (event.selection.get("cell") if event and hasattr(event, "selection") else None) or []
+        if cells and st.session_state.get("m_last_cell") != cells[0]:
+            st.session_state["m_last_cell"] = cells[0]
+            st.session_state["m_cell_true"] = int(cells[0]["true"])
+            st.session_state["m_cell_pred"] = int(cells[0]["predicted"])
+        c1, c2 = st.columns(2)
+        t = c1.selectbox("True class", range(n_classes), key="m_cell_true")
+        p = c2.selectbox("Predicted class", range(n_classes), index=min(1, n_classes - 1), key="m_cell_pred")
+        idx = M.select_samples(labels, preds, t, p)
+        st.caption(f"{len(idx)} test images with true class {t} predicted as {p}.")
+        image_grid(idx, 24)
+        if history and "val_confusion" in history[0]:
+            st.markdown("**How the mistakes change while the model learns** (validation set, per epoch)")
+            epoch = st.slider("Epoch", 1, len(history), len(history), key="m_epoch") if len(history) > 1 else 1
+            vcm = np.array(history[epoch - 1]["val_confusion"])
+            if normalized:
+                vcm = vcm / np.maximum(vcm.sum(axis=1, keepdims=True), 1)
+            st.altair_chart(charts.confusion_heatmap(pd.DataFrame(vcm, index=classes, columns=classes), normalized,
+                                                     title=f"Validation confusion matrix after epoch {epoch}"),
+                            width="stretch")
+
+if tabs[2].open:
+    with tabs[2]:
+        c1, c2, c3 = st.columns(3)
+        any_class = ["any", *range(n_classes)]
+        gt = c1.selectbox("True class", any_class, key="m_g_true")
+        gp = c2.selectbox("Predicted class", any_class, key="m_g_pred")
+        which = c3.radio("Show", ["wrong ones", "right ones", "all"], horizontal=True, key="m_g_which")
+        sel = M.select_samples(labels, preds, None if gt == "any" else gt, None if gp == "any" else gp,
+                               {"wrong ones": False, "right ones": True, "all": None}[which])
+        st.caption(f"{len(sel):,} test images match; the first 32 are shown with their top-3 probabilities.")
+        image_grid(sel, 32)
+
+if tabs[3].open:
+    with tabs[3]:
+        table = M.per_class_table(labels, preds, n_classes)
+        st.dataframe(table.style.format({c: "{:.4f}" for c in ["precision", "recall", "specificity", "f1", "npv"]}),
+                     hide_index=True, width="stretch",
+                     column_config={"recall": st.column_config.NumberColumn("recall (sensitivity)"),
+                                    "npv": st.column_config.NumberColumn("negative predictive value")})
+        st.caption(f"Overall accuracy {M.accuracy(labels, preds):.4f}. Macro average: every class counts the same; "
+                   "weighted average: classes count by their support.")
+
+if tabs[4].open:
+    with tabs[4]:
+        roc, aucs, pr, aps = curves_for(run_id, version, n_classes)
+        shown = st.multiselect("Curves", list(aucs), default=list(aucs), key="m_curves")
         left, right = st.columns(2)
-        left.altair_chart(charts.curves(history, "loss", log_loss=log), width="stretch")
-        right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
-    else:
-        st.info("This run has no per-epoch history.")
+        left.altair_chart(charts.roc_chart(roc[roc.curve.isin(shown)]), width="stretch")
+        right.altair_chart(charts.pr_chart(pr[pr.curve.isin(shown)]), width="stretch")
+        st.dataframe(pd.DataFrame({"curve": list(aucs), "ROC AUC": list(aucs.values()),
+                                   "average precision": [aps.get(k, np.nan) for k in aucs]}),
+                     hide_index=True, width="content")
 
-with tabs[1]:
-    normalized = st.toggle("Normalize by row (share of each true class)", key="m_norm")
-    cm = M.confusion_matrix(labels, preds, n_classes, normalize="true" if normalized else None)
-    event = st.altair_chart(charts.confusion_heatmap(pd.DataFrame(cm, index=classes, columns=classes), normalized,
-                                                     title="Test set confusion matrix (click a cell)"),
-                            width="stretch", on_select="rerun", key="m_cm")
-    cells = (event.selection.get("cell") if event and hasattr(event, "selection") else None) or []
-    if cells and st.session_state.get("m_last_cell") != cells[0]:
-        st.session_state["m_last_cell"] = cells[0]
-        st.session_state["m_cell_true"] = int(cells[0]["true"])
-        st.session_state["m_cell_pred"] = int(cells[0]["predicted"])
-    c1, c2 = st.columns(2)
-    t = c1.selectbox("True class", range(n_classes), key="m_cell_true")
-    p = c2.selectbox("Predicted class", range(n_classes), index=min(1, n_classes - 1), key="m_cell_pred")
-    idx = M.select_samples(labels, preds, t, p)
-    st.caption(f"{len(idx)} test images with true class {t} predicted as {p}.")
-    image_grid(idx, 24)
-    if history and "val_confusion" in history[0]:
-        st.markdown("**How the mistakes change while the model learns** (validation set, per epoch)")
-        epoch = st.slider("Epoch", 1, len(history), len(history), key="m_epoch") if len(history) > 1 else 1
-        vcm = np.array(history[epoch - 1]["val_confusion"])
-        if normalized:
-            vcm = vcm / np.maximum(vcm.sum(axis=1, keepdims=True), 1)
-        st.altair_chart(charts.confusion_heatmap(pd.DataFrame(vcm, index=classes, columns=classes), normalized,
-                                                 title=f"Validation confusion matrix after epoch {epoch}"),
-                        width="stretch")
-
-with tabs[2]:
-    c1, c2, c3 = st.columns(3)
-    any_class = ["any", *range(n_classes)]
-    gt = c1.selectbox("True class", any_class, key="m_g_true")
-    gp = c2.selectbox("Predicted class", any_class, key="m_g_pred")
-    which = c3.radio("Show", ["wrong ones", "right ones", "all"], horizontal=True, key="m_g_which")
-    sel = M.select_samples(labels, preds, None if gt == "any" else gt, None if gp == "any" else gp,
-                           {"wrong ones": False, "right ones": True, "all": None}[which])
-    st.caption(f"{len(sel):,} test images match; the first 32 are shown with their top-3 probabilities.")
-    image_grid(sel, 32)
-
-with tabs[3]:
-    table = M.per_class_table(labels, preds, n_classes)
-    st.dataframe(table.style.format({c: "{:.4f}" for c in ["precision", "recall", "specificity", "f1", "npv"]}),
-                 hide_index=True, width="stretch",
-                 column_config={"recall": st.column_config.NumberColumn("recall (sensitivity)"),
-                                "npv": st.column_config.NumberColumn("negative predictive value")})
-    st.caption(f"Overall accuracy {M.accuracy(labels, preds):.4f}. Macro average: every class counts the same; "
-               "weighted average: classes count by their support.")
-
-with tabs[4]:
-    roc, aucs, pr, aps = curves_for(run_id, (store().run_dir(run_id) / "predictions.npz").stat().st_mtime, n_classes)
-    shown = st.multiselect("Curves", list(aucs), default=list(aucs), key="m_curves")
-    left, right = st.columns(2)
-    left.altair_chart(charts.roc_chart(roc[roc.curve.isin(shown)]), width="stretch")
-    right.altair_chart(charts.pr_chart(pr[pr.curve.isin(shown)]), width="stretch")
-    st.dataframe(pd.DataFrame({"curve": list(aucs), "ROC AUC": list(aucs.values()),
-                               "average precision": [aps.get(k, np.nan) for k in aucs]}),
-                 hide_index=True, width="content")
-
-with tabs[5]:
-    c1, c2 = st.columns(2)
-    positive = c1.selectbox("Positive class", range(n_classes), index=n_classes - 1 if n_classes == 2 else 0,
-                            key="m_pos")
-    threshold = c2.slider("Threshold on its probability", 0.0, 1.0, 0.5, 0.01, key="m_thr")
-    counts = M.threshold_counts(labels, probs, positive, threshold)
-    point = M.threshold_point(labels, probs, positive, threshold)
-    left, right = st.columns(2)
-    left.altair_chart(charts.roc_chart(roc[roc.curve == str(positive)], point), width="stretch")
-    right.altair_chart(charts.pr_chart(pr[pr.curve == str(positive)], point), width="stretch")
-    left, right = st.columns(2)
-    with left:
-        st.markdown(f"**2x2 matrix for class {positive} against the rest**")
-        st.table(pd.DataFrame({"predicted positive": [counts["TP"], counts["FP"]],
-                               "predicted negative": [counts["FN"], counts["TN"]]},
-                              index=["actually positive", "actually negative"]))
-    with right:
-        st.markdown("**The course's table of rates**")
-        st.table(pd.DataFrame({"rate": list(M.rates(counts)), "value": [f"{v:.4f}" for v in M.rates(counts).values()]}))
+if tabs[5].open:
+    with tabs[5]:
+        c1, c2 = st.columns(2)
+        positive = c1.selectbox("Positive class", range(n_classes), index=n_classes - 1 if n_classes == 2 else 0,
+                                key="m_pos")
+        threshold = c2.slider("Threshold on its probability", 0.0, 1.0, 0.5, 0.01, key="m_thr")
+        counts = M.threshold_counts(labels, probs, positive, threshold)
+        point = M.threshold_point(labels, probs, positive, threshold)
+        roc, _, pr, _ = curves_for(run_id, version, n_classes)
+        left, right = st.columns(2)
+        left.altair_chart(charts.roc_chart(roc[roc.curve == str(positive)], point), width="stretch")
+        right.altair_chart(charts.pr_chart(pr[pr.curve == str(positive)], point), width="stretch")
+        left, right = st.columns(2)
+        with left:
+            st.markdown(f"**2x2 matrix for class {positive} against the rest**")
+            st.table(pd.DataFrame({"predicted positive": [counts["TP"], counts["FP"]],
+                                   "predicted negative": [counts["FN"], counts["TN"]]},
+                                  index=["actually positive", "actually negative"]))
+        with right:
+            st.markdown("**The course's table of rates**")
+            st.table(pd.DataFrame({"rate": list(M.rates(counts)), "value": [f"{v:.4f}" for v in M.rates(counts).values()]}))

@@ -17,6 +17,14 @@ def cnn_run(store: RunStore) -> dict:
     return next(r for r in store.list() if r["name"] == "cnn short")
 
 
+def test_metrics_page_draws_only_the_open_view(trained_store):
+    run = cnn_run(trained_store)
+    at = open_page("pages/metrics.py", query={"run": run["id"]})
+    assert at.checkbox(key="m_log") is not None and not at.table and not at.dataframe  # curves only
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Threshold"})
+    assert len(at.table) == 2 and not at.dataframe
+
+
 def test_metrics_page_without_runs_links_to_the_train_page():
     at = open_page("pages/metrics.py")
     assert not at.exception
@@ -26,7 +34,7 @@ def test_metrics_page_without_runs_links_to_the_train_page():
 def test_metrics_page_numbers_equal_scikit_learn_on_the_stored_predictions(trained_store):
     run = cnn_run(trained_store)
     p = trained_store.predictions(run["id"])
-    at = open_page("pages/metrics.py", query={"run": run["id"]})
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Per-class table"})
     assert not at.exception
     assert at.selectbox(key="m_run").value == run["id"]
     shown = {m.label: m.value for m in at.metric}
@@ -41,7 +49,8 @@ def test_metrics_page_numbers_equal_scikit_learn_on_the_stored_predictions(train
         assert table.loc[c, "support"] == report[c]["support"]
     assert table.loc["macro avg", "f1"] == pytest.approx(report["macro avg"]["f1-score"])
     assert table.loc["weighted avg", "recall"] == pytest.approx(report["weighted avg"]["recall"])
-    aucs = at.dataframe[1].value.set_index("curve")["ROC AUC"]
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "ROC and PR curves"})
+    aucs = at.dataframe[0].value.set_index("curve")["ROC AUC"]
     y = np.eye(10)[p["labels"]]
     assert aucs["micro"] == pytest.approx(skm.roc_auc_score(y, p["probs"], average="micro"))
     for c in range(10):
@@ -51,7 +60,7 @@ def test_metrics_page_numbers_equal_scikit_learn_on_the_stored_predictions(train
 def test_threshold_slider_moves_the_2x2_matrix(trained_store):
     run = cnn_run(trained_store)
     p = trained_store.predictions(run["id"])
-    at = open_page("pages/metrics.py", query={"run": run["id"]})
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Threshold"})
     at.selectbox(key="m_pos").set_value(3).run()
     for thr in (0.5, 0.9):
         at.slider(key="m_thr").set_value(thr).run()
@@ -71,7 +80,7 @@ def test_confusion_cell_shows_its_images_and_the_epoch_slider_shows_validation_m
     p = trained_store.predictions(run["id"])
     wrong = np.flatnonzero(p["labels"] != p["preds"])
     t, q = int(p["labels"][wrong[0]]), int(p["preds"][wrong[0]])
-    at = open_page("pages/metrics.py", query={"run": run["id"]})
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Confusion matrix"})
     at.selectbox(key="m_cell_true").set_value(t).run()
     at.selectbox(key="m_cell_pred").set_value(q).run()
     n = int(((p["labels"] == t) & (p["preds"] == q)).sum())
@@ -83,7 +92,7 @@ def test_confusion_cell_shows_its_images_and_the_epoch_slider_shows_validation_m
 def test_gallery_filters_by_true_class_and_marks_mistakes(trained_store):
     run = cnn_run(trained_store)
     p = trained_store.predictions(run["id"])
-    at = open_page("pages/metrics.py", query={"run": run["id"]})
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Prediction gallery"})
     at.selectbox(key="m_g_true").set_value(5).run()
     at.radio(key="m_g_which").set_value("all").run()
     n = int((p["labels"] == 5).sum())
@@ -158,11 +167,12 @@ def test_metrics_page_for_a_binary_is_it_a_7_run(sample, tmp_path, monkeypatch):
     out = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=800,
                                                             loss="binary_crossentropy", positive_class=7), sample)
     p = store.predictions(out["run_id"])
-    at = open_page("pages/metrics.py")
+    at = open_page("pages/metrics.py", query={"view": "Per-class table"})
     assert not at.exception
     assert any('is a 7' in i.value for i in at.info)
     assert {m.label: m.value for m in at.metric}["Test accuracy"] == f"{skm.accuracy_score(p['labels'], p['preds']):.2%}"
     assert list(at.dataframe[0].value["class"])[:2] == ["0", "1"]
+    at = open_page("pages/metrics.py", query={"view": "Threshold"})
     at.slider(key="m_thr").set_value(0.3).run()
     matrix = at.table[0].value
     assert matrix.loc["actually positive", "predicted positive"] == int(((p["labels"] == 1) & (p["probs"][:, 1] >= 0.3)).sum())

@@ -95,8 +95,11 @@ if tabs[1].open:
             st.session_state["m_cell_true"] = int(cells[0]["true"])
             st.session_state["m_cell_pred"] = int(cells[0]["predicted"])
         c1, c2 = st.columns(2)
-        t = c1.selectbox("True class", range(n_classes), key="m_cell_true")
-        p = c2.selectbox("Predicted class", range(n_classes), index=min(1, n_classes - 1), key="m_cell_pred")
+        counts = M.confusion_matrix(labels, preds, n_classes)
+        np.fill_diagonal(counts, -1)
+        worst_t, worst_p = np.unravel_index(int(counts.argmax()), counts.shape)  # the most common mistake
+        t = c1.selectbox("True class", range(n_classes), index=int(worst_t), key="m_cell_true")
+        p = c2.selectbox("Predicted class", range(n_classes), index=int(worst_p), key="m_cell_pred")
         idx = M.select_samples(labels, preds, t, p)
         st.caption(f"{len(idx)} test images with true class {t} predicted as {p}.")
         image_grid(idx, 24)

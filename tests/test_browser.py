@@ -136,10 +136,14 @@ def test_metrics_threshold(server, page, shots):
     url, _ = server
     open_page(page, url, "metrics")
     page.get_by_role("tab", name="Threshold").click()
+    wait_idle(page)
     slide(page, "Threshold on its probability", 5)
     assert "2x2 matrix for class 0" in page.inner_text("body")
     assert errors_on(page) == []
     page.get_by_role("tab", name="Confusion matrix").click()
+    page.get_by_text("Test set confusion matrix").first.wait_for()  # the view is drawn when opened
+    wait_idle(page, settle=1.0)
+    assert errors_on(page) == []
     page.screenshot(path=shots / "metrics.png", full_page=True)
 
 

@@ -176,3 +176,14 @@ def test_metrics_page_for_a_binary_is_it_a_7_run(sample, tmp_path, monkeypatch):
     at.slider(key="m_thr").set_value(0.3).run()
     matrix = at.table[0].value
     assert matrix.loc["actually positive", "predicted positive"] == int(((p["labels"] == 1) & (p["probs"][:, 1] >= 0.3)).sum())
+
+
+def test_confusion_view_opens_on_the_most_common_mistake(trained_store):
+    run = cnn_run(trained_store)
+    p = trained_store.predictions(run["id"])
+    cm = skm.confusion_matrix(p["labels"], p["preds"], labels=range(10))
+    np.fill_diagonal(cm, -1)
+    t, q = np.unravel_index(cm.argmax(), cm.shape)
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Confusion matrix"})
+    assert (at.selectbox(key="m_cell_true").value, at.selectbox(key="m_cell_pred").value) == (t, q)
+    assert any(c.value == f"{cm[t, q]} test images with true class {t} predicted as {q}." for c in at.caption)

@@ -29,7 +29,7 @@ with right:
 st.subheader("Sample digits")
 count = st.slider("How many digits", 8, 48, 24, step=8)
 rng = np.random.default_rng(0)
-idx = rng.choice(len(ds.test_labels), size=count, replace=False)
+idx = rng.permutation(len(ds.test_labels))[:count]  # more digits add to the grid, the first ones stay
 cols = st.columns(8)
 for i, j in enumerate(idx):
     cols[i % 8].image(ds.test_images[j], caption=f"label {ds.test_labels[j]}", width=64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, open_page
@@ -14,6 +15,12 @@ def test_home_page_shows_data_hardware_and_digits():
     assert any("offline sample" in w.value for w in at.warning)
     assert [m.value for m in at.metric] == ["4,000", "1,000"]
     assert len(at.get("image")) == 24
+    from core.data import load_sample
+
+    labels = load_sample().test_labels[np.random.default_rng(0).permutation(1000)[:24]]
+    shown = [str(img.proto).split("caption: ")[1].split("\"")[1] for img in at.get("image")]
+    by_column = [i for c in range(8) for i in range(24) if i % 8 == c]  # the page fills 8 columns
+    assert shown == [f"label {labels[i]}" for i in by_column]  # each digit is captioned with its own label
     at.slider[0].set_value(8).run()
     assert len(at.get("image")) == 8
 

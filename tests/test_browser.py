@@ -105,10 +105,10 @@ def test_home(server, page, shots):
     open_page(page, url, "")
     assert main_title(page) == "MNIST Lab"
     assert "offline sample" in page.inner_text("body")
+    page.screenshot(path=shots / "home.png", full_page=True)
     before = page.locator('[data-testid="stImage"]').count()
     slide(page, "How many digits")
     assert page.locator('[data-testid="stImage"]').count() == before + 8
-    page.screenshot(path=shots / "home.png", full_page=True)
 
 
 def test_train_page_preset_updates_the_summary(server, page, shots):

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import PAGES
+from ui.navigation import PAGES
 
 st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layout="wide")
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.data import load_dataset  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
-from core.runs import RunStore  # noqa: E402
+from core.store import RunStore  # noqa: E402
 from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, metric_value, wait_idle)
 
 # sidebar link -> the page's title

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.data import load_dataset  # noqa: E402
 from core.inference import load_classifier  # noqa: E402
 from core.preprocess import _resize, canvas_to_mnist, mnist_to_canvas, to_ink  # noqa: E402
-from core.runs import RunStore  # noqa: E402
+from core.store import RunStore  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 
 

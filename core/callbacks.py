@@ -12,10 +12,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
+from core.atomic import atomic_torch_save
 
 
 class Callback:
+    """The hooks a training loop calls. A callback whose behaviour depends on earlier epochs
+    (early stopping's patience, the best loss seen) returns that memory from `state_dict`
+    and takes it back in `load_state_dict`: the trainer puts it in every checkpoint, so a
+    resumed run behaves exactly as if it had never stopped."""
+
     stop_training: bool = False
     stop_reason: str = ""
 
@@ -24,6 +29,8 @@ class Callback:
     def on_batch_end(self, trainer, epoch: int, batch: int, num_batches: int) -> None: ...
     def on_epoch_end(self, trainer, epoch: int, log: dict) -> None: ...
     def on_train_end(self, trainer) -> None: ...
+    def state_dict(self) -> dict | None: return None
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class Progress(Callback):
@@ -84,6 +91,15 @@ class EarlyStopping(Callback):
             trainer.model.load_state_dict(self.best_state)
             trainer.restored_epoch = self.best_epoch
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_state": self.best_state,
+                "stop_training": self.stop_training, "stop_reason": self.stop_reason}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.best_state = state.get("best_state")
+        self.stop_training, self.stop_reason = state.get("stop_training", False), state.get("stop_reason", "")
+
 
 class Checkpoint(Callback):
     """After every epoch, save what resuming needs (weights, optimizer, scheduler, history).
@@ -107,24 +123,25 @@ class Checkpoint(Callback):
         if self.on_saved:
             self.on_saved(epoch)
 
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state["best"]
+
 
 class Cancel(Callback):
-    """Cooperative cancel: `should_cancel()` is asked after every batch, and a True stops the
-    run within that batch, keeping every finished epoch. The check must be cheap (a flag, a
-    file's existence); the worker process uses a file so another process can set it."""
+    """Cooperative cancel: `should_cancel()` is asked after every batch; a truthy answer stops
+    the run within that batch, keeping every finished epoch. The answer may be the reason
+    ("cancelled" by a user, "pruned" by a sweep). The check must be cheap (a flag, a file's
+    existence); the worker process uses a file so another process can set it."""
 
-    def __init__(self, should_cancel: Callable[[], bool]):
+    def __init__(self, should_cancel: Callable[[], bool | str | None]):
         self.should_cancel = should_cancel
         self.cancelled = False
 
     def on_batch_end(self, trainer, epoch, batch, num_batches):
-        if self.should_cancel():
+        answer = self.should_cancel()
+        if answer:
             self.cancelled = self.stop_training = True
-            self.stop_reason = "cancelled"
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+            self.stop_reason = answer if isinstance(answer, str) else "cancelled"

@@ -46,12 +46,13 @@ class RunConfig:
     lr: float = 1e-3
     momentum: float = 0.9              # SGD only
     batch_size: int = 50
-    epochs: int = 10
+    epochs: int = 32
     val_split: float = 0.2
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"            # bf16 autocast on CPU/CUDA, fp16 (+grad scaling) on CUDA
     lr_schedule: str = "constant"
+    l2: float = 0.0                    # Keras' kernel_regularizer=l2(l2): l2 * sum of squared kernels added to the loss
     early_stopping: int = 0            # patience in epochs; 0 = off
     restore_best: bool = True          # with early stopping: keep the best epoch's weights
     augment: bool = False              # random small shifts/rotations/scales (for drawn digits)
@@ -95,6 +96,9 @@ class RunConfig:
             raise ConfigError("precision", f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError("lr_schedule", f"unknown schedule {self.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
+        if not (isinstance(self.l2, (int, float)) and not isinstance(self.l2, bool) and 0 <= self.l2 <= 1):
+            raise ConfigError("l2", f"L2 factor must be a number between 0 and 1 (Keras' l2(0.0001) is 0.0001), "
+                                    f"got {self.l2!r}")
         if not (_is_int(self.early_stopping) and self.early_stopping >= 0):
             raise ConfigError("early_stopping", f"patience must be a whole number >= 0, got {self.early_stopping!r}")
         if not (_is_int(self.train_subset) and self.train_subset >= 0):
@@ -154,7 +158,7 @@ class RunConfig:
 # --- sharing a setup through a link ---------------------------------------------------------
 
 SHARED_FIELDS = ("model", "dataset", "loss", "positive_class", "optimizer", "lr", "momentum", "batch_size",
-                 "epochs", "val_split", "seed", "device", "precision", "lr_schedule", "early_stopping",
+                 "epochs", "val_split", "seed", "device", "precision", "lr_schedule", "l2", "early_stopping",
                  "augment", "train_subset")
 
 

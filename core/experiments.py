@@ -130,6 +130,24 @@ def capacity_configs(base: RunConfig, units=CAPACITIES) -> list[RunConfig]:
             for u in units]
 
 
+REGULARIZATION_ARMS = (("none", False, False), ("L2", True, False), ("dropout", False, True),
+                       ("L2 + dropout", True, True))
+
+
+def regularization_configs(base: RunConfig, units: int = 2048, l2: float = 1e-4, dropout: float = 0.5) -> list[RunConfig]:
+    """The course's third remedy, "regularize": the same over-large model (one hidden layer of
+    `units`) on the same small training set, without regularization, with L2 on its kernels,
+    with dropout, and with both."""
+    out = []
+    for arm, use_l2, use_dropout in REGULARIZATION_ARMS:
+        layers = [{"type": "flatten"}, {"type": "dense", "units": int(units), "activation": "relu"}]
+        if use_dropout:
+            layers.append({"type": "dropout", "rate": float(dropout)})
+        out.append(base.replace(model="custom", layers=tuple(layers), l2=float(l2) if use_l2 else 0.0,
+                                name=f"regularize: {arm}", extra={**base.extra, "regularization": arm}))
+    return out
+
+
 def overfit_epoch(history: list[dict]) -> int | None:
     """The epoch where overfitting starts: validation loss at its minimum and rising after it
     while training loss keeps falling. None when validation loss never turns up."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import RunConfig
-from core.runs import atomic_save_npz
+from core.atomic import atomic_save_npz
 
 DRAW_EPOCHS = 4
 

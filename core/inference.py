@@ -17,7 +17,7 @@ import torch
 
 from core.config import RunConfig
 from core.models import LabModel, build_model
-from core.runs import RunStoreError, load_state_dict
+from core.store import RunStoreError, load_state_dict
 
 
 @dataclass

@@ -80,27 +80,44 @@ def fast_cnn() -> list[dict]:
     ]
 
 
-# name -> (description, layers, recommended training settings)
+# name -> title, layers, recommended training settings, and what the preset is for
 PRESETS: dict[str, dict] = {
     "mlp": {
-        "title": "Course MLP (Dense 256-64-32)",
+        "title": "Course MLP, the slides' recipe (Dense 256-64-32)",
         "layers": course_mlp,
-        # The course's Adam and batch 50; a one-cycle schedule (peak 2e-3) gets it to ~98.3% in
-        # 10 epochs, where a constant 1e-3 overfits at ~98.0% (bench/).
-        "train": {"optimizer": "adam", "lr": 2e-3, "batch_size": 50, "epochs": 10,
+        # Exactly the lecture's demo: Adam(0.001), fit(epochs=32, batch_size=50, validation_split=0.2).
+        "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 50, "epochs": 32, "val_split": 0.2,
+                  "lr_schedule": "constant"},
+        "about": "The lecture's MNIST MLP demo as the slides write it: Adam with a constant learning rate of "
+                 "0.001, 32 epochs of batch 50, 20% validation. It overfits after a few epochs (validation loss "
+                 "rises while training loss keeps falling), as the slides show.",
+    },
+    "mlp-fast": {
+        "title": "Course MLP, tuned (one-cycle, 10 epochs)",
+        "layers": course_mlp,
+        # The same network; a one-cycle schedule peaking at 2e-3 gets it to ~98.2% in 10 epochs (bench/).
+        "train": {"optimizer": "adam", "lr": 2e-3, "batch_size": 50, "epochs": 10, "val_split": 0.2,
                   "lr_schedule": "onecycle"},
+        "about": "The same network as the slides' recipe, trained differently: a one-cycle learning-rate "
+                 "schedule (warm up to 0.002, then anneal) for 10 epochs instead of a constant 0.001 for 32. "
+                 "Same accuracy in a third of the epochs, and no overfitting at the end.",
     },
     "lenet5": {
-        "title": "LeNet-5",
+        "title": "LeNet-5 (LeCun et al. 1998)",
         "layers": lenet5,
-        "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 5},
+        "train": {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 12, "lr_schedule": "onecycle"},
+        "about": "The classic CNN: two 5x5 tanh convolutions with average pooling, then dense 120 and 84.",
+        "reference": {"test_error": 0.0095,
+                      "citation": "Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, \"Gradient-based learning applied to "
+                                  "document recognition\", Proceedings of the IEEE 86(11):2278-2324, 1998",
+                      "figure": "LeNet-5: 0.95% test error on MNIST (0.8% when trained with distorted images)"},
     },
     "cnn": {
         "title": "Small fast CNN",
         "layers": fast_cnn,
         # Batch norm lets a one-cycle schedule peak at 1e-2; batches above 128 were slower here.
-        "train": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "epochs": 3,
-                  "lr_schedule": "onecycle"},
+        "train": {"optimizer": "adam", "lr": 1e-2, "batch_size": 128, "epochs": 3, "lr_schedule": "onecycle"},
+        "about": "Two small convolution blocks with batch norm: 99% on MNIST in three epochs on a laptop CPU.",
     },
 }
 
@@ -332,3 +349,34 @@ def summary(layers: list[dict], num_outputs: int = 10) -> dict:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def kernel_parameters(model: LabModel) -> list[tuple[str, nn.Parameter]]:
+    """The weight matrices and convolution kernels, by layer name (what Keras calls kernels:
+    L2 regularization and the per-layer gradient norms apply to these, not to biases or
+    batch norm's scale and shift)."""
+    out = []
+    for name, block in model.blocks.items():
+        for m in (block if isinstance(block, nn.Sequential) else [block]):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                out.append((name, m.weight))
+    return out
+
+
+def first_layer_weights(model: LabModel):
+    """The first layer's weights as small images, when that layer reads the input image:
+    an MLP's first dense layer as one 28x28 image per unit, a CNN's first convolution as
+    one kxk image per filter (its first input channel). None for other architectures."""
+    specs = model.layer_specs
+    kernels = kernel_parameters(model)
+    if not kernels or not specs:
+        return None
+    weight = kernels[0][1].detach().float().cpu()
+    first = next((s for s in specs if s["type"] in ("dense", "conv")), None)
+    before = specs[:specs.index(first)] if first else []
+    if first and first["type"] == "dense" and weight.shape[1] == 28 * 28 and all(
+            s["type"] in ("flatten", "dropout") for s in before):
+        return weight.reshape(-1, 28, 28).numpy()
+    if first and first["type"] == "conv" and all(s["type"] == "dropout" for s in before):
+        return weight[:, 0].numpy()
+    return None

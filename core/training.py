@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.augment import augment_batch
-from core.callbacks import Callback, EarlyStopping
+from core.callbacks import Callback, Cancel, EarlyStopping
 from core.config import ConfigError, RunConfig
 from core.data import Dataset, kfold_assignments, load_dataset, to_tensor, validation_split
 from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
-from core.models import LabModel, build_model, count_parameters
+from core.models import LabModel, build_model, count_parameters, kernel_parameters
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -188,6 +188,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConf
 
 # --- the loop ---------------------------------------------------------------------------
 
+GRAD_NORM_EVERY = 10  # steps between two samples of the per-layer gradient norms
+
+
+def l2_penalty(kernels: list[torch.Tensor], l2: float) -> torch.Tensor:
+    """Keras' kernel_regularizer=l2(λ) summed over the layers: λ·Σ w² of every kernel."""
+    return l2 * sum(torch.sum(w * w) for w in kernels)
+
+
 class Trainer:
     """fit() for one model on one device: epochs of batches, a validation pass per epoch,
     callbacks between them. `history` holds one dict per finished epoch."""
@@ -197,42 +205,60 @@ class Trainer:
         self.config, self.model, self.data, self.device = config, model, data, device
         self.callbacks = list(callbacks)
         if config.early_stopping:
-            self.callbacks.append(EarlyStopping(config.early_stopping, restore_best=config.restore_best))
+            # First, so that it has judged an epoch before the checkpoint of that epoch is written.
+            self.callbacks.insert(0, EarlyStopping(config.early_stopping, restore_best=config.restore_best))
         self.loss_fn = loss_function(config)
         self.optimizer = make_optimizer(config, model)
         self.steps_per_epoch = self._num_batches(len(data.train_x))
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" and device.type == "cuda" else None
+        named = kernel_parameters(model)
+        self.kernel_names = [name for name, _ in named]
+        self.kernels = [p for _, p in named]
         self.history: list[dict] = []
         self.stop_reason = ""
+        self.stopped_mid_epoch = False
         self.restored_epoch: int | None = None
         self.dataset_info: dict = {}
+        self.environment: dict = {"training_loop": "eager"}
         self.samples_seen = 0
+        self.train_seconds = 0.0          # training time of the finished epochs, resumed runs included
         self._losses = torch.zeros(0)
         self._batches_done = 0
         self._shuffled = None
 
     def _num_batches(self, n: int) -> int:
-        bs = self.config.batch_size
-        batches = math.ceil(n / bs)
-        # A last batch of one sample breaks batch norm ("expected more than 1 value per channel"): drop it.
-        if n % bs == 1 and batches > 1:
-            batches -= 1
-        return batches
+        return num_batches(n, self.config.batch_size)
 
     def running_loss(self) -> float:
         """Mean training loss of the batches done so far in this epoch (syncs the device)."""
         return float(self._losses[: self._batches_done].mean()) if self._batches_done else float("nan")
 
+    def _stateful_callbacks(self) -> dict[str, Callback]:
+        """Callbacks with memory, keyed by class and occurrence (positions differ between a
+        straight and a resumed run: the CLI adds a progress bar, a page does not)."""
+        out, seen = {}, {}
+        for cb in self.callbacks:
+            if type(cb).state_dict is not Callback.state_dict:
+                n = seen.get(type(cb).__name__, 0)
+                seen[type(cb).__name__] = n + 1
+                out[f"{type(cb).__name__}:{n}"] = cb
+        return out
+
     def checkpoint_state(self, epoch: int) -> dict:
-        """Everything needed to resume after `epoch` (0-based) exactly where training was."""
+        """Everything needed to resume after `epoch` (0-based) exactly where training was:
+        weights, optimizer and schedule, gradient scaler, the callbacks' memory, the history
+        and the training time so far. (The random state needs no saving: every epoch reseeds
+        from (seed, epoch).)"""
         return {
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
+            "callbacks": {k: cb.state_dict() for k, cb in self._stateful_callbacks().items()},
             "history": self.history,
+            "train_seconds": self.train_seconds,
         }
 
     def load_checkpoint(self, state: dict) -> int:
@@ -243,7 +269,12 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        saved = state.get("callbacks") or {}
+        for key, cb in self._stateful_callbacks().items():
+            if saved.get(key) is not None:
+                cb.load_state_dict(saved[key])
         self.history = list(state.get("history", []))
+        self.train_seconds = float(state.get("train_seconds") or sum(h["seconds"] for h in self.history))
         return int(state["epoch"]) + 1
 
     def _stopping(self) -> bool:
@@ -253,8 +284,9 @@ class Trainer:
                 return True
         return False
 
-    def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the shuffled training set; returns (mean loss, accuracy)."""
+    def train_epoch(self, epoch: int) -> tuple[float, float, dict]:
+        """One pass over the shuffled training set; returns (mean loss, accuracy, mean gradient
+        norm of each layer's kernel)."""
         cfg, data, model = self.config, self.data, self.model
         model.train()
         seed = epoch_seed(cfg.seed, epoch)
@@ -265,6 +297,8 @@ class Trainer:
         # Per-batch results go into preallocated buffers on the device: no sync per batch.
         self._losses = torch.zeros(n_batches, device=self.device)
         preds = torch.zeros(min(n_batches * bs, len(order)), dtype=torch.long, device=self.device)
+        grad_sums = torch.zeros(len(self.kernels), device=self.device)
+        grad_samples = 0
         self.samples_seen = 0
         binary = cfg.loss == "binary_crossentropy"
         # One gather per epoch into buffers kept across epochs (a fresh 150 MB tensor each
@@ -281,40 +315,53 @@ class Trainer:
             with autocast(cfg, self.device):
                 logits = model(xb)
                 loss = self.loss_fn(logits, yb)
+            objective = loss + l2_penalty(self.kernels, cfg.l2) if cfg.l2 else loss
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(objective).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                loss.backward()
+                objective.backward()
                 self.optimizer.step()
             if self.scheduler:
                 self.scheduler.step()
             with torch.no_grad():
                 self._losses[b] = loss.detach()
                 preds[b * bs:b * bs + len(yb)] = (logits.squeeze(1) > 0).long() if binary else logits.argmax(1)
+                if b % GRAD_NORM_EVERY == 0 and self.kernels:
+                    grads = [p.grad for p in self.kernels]
+                    if all(g is not None for g in grads):
+                        grad_sums += torch.stack(torch._foreach_norm(grads)).float()
+                        grad_samples += 1
             self.samples_seen += len(yb)
             self._batches_done = b + 1
             for cb in self.callbacks:
                 cb.on_batch_end(self, epoch, b, n_batches)
             if self._stopping():
+                self.stopped_mid_epoch = b + 1 < n_batches or isinstance(self._stopper(), Cancel)
                 break
         seen = self.samples_seen
         correct = int((preds[:seen] == ys[:seen]).sum())
-        return self.running_loss(), correct / max(seen, 1)
+        norms = (grad_sums / max(grad_samples, 1)).tolist()
+        return self.running_loss(), correct / max(seen, 1), dict(zip(self.kernel_names, norms))
+
+    def _stopper(self) -> Callback | None:
+        return next((cb for cb in self.callbacks if cb.stop_training), None)
 
     def fit(self, start_epoch: int = 0) -> list[dict]:
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        for epoch in range(start_epoch, self.config.epochs):
+        # A run resumed after the epoch that stopped it early trains no further epoch.
+        first = self.config.epochs if self._stopping() else start_epoch
+        for epoch in range(first, self.config.epochs):
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             t0 = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = self.train_epoch(epoch)
-            if self._stopping() and self.stop_reason == "cancelled":
-                break  # a cancelled epoch is not finished: keep only the finished ones
+            train_loss, train_acc, grad_norm = self.train_epoch(epoch)
+            if self.stopped_mid_epoch:
+                break  # a cancelled (or pruned) epoch is not finished: keep only the finished ones
             val = evaluate(self.model, self.data.val_x, self.data.val_y, self.config)
             seconds = time.perf_counter() - t0
             log = {
@@ -323,8 +370,13 @@ class Trainer:
                 "lr": lr, "samples_per_second": self.samples_seen / seconds,
                 "val_confusion": confusion_matrix(val["labels"], val["preds"],
                                                   num_classes=2 if self.config.num_outputs == 1 else 10).tolist(),
+                "grad_norm": grad_norm,
             }
+            if self.config.l2:
+                with torch.no_grad():
+                    log["l2_penalty"] = float(l2_penalty(self.kernels, self.config.l2))
             self.history.append(log)
+            self.train_seconds += seconds
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch, log)
             if self._stopping():
@@ -332,6 +384,15 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    """Batches in an epoch of `n` samples. A last batch of one sample breaks batch norm
+    ("expected more than 1 value per channel"), so it is dropped."""
+    batches = math.ceil(n / batch_size)
+    if n % batch_size == 1 and batches > 1:
+        batches -= 1
+    return batches
 
 
 # --- one call: config in, trained model and results out ----------------------------------
@@ -348,7 +409,8 @@ class TrainResult:
     train_index: np.ndarray
     val_index: np.ndarray
     stop_reason: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0            # training time of all epochs, resumed runs included
+    seconds_this_process: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -362,6 +424,7 @@ class TrainResult:
             "test_accuracy": self.test["accuracy"], "test_loss": self.test["loss"],
             "best_val_accuracy": max((h["val_accuracy"] for h in self.history), default=None),
             "stop_reason": self.stop_reason, "seconds": self.seconds,
+            "seconds_this_process": self.seconds_this_process, "resumed_from_epoch": self.extra.get("resumed_from"),
             "parameters": count_parameters(self.model), "dataset": self.dataset,
             "history": [{k: v for k, v in h.items() if k != "val_confusion"} for h in self.history],
         }
@@ -390,6 +453,7 @@ def train(config: RunConfig, dataset: Dataset | None = None, data_dir=None,
     return TrainResult(
         config=config, model=model, history=history, test=test, device=str(device),
         device_name=device_name(device), dataset=dataset.describe(), train_index=data.train_index,
-        val_index=data.val_index, stop_reason=trainer.stop_reason, seconds=seconds,
-        extra={"restored_epoch": trainer.restored_epoch},
+        val_index=data.val_index, stop_reason=trainer.stop_reason, seconds=trainer.train_seconds,
+        seconds_this_process=seconds,
+        extra={"restored_epoch": trainer.restored_epoch, "resumed_from": start_epoch if resume_state else None},
     )

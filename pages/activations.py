@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.concepts import (ACTIVATION_FACTS, activation_frame, neuron, sigmoid, softmax, toy_data, train_toy)
-from pages.common import header
+from ui.navigation import header
 
 header("Neurons and activation functions", "What a neuron computes, a = f(w·x + b), and how the choice of f "
                                            "changes what a network can learn.")

@@ -13,10 +13,12 @@ import streamlit as st
 
 from core.handwriting import HandwritingSet, default_config
 from core.preprocess import canvas_to_mnist_steps
-from core.runs import RunStoreError
-from pages import charts
-from pages.common import (ACTIVE, classifier, dataset, datasets_here, header, run_label, safe_get, show_error,
-                          start_group, store)
+from core.launch import launch_run
+from core.store import RunStoreError
+from ui import charts
+from ui.navigation import header
+from ui.state import ACTIVE, classifier, dataset, datasets_here, executor, safe_get, store
+from ui.widgets import run_label, show_error
 
 CANVAS = 280
 
@@ -60,7 +62,7 @@ if not runs:
     if not training and st.button("Train the draw model", type="primary", key="d_quick"):
         try:
             name = "mnist" if "mnist" in datasets_here() else "mnist-sample"
-            start_group([default_config(name)], "draw")
+            launch_run(executor(), default_config(name), dataset=dataset(name), group="draw")
             st.rerun()
         except Exception as exc:  # noqa: BLE001 - any refusal is shown, nothing started
             show_error(exc)

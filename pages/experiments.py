@@ -16,9 +16,11 @@ import streamlit as st
 from core.config import ConfigError
 from core.devices import DeviceError
 from core.experiments import config_diff, curves_frame, hyperparameter_frame, runs_table, smooth
-from core.jobs import start_job
-from core.runs import RunStoreError
-from pages.common import ACTIVE, data_dir, dataset, devices, header, run_label, show_error, store
+from core.launch import launch_group
+from core.store import RunStoreError
+from ui.navigation import header
+from ui.state import ACTIVE, dataset, devices, executor, store
+from ui.widgets import run_label, show_error
 
 header("Experiments", "All your runs: sort, filter, compare curves and configs, and manage them.")
 
@@ -188,13 +190,12 @@ hw_runs = [r for r in runs if r.get("grp") and r["grp"].startswith("hw-")]
 base_id = st.selectbox("Config to time", [r["id"] for r in runs], key="x_hw_base",
                        format_func=lambda i: run_label(by_id[i]))
 if st.button("Time it on every device", key="x_hw_go"):
-    group = f"hw-{int(time.time())}"
     try:
         base = store().config(base_id)
-        for d in devices():
-            start_job(store(), base.replace(device=d.id, epochs=1, early_stopping=0,
-                                            name=f"{base.name or base.model} on {d.id}"),
-                      data_dir=data_dir(), dataset=dataset(base.dataset), group=group)
+        group, _ = launch_group(executor(), [base.replace(device=d.id, epochs=1, early_stopping=0,
+                                                          name=f"{base.name or base.model} on {d.id}")
+                                             for d in devices()], "hw-", dataset=dataset(base.dataset),
+                                vectorize=False)
         st.session_state["x_hw_group"] = group
         st.rerun()
     except (ConfigError, DeviceError, RunStoreError) as exc:

@@ -9,9 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from core.config import RunConfig
-from core.experiments import capacity_configs, capacity_frame, diagnose, overfit_epoch
-from pages import charts
-from pages.common import SPLIT_SCALE, finished_runs, group_view, header, launch_group, run_label, store
+from core.experiments import capacity_frame, diagnose, overfit_epoch
+from core.launch import launch_capacity
+from ui import charts
+from ui.charts import SPLIT_SCALE
+from ui.navigation import header
+from ui.state import dataset, executor, finished_runs, store
+from ui.widgets import group_view, launch, run_label
 
 header("Under- and overfitting", "Too little capacity cannot learn the task; too much memorizes a small training "
                                  "set. See both on real runs.")
@@ -30,9 +34,10 @@ subset = c2.number_input("Training digits", 100, 10_000, 500, 100, key="f_subset
 epochs = c3.number_input("Epochs", 2, 200, 40, key="f_epochs")
 data_name = c4.selectbox("Data set", ["mnist-sample", "mnist"], key="f_data")
 if st.button(f"Train {len(units)} models", type="primary", key="f_go", disabled=not units):
-    launch_group(lambda: capacity_configs(RunConfig.from_preset("mlp", dataset=data_name, epochs=int(epochs),
-                                                                train_subset=int(subset), lr_schedule="constant",
-                                                                lr=1e-3, batch_size=32), sorted(units)), "fit-")
+    launch(lambda: launch_capacity(executor(), RunConfig.from_preset("mlp", dataset=data_name, epochs=int(epochs),
+                                                                     train_subset=int(subset), lr_schedule="constant",
+                                                                     lr=1e-3, batch_size=32), sorted(units),
+                                   dataset=dataset(data_name)))
 
 
 def results(runs: list[dict]) -> None:

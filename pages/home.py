@@ -3,7 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from pages.common import PAGES, dataset, dataset_banner, devices, header
+from ui.navigation import PAGES, header
+from ui.state import dataset, devices
+from ui.widgets import dataset_banner
 
 header("MNIST Lab", "See and try every idea of a first neural-network course on real training runs with MNIST digits.")
 

@@ -10,9 +10,13 @@ import streamlit as st
 
 from core.config import RunConfig
 from core.data import kfold_assignments
-from core.experiments import fold_balance, fold_grid, kfold_configs, kfold_summary
+from core.experiments import fold_balance, fold_grid, kfold_summary
 from core.models import PRESETS
-from pages.common import SPLIT_SCALE, dataset, group_view, header, launch_group, store
+from core.launch import launch_kfold
+from ui.charts import SPLIT_SCALE
+from ui.navigation import header
+from ui.state import dataset, executor, store
+from ui.widgets import group_view, launch
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
                                   "validated on the remaining one.")
@@ -54,9 +58,9 @@ epochs = c2.number_input("Epochs per fold", 1, 50, 2, key="k_epochs")
 data_name = c3.selectbox("Data set", ["mnist-sample", "mnist"], key="k_data",
                          help="The offline sample trains each fold in seconds.")
 if st.button(f"Train {k} folds", type="primary", key="k_go"):
-    launch_group(lambda: kfold_configs(RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs),
-                                                             seed=int(seed), name=f"{preset} {k}-fold"),
-                                       k, stratified), "kfold-")
+    launch(lambda: launch_kfold(executor(), RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs),
+                                                                  seed=int(seed), name=f"{preset} {k}-fold"),
+                                k, stratified, dataset=dataset(data_name)))
 
 
 def results(runs: list[dict]) -> None:

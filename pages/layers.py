@@ -12,7 +12,9 @@ import streamlit as st
 from core.concepts import (COURSE_POOL_GRID, KERNELS, batchnorm_demo, conv_output_size, convolve1d, convolve2d,
                            dropout_demo, image_frame, pool2d)
 from core.models import course_mlp, summary
-from pages.common import classifier, dataset, finished_runs, header, no_runs_hint, store
+from ui.navigation import header
+from ui.state import classifier, dataset, finished_runs, store
+from ui.widgets import no_runs_hint
 
 header("Layers and CNNs", "What each layer does to its input, shown on real digits and on the course's examples.")
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.concepts import (SURFACES, binary_crossentropy, categorical_crossentropy, mean_squared_error, race,
                            softmax, surface_grid)
-from pages.common import header
+from ui.navigation import header
 
 header("Losses and optimizers", "How wrong is a prediction (the loss), and how the optimizer walks downhill to make "
                                 "it less wrong.")

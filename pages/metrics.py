@@ -11,8 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from core import metrics as M
-from pages import charts
-from pages.common import finished_runs, header, no_runs_hint, pick_run, predictions, store, test_images_for
+from ui import charts
+from ui.navigation import header
+from ui.state import finished_runs, predictions, store, test_images_for
+from ui.widgets import no_runs_hint, pick_run
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def curves_for(run_id: str, version: float, n_classes: int):

@@ -2,7 +2,7 @@
 layer, with a live summary), compile and fit it on the hardware picked here as a background
 job with live curves and a Stop button, then evaluate and save it.
 
-Training never runs in this script: it runs in a worker process (core.jobs) and this page
+Training never runs in this script: it runs in a worker process (core.executors) and this page
 only reads the run store, in a fragment that refreshes itself once a second while a run is
 active. Leaving the page, opening a second tab or reloading shows the same job.
 """
@@ -20,11 +20,12 @@ from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigErr
                          from_query_params, to_query_params)
 from core.data import DataError
 from core.devices import DeviceError
-from core.jobs import queue_position, resume_job, start_job
 from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, summary
-from core.runs import RunStoreError
-from pages import charts
-from pages.common import ACTIVE, data_dir, dataset, datasets_here, devices, header, safe_get, store
+from core.launch import launch_run
+from core.store import RunStoreError
+from ui import charts
+from ui.navigation import header
+from ui.state import ACTIVE, dataset, datasets_here, devices, executor, safe_get, store
 
 LAYER_DEFAULTS = {
     "dense": {"units": 64, "activation": "relu"},
@@ -252,7 +253,7 @@ if arch_error is None:
 def _start():
     try:
         ds = dataset(config.dataset)
-        run_id = start_job(store(), config, data_dir=data_dir(), dataset=ds)
+        run_id = launch_run(executor(), config, dataset=ds)
     except (ConfigError, DeviceError, DataError, ArchitectureError, RunStoreError) as exc:
         st.session_state["train_error"] = str(exc)
         return
@@ -278,7 +279,7 @@ def _stop(run_id: str):
 
 def _resume(run_id: str):
     try:
-        resume_job(store(), run_id, data_dir())
+        executor().resume(run_id)
     except RunStoreError as exc:
         st.session_state["train_error"] = str(exc)
 
@@ -301,7 +302,7 @@ def live_view(run_id: str) -> None:
         history = store().history(run_id)
         st.markdown(f"**{run['name']}** · status **{run['status']}** · device `{run['device']}`")
         if run["status"] == "queued":
-            pos = queue_position(store(), run_id)
+            pos = store().queue_position(run_id)
             st.info(f"Waiting for the device: number {pos} in its queue." if pos else "Starting the worker...")
         prog = run.get("progress")
         if run["status"] == "running":

@@ -79,7 +79,7 @@ def open_page(page: str, query: dict | None = None, timeout: int = 90):
 def trained_root(tmp_path_factory, sample):
     """A run store holding two finished short runs on the offline sample (MLP, small CNN)."""
     from core.config import RunConfig
-    from core.runs import RunStore
+    from core.store import RunStore
 
     root = tmp_path_factory.mktemp("trained-runs")
     store = RunStore(root)
@@ -92,7 +92,7 @@ def trained_root(tmp_path_factory, sample):
 
 @pytest.fixture
 def trained_store(trained_root, monkeypatch):
-    from core.runs import RunStore
+    from core.store import RunStore
 
     monkeypatch.setenv("MNIST_LAB_RUNS", str(trained_root))
     return RunStore(trained_root)

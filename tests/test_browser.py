@@ -19,13 +19,13 @@ import pytest
 from core.data import load_sample
 from core.handwriting import default_config
 from core.models import preset_layers, summary
-from core.runs import RunStore
+from core.store import RunStore
 from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_idle)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = pytest.mark.skipif(chromium_path() is None,
-                                reason="no Chromium found (apt-get install chromium, or set MNIST_LAB_CHROMIUM)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None,
+                                reason="no Chromium found (apt-get install chromium, or set MNIST_LAB_CHROMIUM)")]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_home(server, page, shots):
 def test_train_page_preset_updates_the_summary(server, page, shots):
     url, _ = server
     open_page(page, url, "train")
-    pick(page, "Start from", "LeNet-5")
+    pick(page, "Start from", "LeNet-5 (LeCun et al. 1998)")
     total = summary(preset_layers("lenet5"))["total_params"]
     assert f"Total parameters: {total:,}" in page.inner_text("body")
     assert errors_on(page) == []

@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from core.cli import main
 from core.idx import write_idx
 from tests.conftest import FULL_MNIST, ROOT, needs_full_mnist, subprocess_env, write_mnist_folder
 
 
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def cli(*args, env=None):
+    """`python -m core ARGS` in this process (what the command does, without a second of
+    interpreter start per test); `cli_process` runs the real command line."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args, env=None):
     full_env = subprocess_env(**(env or {}))
     return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT,
                           env=full_env, timeout=600)
 
 
-def test_train_json_last_line_has_the_run(tmp_path):
-    r = cli("train", "--dataset", "mnist-sample", "--model", "mlp", "--epochs", "2", "--device", "cpu",
+@pytest.mark.slow
+def test_python_dash_m_core_train_prints_the_run_as_its_last_json_line(tmp_path):
+    r = cli_process("train", "--dataset", "mnist-sample", "--model", "mlp", "--epochs", "2", "--device", "cpu",
             "--runs-dir", str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -109,8 +139,9 @@ def test_bad_arguments_exit_2_with_one_error_line(tmp_path, args, message):
 
 
 @needs_full_mnist
-def test_course_mlp_three_epochs_reaches_97_5_percent(tmp_path):
-    r = cli("train", "--dataset", "mnist", "--data-dir", str(FULL_MNIST), "--model", "mlp", "--epochs", "3",
+@pytest.mark.slow
+def test_tuned_course_mlp_three_epochs_reaches_97_5_percent(tmp_path):
+    r = cli("train", "--dataset", "mnist", "--data-dir", str(FULL_MNIST), "--model", "mlp-fast", "--epochs", "3",
             "--device", "cpu", "--seed", "0", "--json", "--runs-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])

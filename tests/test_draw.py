@@ -9,7 +9,7 @@ import pytest
 from core.handwriting import HandwritingSet, default_config
 from core.inference import load_classifier
 from core.preprocess import canvas_to_mnist, canvas_to_mnist_steps, mnist_to_canvas
-from core.runs import RunStore, RunStoreError
+from core.store import RunStore, RunStoreError
 from tests.conftest import open_page
 from tests.test_page_train import wait_for
 
@@ -146,6 +146,7 @@ def test_draw_page_saves_a_labelled_drawing_to_my_handwriting(trained_root, monk
     assert next(m.value for m in at.metric if m.label == "Drawings in your set") == "1"
 
 
+@pytest.mark.slow
 def test_draw_page_without_models_trains_the_draw_model_in_one_click():
     at = open_page("pages/draw.py")
     at.button(key="d_quick").click().run()

@@ -10,7 +10,7 @@ from core.data import kfold_assignments
 from core.experiments import (capacity_configs, config_diff, diagnose, fold_balance, fold_grid, kfold_configs,
                               kfold_summary, overfit_epoch, smooth)
 from core.models import summary
-from core.runs import RunStore
+from core.store import RunStore
 from tests.conftest import open_page
 from tests.test_page_train import wait_for
 
@@ -71,6 +71,7 @@ def test_config_diff_marks_only_what_differs():
     assert bool(d.loc["lr", "differs"]) and not bool(d.loc["batch_size", "differs"])
 
 
+@pytest.mark.slow
 def test_kfold_page_draws_folds_and_runs_a_real_cross_validation():
     at = open_page("pages/kfold.py")
     assert not at.exception
@@ -91,6 +92,7 @@ def test_kfold_page_draws_folds_and_runs_a_real_cross_validation():
     assert folds == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_fitting_page_runs_the_capacity_experiment_and_diagnoses_it():
     at = open_page("pages/fitting.py")
     assert not at.exception

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sqlite3
 import threading
 import time
@@ -12,8 +13,13 @@ import torch
 
 from core.config import RunConfig
 from core.devices import DeviceError
-from core.jobs import queue_position, start_job
-from core.runs import RunStore
+from core.executors import Executor
+from core.executors.local import LocalExecutor
+from core.store import RunStore
+
+
+def start_job(store, config):
+    return LocalExecutor(store).submit([config])[0]
 
 
 def wait_for(store, run_id, statuses=("finished", "failed", "cancelled", "interrupted"), timeout=180):
@@ -36,16 +42,22 @@ def store(tmp_path):
     return RunStore(tmp_path / "runs")
 
 
+@pytest.mark.slow
 def test_a_job_trains_in_another_process_and_lands_in_the_store(store):
-    run_id = start_job(store, config(name="bg"))
+    executor = LocalExecutor(store)
+    assert isinstance(executor, Executor)
+    run_id = executor.submit([config(name="bg")])[0]
     run = store.get(run_id)
     assert run["status"] in ("queued", "running") and run["pid"] != os.getpid()
     done = wait_for(store, run_id)
     assert done["status"] == "finished", done["error"]
     assert done["epochs_done"] == 2 and len(store.history(run_id)) == 2
     assert store.predictions(run_id)["probs"].shape == (1000, 10)
+    assert executor.where(run_id) == platform.node()
+    assert executor.progress(run_id)["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(store):
     ids, positions = [], []
 
@@ -62,7 +74,7 @@ def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(sto
     while time.time() < deadline and not positions:  # one device, one slot: the other waits in the queue
         runs = {r["id"]: r for r in store.list()}
         if any(r["status"] == "running" for r in runs.values()):
-            positions = [queue_position(store, i) for i in ids if runs[i]["status"] == "queued"]
+            positions = [store.queue_position(i) for i in ids if runs[i]["status"] == "queued"]
         time.sleep(0.02)
     assert positions == [1]
     for run_id in ids:
@@ -70,6 +82,7 @@ def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(sto
     assert sqlite3.connect(store.db_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_job_and_keeps_its_finished_epochs(store):
     run_id = start_job(store, RunConfig.from_preset("cnn", dataset="mnist-sample", device="cpu", epochs=20,
                                                     batch_size=16))

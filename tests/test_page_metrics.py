@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from core.runs import RunStore
+from core.store import RunStore
 from tests.conftest import open_page
 
 
@@ -136,6 +136,7 @@ def test_experiments_rename_tag_and_delete_with_confirmation(trained_root, monke
     assert not (root / run["id"]).exists()
 
 
+@pytest.mark.slow
 def test_hardware_comparison_times_the_config_on_every_device(trained_root, monkeypatch, tmp_path):
     from core.devices import list_devices
     from tests.test_page_train import wait_for

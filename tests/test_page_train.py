@@ -3,9 +3,11 @@ job with live progress and Stop, the results, the shared link and the equivalent
 
 from __future__ import annotations
 
+import pytest
+
 import time
 
-from core.runs import RunStore
+from core.store import RunStore
 from tests.conftest import open_page
 
 
@@ -121,6 +123,7 @@ def test_equivalent_pytorch_and_keras_code_follow_the_settings():
     assert any("batch_size=32" in c and "validation_split=0.2" in c and "model.summary()" in c for c in codes)
 
 
+@pytest.mark.slow
 def test_training_runs_in_the_background_shows_progress_and_stops():
     at = open_page("pages/train.py")
     at.selectbox(key="t_dataset").set_value("mnist-sample").run()
@@ -156,6 +159,7 @@ def test_training_runs_in_the_background_shows_progress_and_stops():
     assert shown["Mistakes"] == f"{int((p['labels'] != p['preds']).sum()):,}"
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sample):
     from core.callbacks import Callback
     from core.config import RunConfig

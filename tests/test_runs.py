@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from core.config import RunConfig
-from core.runs import RunStore, RunStoreError, load_state_dict
+from core.store import RunStore, RunStoreError, load_state_dict
 from tests.conftest import ROOT, subprocess_env
 
 FAST = dict(dataset="mnist-sample", device="cpu", batch_size=100, epochs=2)
@@ -54,8 +54,9 @@ def test_a_finished_run_has_every_file_and_its_index_row(store, finished):
     assert store.metrics(finished)["test_accuracy"] == pytest.approx((preds["preds"] == preds["labels"]).mean())
 
 
+@pytest.mark.slow
 def test_a_new_process_sees_finished_runs_without_retraining(store, finished):
-    code = ("import json,sys; from core.runs import RunStore; s=RunStore(sys.argv[1]); r=s.get(sys.argv[2]);"
+    code = ("import json,sys; from core.store import RunStore; s=RunStore(sys.argv[1]); r=s.get(sys.argv[2]);"
             "print(json.dumps([r['status'], len(s.history(sys.argv[2])), float(s.predictions(sys.argv[2])['probs'].sum())]))")
     out = subprocess.run([sys.executable, "-c", code, str(store.root), finished], capture_output=True, text=True,
                          cwd=ROOT, env=subprocess_env(), check=True)
@@ -197,6 +198,7 @@ def _cli(*args, **kw):
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(), **kw)
 
 
+@pytest.mark.slow
 def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
     args = ["--dataset", "mnist-sample", "--model", "cnn", "--epochs", "8", "--batch-size", "16", "--device", "cpu",
             "--runs-dir", str(store.root), "--seed", "3"]
@@ -232,6 +234,7 @@ def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_runs_cli_lists_shows_exports_imports_deletes(store, finished, tmp_path):
     def run(*args):
         r = subprocess.run([sys.executable, "-m", "core", "runs", *args, "--runs-dir", str(store.root), "--json"],

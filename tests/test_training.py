@@ -9,7 +9,7 @@ import torch
 from core.callbacks import Callback, Cancel, Checkpoint, Progress
 from core.config import ConfigError, RunConfig
 from core.devices import DeviceError, list_devices, resolve_device
-from core.runs import load_state_dict
+from core.store import load_state_dict
 from core.training import train
 
 FAST = dict(dataset="mnist-sample", device="cpu", batch_size=100, epochs=2)
@@ -134,7 +134,7 @@ def test_train_subset_keeps_a_stratified_subset(small):
     ("val_split", 1.0, "validation split must be between 0 and 1"),
     ("optimizer", "rmsprop", "allowed: adam, sgd"),
     ("dataset", "cifar", "allowed: mnist, fashion-mnist, mnist-sample"),
-    ("model", "resnet", "allowed: mlp, lenet5, cnn, custom"),
+    ("model", "resnet", "allowed: mlp, mlp-fast, lenet5, cnn, custom"),
 ])
 def test_bad_hyperparameters_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message) as info:

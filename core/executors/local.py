@@ -1,0 +1,118 @@
+"""Training on this machine: each job trains in its own worker process, never in the caller.
+
+`submit` validates the configs, writes queued runs into the store and spawns
+`python -m core worker RUN...` for each job; it returns at once. The worker waits for a slot
+on its device (core.executors.worker), trains with the store's callbacks (history,
+checkpoint, progress, cancel) and exits. A job is one run, or a vectorised group of runs
+trained as one model. Pages and drivers read progress from the store. A worker that dies is
+noticed by the store's next read (status interrupted).
+
+Slots: a CPU trains one job at a time (two would only share its cores). A CUDA GPU trains
+several small jobs at once when its memory allows: a course-sized job needs well under 1 GB,
+and one small job leaves most of a GPU idle between its kernel launches.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.config import RunConfig
+from core.executors.base import Executor, prepare
+from core.store import RunStoreError
+
+ROOT = Path(__file__).resolve().parents[2]
+GB_PER_GPU_JOB = 2.0   # what a slot reserves on a GPU: generous for course-sized models
+MAX_GPU_JOBS = 4
+
+
+def slots_for(device: str) -> int:
+    """How many jobs may train at once on `device` (MNIST_LAB_JOBS_PER_DEVICE overrides)."""
+    value = os.environ.get("MNIST_LAB_JOBS_PER_DEVICE", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    if device.startswith("cuda"):
+        from core.devices import list_devices
+
+        memory = next((d.memory_gb for d in list_devices() if d.id == device or
+                       (device == "cuda" and d.id == "cuda:0")), None)
+        return max(1, min(MAX_GPU_JOBS, int((memory or 0) // GB_PER_GPU_JOB)))
+    return 1
+
+
+def _child_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def spawn(store, args: list[str], log_run: str) -> int:
+    """Start `python -m core ARGS` in its own session (it outlives the app's script reruns and
+    the caller), logging to the run's worker.log; returns its pid."""
+    cmd = [sys.executable, "-m", "core", *args, "--runs-dir", str(store.root.resolve())]
+    with open(store.run_dir(log_run) / "worker.log", "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=_child_env(), start_new_session=True)
+    return proc.pid
+
+
+class LocalExecutor(Executor):
+    """Worker processes on this machine, queued per device (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, store, data_dir=None, slots: int | None = None):
+        super().__init__(store, data_dir)
+        self.slots = slots
+
+    def _worker_args(self, run_ids: list[str]) -> list[str]:
+        args = ["worker", *run_ids]
+        if self.data_dir:
+            args += ["--data-dir", str(self.data_dir)]
+        if self.slots:
+            args += ["--slots", str(self.slots)]
+        return args
+
+    def submit(self, configs: Sequence[RunConfig], group: str | None = None, vectorize: bool = False,
+               dataset=None) -> list[str]:
+        from core.group_training import vectorize_plan
+
+        configs = prepare(self.store, configs, dataset)
+        if not configs:
+            return []
+        reason = None
+        if vectorize and len(configs) > 1:
+            reason = vectorize_plan(configs, dataset)
+        jobs: list[list[str]] = []
+        ids: list[str] = []
+        together = vectorize and len(configs) > 1 and reason is None
+        for config in configs:
+            run_id = self.store.create(config, status="queued", group=group, executor=self.name)
+            ids.append(run_id)
+            if not together:
+                jobs.append([run_id])
+        if together:
+            jobs = [ids]
+        for run_id in ids:
+            self.store.set_vectorized(run_id, {"group": ids} if together else
+                                      ({"reason": reason} if vectorize and len(ids) > 1 else None))
+        for job in jobs:
+            pid = spawn(self.store, self._worker_args(job), job[0])
+            for run_id in job:
+                self.store.record_worker(run_id, pid)
+        return ids
+
+    def resume(self, run_id: str) -> None:
+        run = self.store.get(run_id)
+        if run["status"] in ("queued", "running"):
+            raise RunStoreError(f"run {run_id} is {run['status']}; only a stopped run can be resumed")
+        if self.store.load_checkpoint(run_id) is None:
+            raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
+        args = ["runs", "resume", run_id]
+        if self.data_dir:
+            args += ["--data-dir", str(self.data_dir)]
+        members = self.store.group_members(run_id)
+        pid = spawn(self.store, args, run_id)
+        for member in members:
+            self.store.record_worker(member, pid)

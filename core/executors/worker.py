@@ -1,0 +1,49 @@
+"""The body of a local worker process (`python -m core worker RUN [RUN ...]`): wait for a slot
+on the job's device, train the run (or the vectorised group of runs), record the outcome."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from core.store import RunStore, RunStoreError
+
+POLL_S = 0.3
+
+
+def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | None = None) -> int:
+    """Train one queued job: a run, or several runs of one group as one vectorised model."""
+    from core.executors.local import slots_for
+
+    runs = [store.get(r) for r in run_ids]
+    for run in runs:
+        if run["status"] != "queued":
+            raise RunStoreError(f"run {run['id']} is {run['status']}, not queued")
+    device = runs[0]["device"]
+    for run_id in run_ids:
+        store.record_worker(run_id, os.getpid())
+    limit = slots or slots_for(device)
+    while not store.claim_slot(run_ids, device, limit):
+        if all(store.folder(r).cancel_reason() for r in run_ids):
+            for run_id in run_ids:
+                store.mark_failed(run_id, "cancelled while queued", status="cancelled")
+            return 0
+        store.list()  # notices dead workers ahead in the queue
+        time.sleep(POLL_S)
+    try:
+        if len(run_ids) == 1:
+            config = store.config(run_ids[0])
+            from core.data import load_dataset
+
+            dataset = load_dataset(config.dataset, data_dir)
+            store.train_in_this_process(config, dataset, run_id=run_ids[0], data_dir=data_dir)
+        else:
+            from core.group_training import train_group_in_store
+
+            train_group_in_store(store, run_ids, data_dir=data_dir)
+    except Exception as exc:  # noqa: BLE001 - recorded, then the process exits
+        for run_id in run_ids:
+            if store.get(run_id)["status"] in ("queued", "running"):  # failed before training started
+                store.mark_failed(run_id, f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0

@@ -1,0 +1,516 @@
+"""Training N configs of one architecture as one vectorised model (core.stacked): the folds of
+a k-fold run, repeated seeds, a learning-rate grid. Each config still becomes a normal run
+with its own history, weights, predictions and checkpoint.
+
+What each model gets is what it would get trained alone (core.training): its own
+initialization (seeded by its config), its own training and validation indices, its own
+shuffle order each epoch (seeded from its seed and the epoch), its own learning rate and
+schedule, its own early stopping. The losses of the N models are summed, so each model's
+gradient is its own loss's gradient. Results match the same configs trained one by one up to
+floating-point rounding (a batched matrix product sums in another order than a plain one);
+dropout and augmentation draw different random numbers than one-by-one runs do, so with
+them the models are equally good, not equal.
+
+Limits handled, not hidden (`vectorize_plan` says which applies, and the runs train one by one):
+  - configs that differ in anything but seed, fold, learning rate, L2, training subset,
+    validation split or early stopping (architecture, batch size, epochs, optimizer, ...);
+  - folds whose epochs have a different number of batches (their last batches of different
+    sizes are fine: padded samples are masked out of the loss and of batch norm);
+  - more than MAX_GROUP models.
+Per-model learning rates: one optimizer over the stacked weights takes the first model's
+rate, and each model's step is scaled by its rate over that one (`lerp` after the step);
+Adam's and SGD's moments do not depend on the rate, so this is the same update.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.augment import augment_batch
+from core.callbacks import EarlyStopping
+from core.config import RunConfig
+from core.data import Dataset, to_tensor
+from core.devices import device_name, resolve_device
+from core.metrics import confusion_matrix
+from core.models import build_model, count_parameters
+from core.stacked import StackedModel
+from core.training import (GRAD_NORM_EVERY, TrainResult, autocast, epoch_seed, evaluate, make_optimizer,
+                           make_scheduler, num_batches, split_indices, task_labels)
+
+MAX_GROUP = 16
+MAY_DIFFER = {"seed", "kfold", "lr", "l2", "train_subset", "val_split", "early_stopping", "name", "extra"}
+CANCEL_EVERY = 10  # batches between two looks at the members' cancel flags
+
+
+def vectorize_plan(configs: list[RunConfig], dataset: Dataset | None = None) -> str | None:
+    """None when `configs` can train as one vectorised model, else the reason they cannot."""
+    if len(configs) > MAX_GROUP:
+        return f"{len(configs)} models are more than the {MAX_GROUP} trained together at most"
+    first = configs[0].to_dict()
+    first["layers"] = configs[0].architecture()
+    for config in configs[1:]:
+        other = config.to_dict()
+        other["layers"] = config.architecture()
+        for key in first:
+            if key not in MAY_DIFFER and first[key] != other[key]:
+                what = "architectures" if key in ("layers", "model") else key
+                return (f"their {what} differ ({first[key] if key != 'layers' else configs[0].model} vs "
+                        f"{other[key] if key != 'layers' else config.model}); only seeds, folds, learning rates, "
+                        "L2, subsets and validation splits may differ")
+    if dataset is not None:
+        steps = {num_batches(len(split_indices(c, dataset.train_labels)[0]), c.batch_size) for c in configs}
+        if len(steps) > 1:
+            return (f"their training sets give epochs of different numbers of batches ({sorted(steps)}); "
+                    "models in one stack take their steps together")
+    return None
+
+
+@dataclass
+class Member:
+    """One model of the stack: its config, its data and what it has done so far."""
+
+    config: RunConfig
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    done: bool = False
+    stop_reason: str = ""
+    early: EarlyStopping | None = None
+    final_state: dict | None = None        # weights it ended with (set when it stops)
+    restored_epoch: int | None = None
+
+
+class _View:
+    """What EarlyStopping reads from a trainer: `.model` (one member's weights)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.restored_epoch = None
+
+
+class GroupHooks:
+    """What the group loop tells its caller (the store bridge implements these)."""
+
+    def should_cancel(self, i: int) -> str | None: return None
+    def on_train_begin(self, trainer) -> None: ...
+    def on_progress(self, trainer, epoch: int, batch: int, batches: int) -> None: ...
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[int, dict]) -> None: ...
+    def on_member_done(self, trainer, i: int, result: TrainResult) -> None: ...
+
+
+class GroupTrainer:
+    """fit() for N models in one stack (see the module docstring)."""
+
+    def __init__(self, configs: list[RunConfig], dataset: Dataset, device: torch.device):
+        reason = vectorize_plan(configs, dataset)
+        if reason:
+            raise ValueError(f"these runs cannot train as one vectorised model: {reason}")
+        self.configs, self.dataset, self.device = configs, dataset, device
+        self.n = len(configs)
+        base = configs[0]
+        self.base = base
+        models = []
+        for config in configs:
+            torch.manual_seed(config.seed)  # each model starts exactly where it would alone
+            models.append(build_model(config.architecture(), config.num_outputs))
+        self.params_per_model = count_parameters(models[0])
+        self.model = StackedModel(models).to(device)
+        labels = task_labels(dataset.train_labels, base)
+        self.mean, self.std = dataset.mean, dataset.std
+        self.train_x = to_tensor(dataset.train_images, self.mean, self.std, device)
+        self.train_y = torch.from_numpy(labels).to(device)
+        self.test_x = to_tensor(dataset.test_images, self.mean, self.std, device)
+        self.test_y = torch.from_numpy(task_labels(dataset.test_labels, base)).to(device)
+        self.members = []
+        for config in configs:
+            train_idx, val_idx = split_indices(config, dataset.train_labels)
+            self.members.append(Member(config, train_idx, val_idx, early=EarlyStopping(
+                config.early_stopping, restore_best=config.restore_best) if config.early_stopping else None))
+        self.val = [(self.train_x[torch.from_numpy(m.val_idx).to(device)], self.train_y[torch.from_numpy(m.val_idx)
+                                                                                       .to(device)])
+                    for m in self.members]
+        self.batch_size = base.batch_size
+        self.steps_per_epoch = num_batches(len(self.members[0].train_idx), self.batch_size)
+        self.optimizer = make_optimizer(base, self.model)
+        self.scheduler = make_scheduler(base, self.optimizer, self.steps_per_epoch)
+        lrs = torch.tensor([c.lr / base.lr for c in configs], dtype=torch.float32, device=device)
+        self.lr_scale = None if torch.all(lrs == 1) else lrs
+        self.l2 = torch.tensor([c.l2 for c in configs], dtype=torch.float32, device=device)
+        self.scaler = torch.amp.GradScaler("cuda") if base.precision == "fp16" and device.type == "cuda" else None
+        self.kernels = self.model.kernel_groups()
+        self.train_seconds = 0.0
+        self.environment = {"training_loop": f"vectorised: {self.n} models in one stack"}
+        self._losses = torch.zeros(0)
+        self._batches_done = 0
+
+    # --- one epoch ------------------------------------------------------------------------------
+
+    def _orders(self, epoch: int) -> list[torch.Tensor]:
+        """Each member's training rows for this epoch, in its own shuffle order."""
+        out = []
+        for m in self.members:
+            seed = epoch_seed(m.config.seed, epoch)
+            order = torch.randperm(len(m.train_idx), generator=torch.Generator().manual_seed(seed))
+            out.append(torch.from_numpy(m.train_idx)[order].to(self.device))
+        return out
+
+    def _scaled_step(self) -> None:
+        """The optimizer step, each model's update scaled by its learning rate (see module doc)."""
+        if self.lr_scale is None:
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+            return
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        before = [p.detach().clone() for p in params]
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+        else:
+            self.optimizer.step()
+        with torch.no_grad():
+            for p, old, layout in zip(params, before, self._layouts(params)):
+                p.lerp_(old, self._scale_like(p, layout))
+
+    def _layouts(self, params):
+        cache = getattr(self, "_layout_cache", None)
+        if cache is None:
+            cache = ["stack" if p.shape[0] == self.n and p.dim() != 1 else "cat" for p in params]
+            self._layout_cache = cache
+        return cache
+
+    def _scale_like(self, p: torch.Tensor, layout: str) -> torch.Tensor:
+        """1 - lr_i/lr_0, broadcast over parameter p's stacked layout (weight of `lerp` to old)."""
+        w = 1 - self.lr_scale
+        if layout == "stack":
+            return w.reshape(self.n, *([1] * (p.dim() - 1)))
+        return w.repeat_interleave(p.shape[0] // self.n).reshape(-1, *([1] * (p.dim() - 1)))
+
+    def running_loss(self) -> list[float]:
+        if not self._batches_done:
+            return [float("nan")] * self.n
+        return self._losses[: self._batches_done].mean(0).tolist()
+
+    def train_epoch(self, epoch: int, hooks: GroupHooks) -> tuple[list[float], list[float], list[dict], list[str]]:
+        cfg, n, bs = self.base, self.n, self.batch_size
+        self.model.train()
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        orders = self._orders(epoch)
+        steps = self.steps_per_epoch
+        background = -self.mean / self.std
+        binary = cfg.loss == "binary_crossentropy"
+        self._losses = torch.zeros(steps, n, device=self.device)
+        correct = torch.zeros(n, device=self.device)
+        seen = torch.zeros(n, device=self.device)
+        grad_sums = torch.zeros(n, len(self.kernels), device=self.device)
+        grad_samples = 0
+        cancelled: list[str] = [""] * n
+        for b in range(steps):
+            parts = [o[b * bs:(b + 1) * bs] for o in orders]
+            sizes = [len(p) for p in parts]
+            m = max(sizes)
+            mask = None
+            if min(sizes) != m:  # unequal folds: pad the shorter last batches, mask the padding out
+                mask = torch.zeros(n, m, device=self.device)
+                for i, p in enumerate(parts):
+                    mask[i, :len(p)] = 1
+                parts = [torch.cat([p, p.new_zeros(m - len(p))]) for p in parts]
+            rows = torch.stack(parts).reshape(-1)
+            xb = self.train_x.index_select(0, rows)
+            yb = self.train_y.index_select(0, rows).view(n, m)
+            if cfg.augment:
+                xb = augment_batch(xb, background)
+            xb = xb.view(n, m, *xb.shape[1:])
+            with autocast(cfg, self.device):
+                logits = self.model(xb, mask)
+                if binary:
+                    per_sample = F.binary_cross_entropy_with_logits(logits.squeeze(-1).float(), yb.float(),
+                                                                    reduction="none")
+                else:
+                    per_sample = F.cross_entropy(logits.float().reshape(n * m, -1), yb.reshape(-1),
+                                                 reduction="none").view(n, m)
+            loss = (per_sample * mask).sum(1) / mask.sum(1) if mask is not None else per_sample.mean(1)
+            objective = loss.sum()
+            if bool(self.l2.any()):
+                squares = sum(self.model.per_member(w).square().sum(1) for _, w in self.kernels)
+                objective = objective + (self.l2 * squares).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(objective).backward()
+                self._scaled_step()
+                self.scaler.update()
+            else:
+                objective.backward()
+                self._scaled_step()
+            if self.scheduler:
+                self.scheduler.step()
+            with torch.no_grad():
+                self._losses[b] = loss.detach()
+                pred = (logits.squeeze(-1) > 0).long() if binary else logits.argmax(-1)
+                hit = (pred == yb).float()
+                correct += (hit * mask).sum(1) if mask is not None else hit.sum(1)
+                seen += mask.sum(1) if mask is not None else m
+                if b % GRAD_NORM_EVERY == 0:
+                    grads = [w.grad for _, w in self.kernels]
+                    if all(g is not None for g in grads):
+                        grad_sums += torch.stack([self.model.per_member(g).float().norm(dim=1) for g in grads], 1)
+                        grad_samples += 1
+            self._batches_done = b + 1
+            hooks.on_progress(self, epoch, b, steps)
+            if b % CANCEL_EVERY == 0 or b == steps - 1:
+                for i, member in enumerate(self.members):
+                    if not member.done and not cancelled[i]:
+                        cancelled[i] = hooks.should_cancel(i) or ""
+                if all(member.done or cancelled[i] for i, member in enumerate(self.members)):
+                    break
+        acc = (correct / seen.clamp(min=1)).tolist()
+        norms = (grad_sums / max(grad_samples, 1)).tolist()
+        names = [name for name, _ in self.kernels]
+        return self.running_loss(), acc, [dict(zip(names, row)) for row in norms], cancelled
+
+    # --- the epochs ---------------------------------------------------------------------------
+
+    def member_model(self, i: int):
+        return self.model.member(i).to(self.device)
+
+    def fit(self, start_epoch: int = 0, hooks: GroupHooks | None = None) -> None:
+        hooks = hooks or GroupHooks()
+        hooks.on_train_begin(self)
+        for i, member in enumerate(self.members):  # resumed after the epoch that stopped it early
+            if not member.done and member.early is not None and member.early.stop_training:
+                self._finish(i, member.early.stop_reason, hooks)
+        for epoch in range(start_epoch, self.base.epochs):
+            if all(m.done for m in self.members):
+                break
+            t0 = time.perf_counter()
+            lr0 = self.optimizer.param_groups[0]["lr"]
+            losses, accs, norms, cancelled = self.train_epoch(epoch, hooks)
+            for i, reason in enumerate(cancelled):
+                if reason and not self.members[i].done:   # stopped mid-epoch: keep its finished epochs
+                    self._finish(i, reason, hooks)
+            if all(m.done for m in self.members):
+                break
+            train_time = time.perf_counter() - t0
+            logs = {}
+            for i, member in enumerate(self.members):
+                if member.done:
+                    continue
+                model = self.member_model(i)
+                val_x, val_y = self.val[i]
+                val = evaluate(model, val_x, val_y, member.config)
+                log = {"epoch": epoch + 1, "train_loss": losses[i], "train_accuracy": accs[i],
+                       "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                       "seconds": 0.0,  # set below: the epoch of the whole stack, validation included
+                       "lr": lr0 * (float(self.lr_scale[i]) if self.lr_scale is not None else 1.0),
+                       "samples_per_second": len(member.train_idx) / train_time,
+                       "val_confusion": confusion_matrix(val["labels"], val["preds"],
+                                                         num_classes=2 if member.config.num_outputs == 1 else 10
+                                                         ).tolist(),
+                       "grad_norm": norms[i]}
+                if member.config.l2:
+                    kernels = [w for _, w in self.kernels]
+                    with torch.no_grad():
+                        log["l2_penalty"] = float(member.config.l2 * sum(
+                            self.model.per_member(w)[i].float().square().sum() for w in kernels))
+                member.history.append(log)
+                logs[i] = log
+                if member.early is not None:  # judged before the checkpoint of this epoch is written
+                    member.early.on_epoch_end(_View(model), epoch, log)
+            seconds = time.perf_counter() - t0
+            self.train_seconds += seconds
+            for log in logs.values():
+                log["seconds"] = seconds
+            hooks.on_epoch_end(self, epoch, logs)
+            for i in logs:
+                member = self.members[i]
+                if member.early is not None and member.early.stop_training:
+                    self._finish(i, member.early.stop_reason, hooks)
+        for i, member in enumerate(self.members):
+            if not member.done:
+                self._finish(i, "", hooks)
+
+    def _finish(self, i: int, reason: str, hooks: GroupHooks) -> None:
+        """Member i is done (all epochs, early stopping, or cancelled): fix its weights, evaluate
+        it on the test set, hand its result over. The stack goes on computing it with the
+        others, unused, so nothing has to be re-stacked."""
+        member = self.members[i]
+        model = self.member_model(i)
+        if member.early is not None and member.early.stop_training and member.early.restore_best \
+                and member.early.best_state is not None:
+            model.load_state_dict(member.early.best_state)
+            member.restored_epoch = member.early.best_epoch
+        member.done, member.stop_reason = True, reason
+        member.final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        test = evaluate(model, self.test_x, self.test_y, member.config)
+        result = TrainResult(config=member.config, model=model.cpu(), history=list(member.history), test=test,
+                             device=str(self.device), device_name=device_name(self.device),
+                             dataset=self.dataset.describe(), train_index=member.train_idx, val_index=member.val_idx,
+                             stop_reason=reason, seconds=self.train_seconds,
+                             extra={"restored_epoch": member.restored_epoch, "vectorized": self.n})
+        hooks.on_member_done(self, i, result)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch, "stacked": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None, "train_seconds": self.train_seconds,
+            "members": [{"history": m.history, "done": m.done, "stop_reason": m.stop_reason,
+                         "early": m.early.state_dict() if m.early else None, "final_state": m.final_state,
+                         "restored_epoch": m.restored_epoch} for m in self.members],
+        }
+
+    def load_checkpoint(self, state: dict) -> int:
+        self.model.load_state_dict(state["stacked"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        for member, saved in zip(self.members, state["members"]):
+            member.history = list(saved["history"])
+            member.done, member.stop_reason = saved["done"], saved["stop_reason"]
+            member.final_state, member.restored_epoch = saved.get("final_state"), saved.get("restored_epoch")
+            if member.early is not None and saved.get("early"):
+                member.early.load_state_dict(saved["early"])
+        return int(state["epoch"]) + 1
+
+
+class _Collect(GroupHooks):
+    """Passes every hook on to `inner` and keeps each member's result."""
+
+    def __init__(self, inner: GroupHooks | None):
+        self.inner = inner or GroupHooks()
+        self.results: dict[int, TrainResult] = {}
+
+    def should_cancel(self, i):
+        return self.inner.should_cancel(i)
+
+    def on_train_begin(self, trainer):
+        self.inner.on_train_begin(trainer)
+
+    def on_progress(self, trainer, epoch, batch, batches):
+        self.inner.on_progress(trainer, epoch, batch, batches)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.inner.on_epoch_end(trainer, epoch, logs)
+
+    def on_member_done(self, trainer, i, result):
+        self.results[i] = result
+        self.inner.on_member_done(trainer, i, result)
+
+
+def train_group(configs: list[RunConfig], dataset: Dataset, hooks: GroupHooks | None = None,
+                resume_state: dict | None = None) -> dict[int, TrainResult]:
+    """Train `configs` as one vectorised model; returns the result of each member that finished
+    in this call, by position (a resumed group's members that had finished before are not
+    trained again)."""
+    device = resolve_device(configs[0].device)
+    trainer = GroupTrainer(configs, dataset, device)
+    start = trainer.load_checkpoint(resume_state) if resume_state else 0
+    collect = _Collect(hooks)
+    trainer.fit(start, collect)
+    return collect.results
+
+
+# --- the bridge to the run store --------------------------------------------------------------
+
+GROUP_CHECKPOINT = "group_checkpoint.pt"
+
+
+class StoreHooks(GroupHooks):
+    """Writes each member of a group into its own run as the group trains."""
+
+    def __init__(self, store, run_ids: list[str], data_dir=None):
+        self.store, self.run_ids, self.data_dir = store, run_ids, data_dir
+        self._last = 0.0
+        self._t0 = time.perf_counter()
+
+    def should_cancel(self, i):
+        return self.store.folder(self.run_ids[i]).cancel_reason()
+
+    def on_train_begin(self, trainer):
+        for i, run_id in enumerate(self.run_ids):
+            if not trainer.members[i].done:
+                self.store.mark_running(run_id, str(trainer.device), device_name(trainer.device),
+                                        trainer.dataset.describe(), trainer.params_per_model, data_dir=self.data_dir,
+                                        extra_environment={**trainer.environment, "group": self.run_ids})
+
+    def on_progress(self, trainer, epoch, batch, batches):
+        now = time.time()
+        if batch == 0:
+            self._t0 = time.perf_counter()
+        if now - self._last < 0.5:
+            return
+        self._last = now
+        losses = trainer.running_loss()
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        for i, run_id in enumerate(self.run_ids):
+            if not trainer.members[i].done:
+                self.store.set_progress(run_id, {
+                    "epoch": epoch + 1, "epochs": trainer.base.epochs, "batch": batch + 1, "batches": batches,
+                    "loss": losses[i], "samples_per_second": (batch + 1) * trainer.batch_size / elapsed})
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        from core.store import atomic_torch_save
+
+        first = self.store.folder(self.run_ids[0])
+        atomic_torch_save(trainer.checkpoint_state(epoch), first / GROUP_CHECKPOINT)
+        for i, log in logs.items():
+            run_id = self.run_ids[i]
+            folder = self.store.folder(run_id)
+            member = trainer.members[i]
+            state = trainer.model.member_state_dict(i)
+            earlier = min((h["val_loss"] for h in member.history[:-1]), default=float("inf"))
+            if log["val_loss"] < earlier:
+                atomic_torch_save({k: v.cpu() for k, v in state.items()}, folder / "weights_best.pt")
+            atomic_torch_save({"epoch": epoch, "group": self.run_ids, "member": i, "history": member.history},
+                              folder / "checkpoint.pt")  # points a resume of this run to its group
+            self.store.record_history(run_id, member.history)
+            model = trainer.model.member(i)
+            self.store.save_first_layer(run_id, model, epoch=epoch + 1)
+
+    def on_member_done(self, trainer, i, result):
+        self.store.save_result(self.run_ids[i], result)
+
+
+def train_group_in_store(store, run_ids: list[str], data_dir=None, resume: bool = False) -> list[dict]:
+    """Train the runs `run_ids` (one group, already in the store) as one vectorised model,
+    each written into its own run; with `resume`, continue from the group's last checkpoint."""
+    from core.data import load_dataset
+    from core.store import RunStoreError, load_state_dict
+
+    configs = [store.config(r) for r in run_ids]
+    if resume:
+        dataset, data_dir = store.dataset_of(run_ids[0], data_dir)
+        path = store.folder(run_ids[0]) / GROUP_CHECKPOINT
+        if not path.exists():
+            raise RunStoreError(f"group of {run_ids[0]} has no checkpoint to resume from")
+        state = load_state_dict(path)
+    else:
+        dataset, state = load_dataset(configs[0].dataset, data_dir), None
+    for i, run_id in enumerate(run_ids):
+        if state is None or not state["members"][i]["done"]:
+            store.mark_started(run_id)
+    hooks = StoreHooks(store, run_ids, data_dir)
+    try:
+        results = train_group(configs, dataset, hooks, resume_state=state)
+    except KeyboardInterrupt:
+        for run_id in run_ids:
+            if store.get(run_id)["status"] == "running":
+                store.mark_failed(run_id, "interrupted from the keyboard", status="interrupted")
+        raise
+    except BaseException as exc:
+        for run_id in run_ids:
+            if store.get(run_id)["status"] == "running":
+                store.mark_failed(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    return [{"run_id": run_ids[i], **res.summary(), "status": store.get(run_ids[i])["status"]}
+            for i, res in sorted(results.items())]

@@ -1,0 +1,186 @@
+"""One run's folder: the files that make a run, and nothing else needed to know it.
+
+    run.json              who the run is: name, status, tags, note, group, error, where it ran
+    config.json           the full RunConfig, its architecture and summary, the data set's
+                          description and fingerprint, the data folder it was read from
+    history.json          one entry per finished epoch (with the validation confusion matrix)
+    metrics.json          final test loss and accuracy, stop reason, seconds
+    predictions.npz       test labels, predicted labels and the probability matrix
+    split.npz             the train and validation indices the run used
+    weights_last.pt, weights_best.pt   state dicts (loaded with weights_only=True)
+    checkpoint.pt         what resuming needs after the last finished epoch
+    environment.json      package versions, device name, git commit
+    cancel                present when someone asked the run to stop (holds the reason)
+
+The folder is the truth; the store's SQLite index is a cache of it (core.store.index) that
+can always be rebuilt from the folders, so `index_row()` reads everything the index holds
+from these files alone. Runs written before run.json existed are read too: their status
+comes from which result files are there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.store.files import (RunStoreError, atomic_write_bytes, atomic_write_json, load_state_dict,
+                              read_json)
+
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "pruned")
+ACTIVE = ("queued", "running")
+# What run.json holds; the rest of an index row is derived from the other files.
+META_FIELDS = ("id", "name", "status", "created", "grp", "tags", "note", "error", "host", "node", "device",
+               "executor", "pid", "pid_start", "vectorized")
+
+
+def check_run_id(run_id) -> str:
+    """Run ids are made by the store; anything else is refused before a path is built from it."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise RunStoreError(f"{run_id!r} is not a run id (expected YYYYMMDD-HHMMSS-xxxxxx)")
+    return run_id
+
+
+def created_from_id(run_id: str) -> float:
+    """A run id starts with its creation time (local time, to the second)."""
+    try:
+        return time.mktime(time.strptime(run_id[:15], "%Y%m%d-%H%M%S"))
+    except ValueError:
+        return 0.0
+
+
+class RunFolder:
+    """The files of the run `run_id` under the store folder `root`."""
+
+    def __init__(self, root: str | Path, run_id: str):
+        self.id = check_run_id(run_id)
+        self.path = Path(root) / run_id
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    # --- who the run is ------------------------------------------------------------------
+
+    def read_meta(self) -> dict:
+        meta = read_json(self / "run.json", {})
+        return meta if isinstance(meta, dict) else {}
+
+    def write_meta(self, **changes) -> dict:
+        """Merge `changes` into run.json (written atomically) and return the whole of it."""
+        meta = self.read_meta()
+        meta.update({k: v for k, v in changes.items() if k in META_FIELDS})
+        meta["id"] = self.id
+        atomic_write_json(self / "run.json", meta)
+        return meta
+
+    # --- what it is and what it did ------------------------------------------------------------
+
+    def saved_config(self) -> dict:
+        saved = read_json(self / "config.json")
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise RunStoreError(f"run {self.id}: config.json is missing or does not hold a config")
+        return saved
+
+    def config(self):
+        from core.config import ConfigError, RunConfig
+
+        try:
+            return RunConfig.from_dict(self.saved_config()["config"])
+        except (ConfigError, TypeError) as exc:
+            raise RunStoreError(f"run {self.id}: config.json holds an invalid config ({exc})") from exc
+
+    def history(self) -> list[dict]:
+        history = read_json(self / "history.json", [])
+        return history if isinstance(history, list) else []
+
+    def metrics(self) -> dict:
+        metrics = read_json(self / "metrics.json", {})
+        return metrics if isinstance(metrics, dict) else {}
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        path = self / "predictions.npz"
+        if not path.exists():
+            raise RunStoreError(f"run {self.id} has no stored predictions")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise RunStoreError(f"{path}: cannot be read ({exc})") from exc
+
+    def weights_path(self, which: str = "best") -> Path:
+        path = self / f"weights_{which}.pt"
+        return path if path.exists() else self / "weights_last.pt"
+
+    def load_weights(self, which: str = "best") -> dict:
+        path = self.weights_path(which)
+        if not path.exists():
+            raise RunStoreError(f"run {self.id} has no weights yet (it has not finished an epoch)")
+        return load_state_dict(path)
+
+    def load_checkpoint(self) -> dict | None:
+        path = self / "checkpoint.pt"
+        return load_state_dict(path) if path.exists() else None
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def request_cancel(self, reason: str = "cancelled") -> None:
+        atomic_write_bytes(self / "cancel", reason.encode())
+
+    def cancel_reason(self) -> str | None:
+        """Why someone asked this run to stop ("cancelled", "pruned"), or None. Cheap: one stat."""
+        path = self / "cancel"
+        if not path.exists():
+            return None
+        try:
+            return path.read_text().strip() or "cancelled"
+        except OSError:
+            return "cancelled"
+
+    def clear_cancel(self) -> None:
+        (self / "cancel").unlink(missing_ok=True)
+
+    # --- the index row, from the files alone ----------------------------------------------------
+
+    def derived_status(self, metrics: dict) -> str:
+        """For a run without run.json (written by an older version): what its files say."""
+        if metrics:
+            reason = metrics.get("stop_reason") or ""
+            return "cancelled" if reason == "cancelled" else "pruned" if reason.startswith("pruned") else "finished"
+        return "interrupted"
+
+    def index_row(self) -> dict:
+        """Everything the index holds about this run, read from its files (for a rebuild)."""
+        import json
+
+        saved = self.saved_config()
+        config = saved["config"]
+        meta = self.read_meta()
+        history = self.history()
+        metrics = self.metrics()
+        status = meta.get("status") if meta.get("status") in STATUSES else self.derived_status(metrics)
+        vals = [h.get("val_accuracy") for h in history if isinstance(h, dict) and h.get("val_accuracy") is not None]
+        return {
+            "id": self.id,
+            "name": meta.get("name") or config.get("name") or self.id,
+            "status": status,
+            "created": meta.get("created") or created_from_id(self.id),
+            "updated": time.time(),
+            "model": config.get("model"), "dataset": config.get("dataset"),
+            "device": meta.get("device") or saved.get("device") or config.get("device"),
+            "optimizer": config.get("optimizer"), "lr": config.get("lr"), "batch_size": config.get("batch_size"),
+            "epochs": config.get("epochs"), "epochs_done": len(history),
+            "params": metrics.get("parameters"), "seconds": metrics.get("seconds"),
+            "best_val_accuracy": max(vals) if vals else None, "last_val_accuracy": vals[-1] if vals else None,
+            "test_accuracy": metrics.get("test_accuracy"), "test_loss": metrics.get("test_loss"),
+            "tags": json.dumps(meta.get("tags") or []), "note": meta.get("note") or "",
+            "error": meta.get("error"), "pid": meta.get("pid"), "pid_start": meta.get("pid_start"),
+            "host": meta.get("host"), "node": meta.get("node"), "executor": meta.get("executor"),
+            "progress": None, "config": json.dumps(config, indent=2, sort_keys=True), "grp": meta.get("grp"),
+            "vectorized": json.dumps(meta["vectorized"]) if meta.get("vectorized") else None,
+        }

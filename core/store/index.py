@@ -1,0 +1,182 @@
+"""The store's index: one SQLite row per run, so that listing, filtering and the job queue are
+fast and safe from several processes at once (WAL mode: many readers, one writer at a time).
+
+The index is a cache of the run folders (core.store.folder), never the only copy of
+anything a user would miss: when its file is missing, unreadable or corrupt, the store moves
+the broken file aside and rebuilds it from the folders (`RunIndex.rebuild`). Only live
+progress and the pids of workers are kept nowhere else; they matter only while a run is active.
+
+The scheduler's operations are here, as single SQL statements that SQLite serializes
+against every other writer: claiming a slot on a device, listing a device's queue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    model TEXT, dataset TEXT, device TEXT, optimizer TEXT, lr REAL, batch_size INTEGER,
+    epochs INTEGER, epochs_done INTEGER NOT NULL DEFAULT 0,
+    params INTEGER, seconds REAL,
+    best_val_accuracy REAL, last_val_accuracy REAL, test_accuracy REAL, test_loss REAL,
+    tags TEXT NOT NULL DEFAULT '[]', note TEXT NOT NULL DEFAULT '', error TEXT,
+    pid INTEGER, pid_start TEXT, host TEXT,
+    progress TEXT, config TEXT NOT NULL, grp TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+"""
+# Columns added after the first version of the schema: added to an older index when it opens.
+ADDED_COLUMNS = {"node": "TEXT", "executor": "TEXT", "vectorized": "TEXT"}
+COLUMNS = ("id", "name", "status", "created", "updated", "model", "dataset", "device", "optimizer", "lr",
+           "batch_size", "epochs", "epochs_done", "params", "seconds", "best_val_accuracy", "last_val_accuracy",
+           "test_accuracy", "test_loss", "tags", "note", "error", "pid", "pid_start", "host", "progress", "config",
+           "grp", *ADDED_COLUMNS)
+
+
+class IndexBroken(Exception):
+    """The index file is not a readable SQLite database (corrupt, truncated, not a database)."""
+
+
+def _broken(exc: sqlite3.Error) -> bool:
+    """A corrupt file, as opposed to a busy one ('database is locked' is an OperationalError)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+class RunIndex:
+    """The SQLite index at `path`. `on_broken` is called once when the file turns out to be
+    broken in the middle of the store's life; it repairs the file and the operation is retried."""
+
+    def __init__(self, path: str | Path, on_broken: Callable[[Exception], None] | None = None):
+        self.path = Path(path)
+        self.on_broken = on_broken
+
+    @contextmanager
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+        finally:
+            db.close()
+
+    def _run(self, fn):
+        """Run `fn(db)`; a broken file is repaired (by `on_broken`) and `fn` retried once."""
+        try:
+            with self._connect() as db:
+                return fn(db)
+        except sqlite3.Error as exc:
+            if not _broken(exc) or self.on_broken is None:
+                raise
+            self.on_broken(exc)
+            with self._connect() as db:
+                return fn(db)
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Create the schema if needed and check the file; raises IndexBroken when it is not a
+        usable database (the caller then rebuilds it)."""
+        try:
+            with self._connect() as db:
+                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise IndexBroken(f"{self.path}: integrity check failed")
+                db.executescript(SCHEMA)
+                have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+                for name, kind in ADDED_COLUMNS.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                db.execute("SELECT COUNT(*) FROM runs").fetchone()
+        except sqlite3.Error as exc:
+            if _broken(exc):
+                raise IndexBroken(f"{self.path}: {exc}") from exc
+            raise
+
+    def move_aside(self) -> Path:
+        """Keep the broken file (and its WAL files) for inspection under a dated name."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.path.with_name(f"{self.path.name}.broken-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.replace(Path(str(kept) + suffix))
+        return kept
+
+    # --- rows --------------------------------------------------------------------------------
+
+    def insert(self, row: dict, replace: bool = False) -> bool:
+        """Add a row (columns not given take their defaults); False when the id already exists."""
+        cols = [c for c in COLUMNS if c in row]
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        sql = f"{verb} INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        return self._run(lambda db: db.execute(sql, [row[c] for c in cols]).rowcount == 1)
+
+    def update(self, run_id: str, **fields) -> None:
+        fields["updated"] = time.time()
+        bad = set(fields) - set(COLUMNS)
+        if bad:
+            raise ValueError(f"unknown index column(s): {', '.join(sorted(bad))}")
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self._run(lambda db: db.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*fields.values(), run_id]))
+
+    def update_if(self, run_id: str, expected: str, **fields) -> bool:
+        """Update only while the run's status is still `expected` (a compare-and-set)."""
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        return self._run(lambda db: db.execute(f"UPDATE runs SET {cols} WHERE id = ? AND status = ?",
+                                               [*fields.values(), run_id, expected]).rowcount == 1)
+
+    def get(self, run_id: str) -> dict | None:
+        rows = self._run(lambda db: db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall())
+        return dict(rows[0]) if rows else None
+
+    def all(self) -> list[dict]:
+        """Every row, newest first."""
+        return [dict(r) for r in self._run(lambda db: db.execute("SELECT * FROM runs ORDER BY created DESC, id DESC")
+                                           .fetchall())]
+
+    def ids(self) -> set[str]:
+        return {r[0] for r in self._run(lambda db: db.execute("SELECT id FROM runs").fetchall())}
+
+    def delete(self, run_id: str) -> None:
+        self._run(lambda db: db.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
+
+    # --- the scheduler's operations ------------------------------------------------------------
+
+    def claim(self, run_ids: list[str], device: str, limit: int) -> bool:
+        """Atomically turn these queued runs (one job: a run, or a vectorised group) into running
+        ones if the job is first in its device's queue and the device has a free slot.
+
+        One statement, so SQLite serializes it against every other claim. A job is one worker
+        process: running runs are counted by distinct worker pid, so a group of five runs
+        trained together takes one slot."""
+        marks = ", ".join("?" * len(run_ids))
+        sql = (f"UPDATE runs SET status='running', updated=? WHERE id IN ({marks}) AND status='queued'"
+               " AND (SELECT COUNT(DISTINCT COALESCE(pid, id)) FROM runs WHERE status='running' AND device=?) < ?"
+               f" AND (SELECT id FROM runs WHERE status='queued' AND device=? ORDER BY created, id LIMIT 1)"
+               f" IN ({marks})")
+        args = [time.time(), *run_ids, device, limit, device, *run_ids]
+        return self._run(lambda db: db.execute(sql, args).rowcount) > 0
+
+    def queued(self, device: str) -> list[dict]:
+        """The device's queue, first in line first."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT * FROM runs WHERE status='queued' AND device=? ORDER BY created, id", (device,)).fetchall())
+        return [dict(r) for r in rows]
+
+    def running_jobs(self, device: str) -> int:
+        """How many worker processes are training on `device` now."""
+        return self._run(lambda db: db.execute(
+            "SELECT COUNT(DISTINCT COALESCE(pid, id)) FROM runs WHERE status='running' AND device=?",
+            (device,)).fetchone()[0])

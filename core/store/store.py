@@ -1,0 +1,495 @@
+"""The run store: every training run, its files and its status, on disk, for every process.
+
+A store folder (default `./runs`, or `--runs-dir`, or MNIST_LAB_RUNS) holds one folder per
+run (core.store.folder: the truth) and `index.sqlite` (core.store.index: a cache of the
+folders for fast listing and the job queue). `RunStore` is the one object pages, the CLI,
+workers and executors use; it keeps folder and index in step.
+
+Run ids are made here (date-time-random hex) and checked against a strict pattern before any
+path is built from them, so a name or tag can never reach the file system. Every file is
+written to a temporary name and renamed, so a crash or a full disk never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.config import RunConfig
+from core.store.files import (MAX_NAME, MAX_TAG, RunStoreError, atomic_save_npz, atomic_torch_save,
+                              atomic_write_json, clean_text)
+from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id
+from core.store.index import IndexBroken, RunIndex
+from core.store.processes import environment, host, process_alive, process_start_time
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("MNIST_LAB_RUNS") or "runs")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class RunStore:
+    """The run store at `root` (see the module docstring). Safe to use from several processes.
+
+    Opening it checks the index: a missing, unreadable or corrupt index is rebuilt from the
+    run folders (the broken file kept aside), and run folders the index does not know are
+    added to it. `notice` then says what was done, for the app and the CLI to show.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "index.sqlite"
+        self.notice: str | None = None
+        self.index = RunIndex(self.db_path, on_broken=self._repair)
+        existed = self.db_path.exists()
+        try:
+            self.index.check()
+        except IndexBroken as exc:
+            self._repair(exc)
+        else:
+            self._migrate()
+            added = self._reconcile()
+            if added and not existed:
+                self.notice = (f"The run index was missing; it was rebuilt from {added} run folder(s). "
+                               "Nothing was lost.")
+            elif added:
+                self.notice = f"{added} run folder(s) the index did not know were added to it."
+
+    # --- the index as a cache of the folders -----------------------------------------------------
+
+    def folder_ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if RUN_ID.match(p.name) and p.is_dir())
+
+    def _reconcile(self) -> int:
+        """Add the run folders the index lacks (a folder being created right now, still without
+        its config, is left for later)."""
+        known = self.index.ids()
+        added = 0
+        for run_id in self.folder_ids():
+            if run_id in known:
+                continue
+            folder = RunFolder(self.root, run_id)
+            if not (folder / "config.json").exists():
+                continue
+            try:
+                row = folder.index_row()
+            except RunStoreError:
+                continue  # a folder whose config cannot be read is not a run
+            if row["status"] in ACTIVE and not process_alive(row["pid"], row["pid_start"]):
+                row.update(status="interrupted", error="its worker was gone when the index was rebuilt")
+            added += self.index.insert(row)
+        return added
+
+    def _migrate(self) -> None:
+        """Give every run folder written before run.json existed its run.json, from the index
+        (name, tags, note, group and status were kept only there), so the folders alone hold
+        everything from now on."""
+        for row in self.index.all():
+            folder = RunFolder(self.root, row["id"]) if RUN_ID.match(row["id"]) else None
+            if folder is None or not folder.exists() or (folder / "run.json").exists():
+                continue
+            meta = {k: row.get(k) for k in META_FIELDS if k not in ("vectorized",)}
+            meta["tags"] = json.loads(row["tags"] or "[]")
+            try:
+                folder.write_meta(**meta)
+            except OSError:
+                return  # a read-only or full disk: the index still has it; try again next time
+
+    def _repair(self, exc: Exception) -> None:
+        """The index file is broken: keep it aside, start a new one, fill it from the folders."""
+        kept = self.index.move_aside()
+        self.index.check()
+        count = self._reconcile()
+        self.notice = (f"The run index was unreadable ({exc}); it was rebuilt from {count} run folder(s) and the "
+                       f"broken file was kept as {kept.name}. Nothing was lost.")
+
+    def rebuild_index(self) -> int:
+        """Rebuild the index from the folders on purpose (`python -m core runs reindex`)."""
+        self._repair(RuntimeError("rebuild asked for"))
+        return len(self.index.ids())
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    def folder(self, run_id: str) -> RunFolder:
+        return RunFolder(self.root, run_id)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.folder(run_id).path
+
+    def existing_folder(self, run_id: str) -> RunFolder:
+        """The run's folder; a RunStoreError when it was deleted behind the store's back."""
+        return self._existing(run_id)
+
+    def _existing(self, run_id: str) -> RunFolder:
+        folder = self.folder(run_id)
+        if not folder.exists():
+            raise RunStoreError(f"run {run_id}: its folder {folder.path} is missing (deleted outside the lab?)")
+        return folder
+
+    # --- creating and finishing runs --------------------------------------------------------------
+
+    def create(self, config: RunConfig, status: str = "queued", group: str | None = None,
+               executor: str = "local") -> str:
+        """A new run for `config`: its folder with config.json and run.json, and its index row."""
+        from core.models import summary
+
+        name = clean_text(config.name, MAX_NAME, "run name")  # refuse before anything is written
+        run_id = new_run_id()
+        while self.folder(run_id).exists():
+            run_id = new_run_id()
+        folder = self.folder(run_id)
+        now = time.time()
+        meta = {"name": name or run_id, "status": status, "created": now, "grp": group, "tags": [], "note": "",
+                "host": host(), "device": config.device, "executor": executor}
+        folder.path.mkdir(parents=True)
+        try:
+            atomic_write_json(folder / "config.json", {"config": config.to_dict(), "architecture": config.architecture(),
+                                                       "summary": summary(config.architecture(), config.num_outputs)})
+            folder.write_meta(**meta)
+            row = folder.index_row()
+            row["created"] = now
+            self.index.insert(row, replace=True)
+        except BaseException:
+            shutil.rmtree(folder.path, ignore_errors=True)
+            self.index.delete(run_id)
+            raise
+        return run_id
+
+    def _set(self, run_id: str, **fields) -> None:
+        """Change a run's fields in its run.json (those it keeps) and its index row."""
+        folder = self.folder(run_id)
+        meta = {k: v for k, v in fields.items() if k in META_FIELDS}
+        if meta and folder.exists():
+            folder.write_meta(**meta)
+        if "tags" in fields and not isinstance(fields["tags"], str):
+            fields["tags"] = json.dumps(fields["tags"])
+        self.index.update(run_id, **fields)
+
+    def mark_running(self, run_id: str, device: str, device_label: str, dataset: dict, params: int,
+                     data_dir=None, node: str | None = None, extra_environment: dict | None = None) -> None:
+        """The trainer has its device, data and model: record them."""
+        pid = os.getpid()
+        folder = self.folder(run_id)
+        saved = folder.saved_config()
+        saved.update({"dataset": dataset, "device": device, "device_name": device_label,
+                      "data_dir": str(Path(data_dir).resolve()) if data_dir else saved.get("data_dir")})
+        atomic_write_json(folder / "config.json", saved)
+        atomic_write_json(folder / "environment.json", {**environment(), "device": device, "device_name": device_label,
+                                                        **(extra_environment or {})})
+        self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host(),
+                  node=node or host(), device=device, params=params, error=None)
+
+    def set_vectorized(self, run_id: str, info: dict | None) -> None:
+        """How the run is trained with others: {"group": [run ids]} when its group trains as one
+        vectorised model, {"reason": why not} when it was asked for and could not be."""
+        self.folder(run_id).write_meta(vectorized=info)
+        self.index.update(run_id, vectorized=json.dumps(info) if info else None)
+
+    def group_members(self, run_id: str) -> list[str]:
+        """The runs trained together with `run_id` as one vectorised model (itself included),
+        or just [run_id]."""
+        info = self.get(run_id).get("vectorized")
+        members = (info or {}).get("group") if isinstance(info, dict) else None
+        return list(members) if members else [run_id]
+
+    def mark_started(self, run_id: str) -> None:
+        """This process is now training the run (before the trainer knows its device)."""
+        self.folder(run_id).clear_cancel()
+        pid = os.getpid()
+        self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host())
+
+    def record_worker(self, run_id: str, pid: int) -> None:
+        """The worker process that will train (or is training) this run."""
+        self._set(run_id, pid=pid, pid_start=process_start_time(pid))
+
+    def set_progress(self, run_id: str, progress: dict | None) -> None:
+        """Live progress of the epoch in flight (index only: it matters only while a run is active)."""
+        self.index.update(run_id, progress=json.dumps(progress) if progress is not None else None)
+
+    def record_history(self, run_id: str, history: list[dict]) -> None:
+        """The finished epochs so far (history.json and the index's summary of it)."""
+        atomic_write_json(self.folder(run_id) / "history.json", history)
+        self.index.update(run_id, epochs_done=len(history), last_val_accuracy=history[-1]["val_accuracy"] if history
+                          else None, best_val_accuracy=max((h["val_accuracy"] for h in history), default=None),
+                          seconds=sum(h["seconds"] for h in history))
+
+    def save_first_layer(self, run_id: str, model, epoch: float) -> None:
+        """The first weight layer as it is now (MLP: 784 inputs per unit; CNN: the filters), for
+        the "what the network learned" view that updates while a run trains."""
+        from core.models import first_layer_weights
+
+        weights = first_layer_weights(model)
+        if weights is not None:
+            atomic_save_npz(self.folder(run_id) / "first_layer.npz", weights=weights, epoch=np.float32(epoch))
+
+    def request_cancel(self, run_id: str, reason: str = "cancelled") -> None:
+        """Ask a running (or queued) run to stop; the worker stops within one batch. `reason`
+        is "cancelled" (by a user) or "pruned" (by a sweep)."""
+        run = self.get(run_id)
+        if run["status"] == "queued":
+            self._set(run_id, status="cancelled" if reason == "cancelled" else reason,
+                      error="cancelled before it started" if reason == "cancelled" else f"{reason} before it started")
+        if run["status"] != "missing":
+            self.folder(run_id).request_cancel(reason)
+
+    def save_result(self, run_id: str, result) -> None:
+        """Store the results of a finished (or cancelled / early-stopped / pruned) training."""
+        folder = self.folder(run_id)
+        test = result.test
+        atomic_save_npz(folder / "predictions.npz", labels=test["labels"].astype(np.int64),
+                        preds=test["preds"].astype(np.int64), probs=test["probs"].astype(np.float32))
+        atomic_save_npz(folder / "split.npz", train_index=result.train_index, val_index=result.val_index)
+        atomic_torch_save(result.model.state_dict(), folder / "weights_last.pt")
+        summary = result.summary()
+        atomic_write_json(folder / "history.json", result.history)
+        metrics = {k: summary[k] for k in ("test_accuracy", "test_loss", "best_val_accuracy", "stop_reason",
+                                           "seconds", "epochs_run", "parameters")}
+        atomic_write_json(folder / "metrics.json", metrics)
+        reason = result.stop_reason or ""
+        status = "cancelled" if reason == "cancelled" else "pruned" if reason.startswith("pruned") else "finished"
+        self._set(run_id, status=status, epochs_done=result.epochs_run, test_accuracy=test["accuracy"],
+                  test_loss=test["loss"], seconds=result.seconds, best_val_accuracy=summary["best_val_accuracy"],
+                  last_val_accuracy=result.history[-1]["val_accuracy"] if result.history else None, progress=None,
+                  error=None)
+
+    def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
+        """Record a run that stopped without results. Best effort on a full disk: the index row
+        still says why even when run.json cannot be written."""
+        try:
+            self._set(run_id, status=status, error=error[:2000], progress=None)
+        except OSError:
+            self.index.update(run_id, status=status, error=error[:2000], progress=None)
+
+    def train_in_this_process(self, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
+                              resume: bool = False, data_dir=None) -> dict:
+        """Train `config` here, writing the run into the store; returns the CLI's summary dict."""
+        from core.data import load_dataset
+        from core.store.writer import store_callbacks
+        from core.training import check_against_data, train
+
+        if dataset is None:
+            dataset = load_dataset(config.dataset, data_dir)
+        check_against_data(config, dataset)  # refuse before a run folder exists
+        run_id = run_id or self.create(config, status="running")
+        folder = self.folder(run_id)
+        state = self.load_checkpoint(run_id) if resume else None
+        self.mark_started(run_id)
+        try:
+            result = train(config, dataset, callbacks=[*store_callbacks(self, run_id, data_dir), *callbacks],
+                           resume_state=state)
+            self.save_result(run_id, result)
+        except KeyboardInterrupt:
+            self.mark_failed(run_id, "interrupted from the keyboard", status="interrupted")
+            raise
+        except BaseException as exc:
+            self.mark_failed(run_id, _failure_text(exc))
+            raise
+        return {"run_id": run_id, "run_dir": str(folder.path.resolve()), **result.summary(),
+                "status": self.get(run_id)["status"]}
+
+    def resume_in_this_process(self, run_id: str, callbacks=(), data_dir=None) -> dict:
+        """Continue an interrupted, cancelled or failed run from its last checkpoint, on the same
+        data it was trained on, to the same result it would have reached."""
+        run = self.get(run_id)
+        if run["status"] not in ("interrupted", "cancelled", "failed"):
+            raise RunStoreError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs resume")
+        checkpoint = self.load_checkpoint(run_id)
+        if checkpoint is None:
+            raise RunStoreError(f"run {run_id} has no checkpoint (it stopped before its first epoch ended)")
+        if checkpoint.get("group"):
+            raise RunStoreError(f"run {run_id} was trained in a vectorised group; resume the group with "
+                                f"`python -m core runs resume {checkpoint['group'][0]}` (it resumes all its runs)")
+        config = self.config(run_id)
+        dataset, data_dir = self.dataset_of(run_id, data_dir)
+        return self.train_in_this_process(config, dataset, callbacks=callbacks, run_id=run_id, resume=True,
+                                          data_dir=data_dir)
+
+    def dataset_of(self, run_id: str, data_dir=None):
+        """The data set a run was trained on, loaded again: from `data_dir` if given, else from
+        the folder the run recorded, and refused when its fingerprint differs from the one
+        the run saw (resuming on other data would make it another run)."""
+        from core.data import load_dataset
+
+        saved = self.folder(run_id).saved_config()
+        config = saved["config"]
+        recorded = saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
+        folder = data_dir or saved.get("data_dir")
+        if folder and not Path(folder).is_dir() and not data_dir:
+            folder = None  # recorded on another machine; try the usual sources
+        dataset = load_dataset(config["dataset"], folder, allow_download=False)
+        want = recorded.get("fingerprint")
+        if want and dataset.fingerprint and want != dataset.fingerprint:
+            raise RunStoreError(
+                f"run {run_id} was trained on {recorded.get('name', config['dataset'])} from "
+                f"{recorded.get('source', 'an unknown source')} (fingerprint {want}); the data found now is "
+                f"{dataset.source} (fingerprint {dataset.fingerprint}). Pass --data-dir with the folder it was "
+                "trained on.")
+        return dataset, folder
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _reap(self, rows: list[dict]) -> list[dict]:
+        """Runs whose worker died are marked interrupted (noticed by whoever reads next); runs
+        whose folder was deleted behind the store's back are shown as missing."""
+        out = []
+        here = host()
+        for run in rows:
+            if run["status"] in ACTIVE and run["pid"] and run["host"] in (None, here) \
+                    and not process_alive(run["pid"], run["pid_start"]):
+                error = (f"the worker process {run['pid']} died; resume continues from epoch "
+                         f"{run['epochs_done'] + 1}")
+                if self.index.update_if(run["id"], run["status"], status="interrupted", error=error, progress=None):
+                    try:
+                        self.folder(run["id"]).write_meta(status="interrupted", error=error)
+                    except OSError:
+                        pass
+                run.update(status="interrupted", error=error, progress=None)
+            if not (self.root / run["id"]).is_dir():
+                run.update(status="missing", error="its folder is missing (deleted outside the lab?)")
+            run["tags"] = json.loads(run["tags"] or "[]")
+            run["progress"] = json.loads(run["progress"]) if run["progress"] else None
+            run["vectorized"] = json.loads(run["vectorized"]) if run.get("vectorized") else None
+            out.append(run)
+        return out
+
+    def list(self, status: str | None = None, tag: str | None = None, text: str | None = None,
+             group: str | None = None) -> list[dict]:
+        """All runs, newest first, optionally filtered by status, tag, group and a text in
+        name/model/note."""
+        runs = self._reap(self.index.all())
+        if status:
+            runs = [r for r in runs if r["status"] == status]
+        if tag:
+            runs = [r for r in runs if tag in r["tags"]]
+        if group:
+            runs = [r for r in runs if r.get("grp") == group]
+        if text:
+            t = text.lower()
+            runs = [r for r in runs if t in (r["name"] + " " + (r["model"] or "") + " " + r["note"]).lower()]
+        return runs
+
+    def get(self, run_id: str) -> dict:
+        check_run_id(run_id)
+        row = self.index.get(run_id)
+        if row is None:
+            raise RunStoreError(f"no run {run_id!r} in {self.root}")
+        return self._reap([row])[0]
+
+    def config(self, run_id: str) -> RunConfig:
+        return self._existing(run_id).config()
+
+    def history(self, run_id: str) -> list[dict]:
+        folder = self.folder(run_id)
+        return folder.history() if folder.exists() else []
+
+    def metrics(self, run_id: str) -> dict:
+        folder = self.folder(run_id)
+        return folder.metrics() if folder.exists() else {}
+
+    def predictions(self, run_id: str) -> dict[str, np.ndarray]:
+        return self._existing(run_id).predictions()
+
+    def load_weights(self, run_id: str, which: str = "best") -> dict:
+        """A run's weights as a state dict, loaded without unpickling code (weights_only=True)."""
+        return self._existing(run_id).load_weights(which)
+
+    def load_checkpoint(self, run_id: str) -> dict | None:
+        return self._existing(run_id).load_checkpoint()
+
+    def load_model(self, run_id: str, which: str = "best"):
+        from core.models import build_model
+
+        config = self.config(run_id)
+        model = build_model(config.architecture(), config.num_outputs)
+        model.load_state_dict(self.load_weights(run_id, which))
+        return model.eval()
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 for the next queued run of its device, 2 after it, ...; None when not queued."""
+        run = self.get(run_id)
+        if run["status"] != "queued":
+            return None
+        ids = [r["id"] for r in self.index.queued(run["device"])]
+        return ids.index(run_id) + 1 if run_id in ids else None
+
+    def claim_slot(self, run_ids: list[str], device: str, limit: int) -> bool:
+        """Start these queued runs (one job) if they are first in their device's queue and the
+        device has a free slot; atomic against every other process."""
+        ok = self.index.claim(run_ids, device, limit)
+        if ok:
+            for run_id in run_ids:
+                self.folder(run_id).write_meta(status="running")
+        return ok
+
+    def running_jobs(self, device: str) -> int:
+        return self.index.running_jobs(device)
+
+    # --- editing ------------------------------------------------------------------------
+
+    def rename(self, run_id: str, name: str) -> None:
+        self.get(run_id)
+        self._set(run_id, name=clean_text(name, MAX_NAME, "run name") or run_id)
+
+    def set_tags(self, run_id: str, tags: list[str]) -> None:
+        self.get(run_id)
+        if not isinstance(tags, (list, tuple)):
+            raise RunStoreError(f"tags must be a list of text, got {type(tags).__name__}")
+        clean = sorted({clean_text(t, MAX_TAG, "tag") for t in tags} - {""})
+        self._set(run_id, tags=clean)
+
+    def set_note(self, run_id: str, note: str) -> None:
+        self.get(run_id)
+        if not isinstance(note, str):
+            raise RunStoreError(f"a note must be text, got {type(note).__name__}")
+        self._set(run_id, note=note[:10000])
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run["status"] == "running":
+            raise RunStoreError(f"run {run_id} is running; cancel it before deleting it")
+        self.index.delete(run_id)
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    # --- export and import ------------------------------------------------------------------
+
+    def export_zip(self, run_id: str, file) -> Path:
+        from core.store.archive import export_zip
+
+        return export_zip(self, run_id, file)
+
+    def import_zip(self, file) -> str:
+        from core.store.archive import import_zip
+
+        return import_zip(self, file)
+
+    def add_imported(self, staging: Path, meta: dict) -> str:
+        """Move a checked, staged run folder into the store under a new id (for archive.py)."""
+        run_id = new_run_id()
+        while self.folder(run_id).exists():
+            run_id = new_run_id()
+        folder = self.folder(run_id)
+        os.replace(staging, folder.path)
+        try:
+            folder.write_meta(**meta, created=time.time())
+            self.index.insert(folder.index_row(), replace=True)
+        except BaseException:
+            shutil.rmtree(folder.path, ignore_errors=True)
+            self.index.delete(run_id)
+            raise
+        return run_id
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"could not write the run's files: {exc}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,65 @@
+"""The lab's pages and the navigation between them.
+
+app.py builds `st.navigation` from PAGES and the home page its links. The one workaround that
+reaches into Streamlit's internals lives here, with its reason and its guarding browser test
+(tests/test_browser.py::test_a_fresh_server_opened_on_a_page_link_shows_the_apps_navigation).
+Checked against Streamlit 1.67: there is no public way to do this; check again on every
+Streamlit upgrade (the browser test fails if the private flag is renamed).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+# The lab's pages, by group.
+PAGES = {
+    "Start": [("pages/home.py", "Home", ":material/home:")],
+    "Learn": [("pages/activations.py", "Activations and neurons", ":material/function:"),
+              ("pages/layers.py", "Layers and CNNs", ":material/layers:"),
+              ("pages/losses.py", "Losses and optimizers", ":material/trending_down:")],
+    "Train": [("pages/train.py", "Train", ":material/model_training:"),
+              ("pages/experiments.py", "Experiments", ":material/table_chart:"),
+              ("pages/metrics.py", "Metrics", ":material/analytics:"),
+              ("pages/kfold.py", "K-fold", ":material/view_week:"),
+              ("pages/fitting.py", "Under- and overfitting", ":material/show_chart:")],
+    "Play": [("pages/draw.py", "Draw a digit", ":material/draw:")],
+}
+
+_NAVIGATION_FIXED = False
+
+
+def ensure_navigation() -> None:
+    """Make the app's navigation (app.py) run even when a fresh server is first opened on a
+    page's URL.
+
+    Streamlit decides per process whether the app uses the old `pages/` folder mode, and keeps
+    that mode until some run of app.py calls st.navigation. When the first request of a fresh
+    server is a page URL (a shared link to /train), Streamlit runs that page file directly in
+    folder mode, app.py never runs, and the sidebar lists every file of pages/. Switching the
+    mode off and rerunning lets app.py define the navigation and open the same page. Streamlit
+    offers no option for this, hence the private flag.
+    """
+    global _NAVIGATION_FIXED
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # Once per process: after it, app.py's st.navigation keeps the flag off in a real server.
+    # (AppTest resets the flag before every run and runs pages directly; rerunning there each
+    # time would drop the button click that caused the run.)
+    if PagesManager.uses_pages_directory and not _NAVIGATION_FIXED:
+        _NAVIGATION_FIXED = True
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def header(title: str, purpose: str) -> None:
+    """Every page starts the same way: a title and one line saying what it is for (and, once
+    per session, a note when the run index had to be rebuilt)."""
+    ensure_navigation()
+    from ui.state import store_notice
+
+    notice = store_notice()
+    if notice and not st.session_state.get("_store_notice_shown"):
+        st.session_state["_store_notice_shown"] = True
+        st.toast(notice, icon=":material/build:")
+    st.title(title)
+    st.caption(purpose)

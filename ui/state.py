@@ -1,0 +1,138 @@
+"""Process-wide state the pages share, behind Streamlit's caches: data sets, devices, the run
+store and its executor, stored predictions and loaded models. Everything here is read-only
+for the pages or safe to share between sessions (a finished model is never trained further).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import streamlit as st
+
+from core.data import Dataset, available_datasets, load_dataset
+from core.devices import DeviceInfo, list_devices
+from core.store import RunStore, RunStoreError
+
+ACTIVE = ("queued", "running")
+DONE = ("finished", "cancelled", "pruned")
+
+
+def data_dir() -> str | None:
+    return os.environ.get("MNIST_LAB_DATA") or None
+
+
+@st.cache_resource(show_spinner="Loading the data set...")
+def _dataset(name: str, folder: str | None) -> Dataset:
+    return load_dataset(name, folder)
+
+
+def dataset(name: str = "mnist") -> Dataset:
+    """A data set, loaded once per process and shared by every session (never mutated)."""
+    return _dataset(name, data_dir())
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def datasets_here() -> dict[str, str]:
+    return available_datasets(data_dir())
+
+
+@st.cache_resource
+def devices() -> list[DeviceInfo]:
+    return list_devices()
+
+
+@st.cache_resource
+def _store(root: str) -> RunStore:
+    return RunStore(root)
+
+
+def store() -> RunStore:
+    """The run store (MNIST_LAB_RUNS, else ./runs); one object per folder, shared."""
+    return _store(os.environ.get("MNIST_LAB_RUNS", "runs"))
+
+
+def store_notice() -> str | None:
+    """What the store had to repair when it opened (a rebuilt index), for the page header."""
+    return store().notice
+
+
+def executor(name: str = "local"):
+    """Where the pages' jobs train: worker processes here, or the Ray cluster named by
+    MNIST_LAB_RAY_ADDRESS (its driver runs in a background process of this machine)."""
+    from core.executors import get_executor
+
+    return get_executor(name, store(), data_dir(), detached=True)
+
+
+def executor_names() -> list[str]:
+    """The executors a launcher offers: local, and ray when MNIST_LAB_RAY_ADDRESS is set."""
+    from core.executors import ray_address
+
+    return ["local", "ray"] if ray_address() else ["local"]
+
+
+def safe_get(run_id: str) -> dict | None:
+    try:
+        return store().get(run_id)
+    except RunStoreError:
+        return None
+
+
+def finished_runs() -> list[dict]:
+    """Runs that have stored test predictions (finished, or stopped after at least one epoch)."""
+    return [r for r in store().list() if r["status"] in DONE
+            and (store().run_dir(r["id"]) / "predictions.npz").exists()]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _predictions(root: str, run_id: str, mtime: float) -> dict:
+    return RunStore(root).predictions(run_id)
+
+
+def predictions(run_id: str) -> dict:
+    """A run's stored test labels, predictions and probabilities (cached per file version)."""
+    path = store().run_dir(run_id) / "predictions.npz"
+    return _predictions(str(store().root), run_id, path.stat().st_mtime)
+
+
+def run_dataset_info(run_id: str) -> dict:
+    saved = json.loads((store().run_dir(run_id) / "config.json").read_text())
+    return saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
+
+
+def test_images_for(run_id: str):
+    """The test images a run was evaluated on, or (None, why) when this machine has other data."""
+    info = run_dataset_info(run_id)
+    name = info.get("name") or store().config(run_id).dataset
+    try:
+        ds = dataset(name)
+    except Exception as exc:  # noqa: BLE001 - shown to the user as the reason
+        return None, f"its data set {name!r} cannot be loaded here: {exc}"
+    if info.get("fingerprint") and ds.fingerprint and info["fingerprint"] != ds.fingerprint:
+        return None, (f"this run was trained on a different copy of {name!r} (fingerprint {info['fingerprint']}, "
+                      f"here {ds.fingerprint})")
+    return ds.test_images, None
+
+
+def group_runs(group: str) -> list[dict]:
+    return sorted(store().list(group=group), key=lambda r: r["created"])
+
+
+def groups(prefix: str) -> list[str]:
+    return sorted({r["grp"] for r in store().list() if (r.get("grp") or "").startswith(prefix)}, reverse=True)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model...")
+def _classifier(run_dir: str, version: float):
+    from core.inference import load_classifier
+
+    return load_classifier(run_dir)
+
+
+def classifier(run_id: str):
+    """A stored run's model for inference, loaded once per weights file version and shared
+    (finished models are never trained further, so sharing them is safe)."""
+    folder = store().folder(run_id)
+    weights = folder.weights_path("best")
+    return _classifier(str(folder.path), weights.stat().st_mtime if weights.exists() else 0.0)

@@ -1,0 +1,97 @@
+"""Widgets several pages use: which data set is in use, picking a run, a clear error instead
+of a traceback, starting a group of background runs, and a live view of a group."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import ConfigError
+from core.data import Dataset, DataError
+from core.devices import DeviceError
+from core.models import ArchitectureError
+from core.store import RunStoreError
+from ui.state import ACTIVE, group_runs, groups
+
+USER_ERRORS = (ConfigError, DeviceError, DataError, ArchitectureError, RunStoreError, ValueError)
+
+
+def dataset_banner(ds: Dataset) -> None:
+    """Say which data set is in use; the offline sample always says it is a sample."""
+    if ds.notice:
+        st.warning(ds.notice, icon=":material/wifi_off:")
+    elif ds.is_sample:
+        st.info("Using the offline sample: 5,000 real MNIST digits (4,000 train / 1,000 test).")
+
+
+def run_label(run: dict) -> str:
+    acc = f", test {run['test_accuracy']:.2%}" if run.get("test_accuracy") is not None else ""
+    return f"{run['name']} ({run['model']}, {run['status']}{acc})"
+
+
+def pick_run(label: str, runs: list[dict], key: str, default: str | None = None) -> str | None:
+    """A selectbox of runs that remembers its choice across pages (plain session_state key,
+    since widget state is dropped when a page is left) and follows `?run=` in the URL."""
+    if not runs:
+        return None
+    ids = [r["id"] for r in runs]
+    by_id = {r["id"]: r for r in runs}
+    wanted = st.query_params.get("run") or st.session_state.get("current_run") or default
+    index = ids.index(wanted) if wanted in ids else 0
+    choice = st.selectbox(label, ids, index=index, format_func=lambda i: run_label(by_id[i]), key=key)
+    st.session_state["current_run"] = choice
+    st.query_params["run"] = choice
+    return choice
+
+
+def no_runs_hint(what: str) -> None:
+    st.info(f"No finished run yet to {what}. Train one first.", icon=":material/model_training:")
+    st.page_link("pages/train.py", label="Go to the train page", icon=":material/model_training:")
+
+
+def show_error(exc: Exception) -> None:
+    """A user error as one clear message (never a traceback)."""
+    st.error(str(exc), icon=":material/error:")
+
+
+def launch(start) -> bool:
+    """Call `start()` (which starts background runs); a refused setting is shown and starts
+    nothing. Reruns the page when something started."""
+    try:
+        start()
+    except USER_ERRORS as exc:
+        show_error(exc)
+        return False
+    st.rerun()
+    return True
+
+
+def vectorized_note(runs: list[dict]) -> None:
+    """Say whether a group trains as one vectorised model, and why not when it could not."""
+    info = next((r.get("vectorized") for r in runs if r.get("vectorized")), None)
+    if not info:
+        return
+    if info.get("group"):
+        st.caption(f":material/bolt: These {len(info['group'])} models train together as one vectorised model "
+                   "(one stack of weights, one pass per batch).")
+    elif info.get("reason"):
+        st.caption(f"These models train one by one: {info['reason']}.")
+
+
+def group_view(prefix: str, label: str, key: str, draw) -> None:
+    """Pick one group of runs (newest first) and `draw(runs)` it; while any of its runs is
+    queued or running the view refreshes itself every 1.5 s, and once more when they end."""
+    names = groups(prefix)
+    if not names:
+        return
+    group = st.selectbox(label, names, key=key)
+    active = any(r["status"] in ACTIVE for r in group_runs(group))
+
+    @st.fragment(run_every=1.5 if active else None)
+    def view():
+        runs = group_runs(group)
+        vectorized_note(runs)
+        draw(runs)
+        if active and not any(r["status"] in ACTIVE for r in runs):
+            st.rerun()
+
+    view()

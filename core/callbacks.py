@@ -116,10 +116,11 @@ class Checkpoint(Callback):
         self.best = float("inf")
 
     def on_epoch_end(self, trainer, epoch, log):
-        atomic_torch_save(trainer.checkpoint_state(epoch), self.path)
+        # The best weights first, so that the checkpoint holds this epoch's `best` too.
         if self.best_path is not None and log["val_loss"] < self.best:
             self.best = log["val_loss"]
             atomic_torch_save(trainer.model.state_dict(), self.best_path)
+        atomic_torch_save(trainer.checkpoint_state(epoch), self.path)
         if self.on_saved:
             self.on_saved(epoch)
 

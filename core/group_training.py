@@ -444,6 +444,9 @@ class StoreHooks(GroupHooks):
                                         extra_environment={**trainer.environment, "group": self.run_ids})
 
     def on_progress(self, trainer, epoch, batch, batches):
+        from core.store.writer import pause_if_asked
+
+        pause_if_asked(self.store.run_dir(self.run_ids[0]), epoch, batch)
         now = time.time()
         if batch == 0:
             self._t0 = time.perf_counter()

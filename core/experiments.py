@@ -8,6 +8,8 @@ compute the same numbers.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -84,6 +86,37 @@ def hyperparameter_frame(runs: list[dict], configs: dict[str, RunConfig], name: 
         value = r.get(name) if name in ("params", "seconds") else getattr(configs[r["id"]], name)
         rows.append({"run": r["id"], "name": r["name"], name: value, "test_accuracy": r["test_accuracy"]})
     return pd.DataFrame(rows)
+
+
+def _speed_key(config: dict) -> tuple:
+    from core.models import preset_layers
+
+    layers = config.get("layers") or (preset_layers(config["model"]) if config.get("model") != "custom" else [])
+    return (json.dumps(layers, sort_keys=True), config.get("dataset"), config.get("batch_size"),
+            config.get("precision"), config.get("loss"), bool(config.get("augment")))
+
+
+def device_speeds(runs: list[dict], config: RunConfig) -> pd.DataFrame:
+    """Seconds per epoch of the stored runs that trained the same thing as `config` (same
+    layers, data set, batch size, precision, loss and augmentation), by device, fastest first,
+    with the speed-up over the slowest device (the CPU, usually)."""
+    want = _speed_key(config.to_dict())
+    rows = []
+    for r in runs:
+        if r["status"] != "finished" or not r.get("seconds") or not r.get("epochs_done"):
+            continue
+        try:
+            saved = json.loads(r["config"])
+        except (TypeError, ValueError):
+            continue
+        if _speed_key(saved) == want:
+            rows.append({"device": r["device"], "seconds per epoch": r["seconds"] / r["epochs_done"]})
+    if not rows:
+        return pd.DataFrame(columns=["device", "runs", "seconds per epoch", "speed-up"])
+    df = (pd.DataFrame(rows).groupby("device")["seconds per epoch"].agg(["median", "count"]).reset_index()
+          .rename(columns={"median": "seconds per epoch", "count": "runs"}).sort_values("seconds per epoch"))
+    df["speed-up"] = df["seconds per epoch"].max() / df["seconds per epoch"]
+    return df[["device", "runs", "seconds per epoch", "speed-up"]].reset_index(drop=True)
 
 
 # --- k-fold -----------------------------------------------------------------------------

@@ -47,8 +47,13 @@ MAY_DIFFER = {"seed", "kfold", "lr", "l2", "train_subset", "val_split", "early_s
 CANCEL_EVERY = 10  # batches between two looks at the members' cancel flags
 
 
-def vectorize_plan(configs: list[RunConfig], dataset: Dataset | None = None) -> str | None:
-    """None when `configs` can train as one vectorised model, else the reason they cannot."""
+def vectorize_plan(configs: list[RunConfig], dataset: Dataset | None = None, for_speed: bool = True) -> str | None:
+    """None when `configs` can train as one vectorised model, else the reason they cannot.
+
+    With `for_speed`, also refuse where stacking is slower than one by one: convolutional models
+    on a CPU (measured with bench/kfold_speed.py: five small CNNs stacked in one grouped
+    convolution took 7.5x one model's epoch, five separate convolutions 5.2x, one by one 5x;
+    convolutions already keep the CPU's cores busy, so there is no launch overhead to save)."""
     if len(configs) > MAX_GROUP:
         return f"{len(configs)} models are more than the {MAX_GROUP} trained together at most"
     first = configs[0].to_dict()
@@ -62,6 +67,10 @@ def vectorize_plan(configs: list[RunConfig], dataset: Dataset | None = None) -> 
                 return (f"their {what} differ ({first[key] if key != 'layers' else configs[0].model} vs "
                         f"{other[key] if key != 'layers' else config.model}); only seeds, folds, learning rates, "
                         "L2, subsets and validation splits may differ")
+    if for_speed and not configs[0].device.startswith("cuda") \
+            and any(layer["type"] == "conv" for layer in configs[0].architecture()):
+        return ("convolutional models train faster one by one on a CPU (stacked in one grouped convolution, "
+                "5 CNNs took 7.5x one model's time; one by one 5x)")
     if dataset is not None:
         steps = {num_batches(len(split_indices(c, dataset.train_labels)[0]), c.batch_size) for c in configs}
         if len(steps) > 1:
@@ -107,7 +116,7 @@ class GroupTrainer:
     """fit() for N models in one stack (see the module docstring)."""
 
     def __init__(self, configs: list[RunConfig], dataset: Dataset, device: torch.device):
-        reason = vectorize_plan(configs, dataset)
+        reason = vectorize_plan(configs, dataset, for_speed=False)
         if reason:
             raise ValueError(f"these runs cannot train as one vectorised model: {reason}")
         self.configs, self.dataset, self.device = configs, dataset, device
@@ -120,6 +129,8 @@ class GroupTrainer:
             models.append(build_model(config.architecture(), config.num_outputs))
         self.params_per_model = count_parameters(models[0])
         self.model = StackedModel(models).to(device)
+        if any(sp["type"] == "conv" for sp in self.model.layer_specs):
+            self.model = self.model.to(memory_format=torch.channels_last)
         labels = task_labels(dataset.train_labels, base)
         self.mean, self.std = dataset.mean, dataset.std
         self.train_x = to_tensor(dataset.train_images, self.mean, self.std, device)
@@ -210,17 +221,22 @@ class GroupTrainer:
         grad_sums = torch.zeros(n, len(self.kernels), device=self.device)
         grad_samples = 0
         cancelled: list[str] = [""] * n
+        # All members' rows of the epoch in one (N, longest) matrix; a shorter member (folds of
+        # unequal size) is padded at its end, and the padding masked out of its last batch.
+        lengths = [len(o) for o in orders]
+        longest = max(lengths)
+        rows_all = torch.stack([torch.cat([o, o.new_zeros(longest - len(o))]) for o in orders])
+        valid = None
+        if min(lengths) != longest:
+            valid = (torch.arange(longest, device=self.device)[None, :]
+                     < torch.tensor(lengths, device=self.device)[:, None]).float()
         for b in range(steps):
-            parts = [o[b * bs:(b + 1) * bs] for o in orders]
-            sizes = [len(p) for p in parts]
-            m = max(sizes)
-            mask = None
-            if min(sizes) != m:  # unequal folds: pad the shorter last batches, mask the padding out
-                mask = torch.zeros(n, m, device=self.device)
-                for i, p in enumerate(parts):
-                    mask[i, :len(p)] = 1
-                parts = [torch.cat([p, p.new_zeros(m - len(p))]) for p in parts]
-            rows = torch.stack(parts).reshape(-1)
+            rows = rows_all[:, b * bs:(b + 1) * bs]
+            m = rows.shape[1]
+            mask = valid[:, b * bs:(b + 1) * bs] if valid is not None else None
+            if mask is not None and bool(mask.all()):
+                mask = None
+            rows = rows.reshape(-1)
             xb = self.train_x.index_select(0, rows)
             yb = self.train_y.index_select(0, rows).view(n, m)
             if cfg.augment:
@@ -276,7 +292,9 @@ class GroupTrainer:
     # --- the epochs ---------------------------------------------------------------------------
 
     def member_model(self, i: int):
-        return self.model.member(i).to(self.device)
+        from core.training import to_device
+
+        return to_device(self.model.member(i), self.device)
 
     def fit(self, start_epoch: int = 0, hooks: GroupHooks | None = None) -> None:
         hooks = hooks or GroupHooks()

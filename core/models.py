@@ -122,6 +122,18 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def preset_differences(a: str, b: str) -> list[str]:
+    """What preset `b` trains differently from preset `a`, as short phrases ("lr 0.001 -> 0.002")."""
+    ta, tb = PRESETS[a]["train"], PRESETS[b]["train"]
+    out = []
+    for key in sorted(set(ta) | set(tb)):
+        if ta.get(key) != tb.get(key):
+            out.append(f"{key} {ta.get(key, 'default')} -> {tb.get(key, 'default')}")
+    if PRESETS[a]["layers"]() != PRESETS[b]["layers"]():
+        out.append("different layers")
+    return out
+
+
 def preset_layers(name: str) -> list[dict]:
     if name not in PRESETS:
         raise ArchitectureError(f"unknown model {name!r}; allowed: {', '.join(PRESETS)}")

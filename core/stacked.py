@@ -174,9 +174,16 @@ class StackedModel(nn.Module):
 
     def member_state_dict(self, i: int) -> dict:
         """Model i's weights in LabModel's own state-dict format."""
+        return self.member_state_dict_of({name: t.detach() for name, t in self.named_parameters()} |
+                                         {name: t for name, t in self.named_buffers()}, i)
+
+    def member_state_dict_of(self, stacked: dict, i: int) -> dict:
+        """Model i's part of stacked tensors (weights, or their gradients), by LabModel key."""
         out = {}
-        for key, stacked, layout in self._keys:
-            value = getattr(self, stacked).detach()
+        for key, name, layout in self._keys:
+            value = stacked.get(name)
+            if value is None:
+                continue
             if layout == "dense_w":
                 out[key] = value[i].t().contiguous().clone()
             elif layout == "dense_b":

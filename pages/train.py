@@ -16,11 +16,12 @@ import pandas as pd
 import streamlit as st
 
 from core.codegen import keras_code, pytorch_code
+from core.experiments import device_speeds
 from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig,
                          from_query_params, to_query_params)
 from core.data import DataError
 from core.devices import DeviceError
-from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, summary
+from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, preset_differences, summary
 from core.launch import launch_run
 from core.store import RunStoreError
 from ui import charts
@@ -129,6 +130,16 @@ st.selectbox("Start from", presets, key="t_preset", on_change=_load_preset,
              format_func=lambda p: PRESETS[p]["title"] if p in PRESETS else "Custom (edit the layers below)",
              help="A preset loads its layers and its recommended training settings; editing a layer makes "
                   "the model custom.")
+chosen = st.session_state["t_preset"]
+if chosen in PRESETS:
+    about = PRESETS[chosen].get("about", "")
+    if chosen == "mlp-fast":
+        about += " What differs from the slides' recipe: " + "; ".join(preset_differences("mlp", "mlp-fast")) + "."
+    reference = PRESETS[chosen].get("reference")
+    if reference:
+        about += (f" Published: {reference['figure']} ({reference['citation']}). The lab's run of this preset: "
+                  "see the README.")
+    st.caption(about)
 
 with st.expander(f"Layers ({len(layers)}) — add, remove, reorder, edit", expanded=cfg["model"] == "custom"):
     for i, layer in enumerate(layers):
@@ -235,6 +246,10 @@ with st.expander("More settings"):
                                  help="Makes the model read hand-drawn digits better (draw page).")
     if cfg["loss"] == "binary_crossentropy":
         cfg["positive_class"] = c4.number_input("Positive class", 0, 9, key=_seeded("positive_class"))
+    c1, c2 = st.columns([1, 3])
+    cfg["l2"] = c1.number_input("L2 regularization λ", 0.0, 1.0, step=1e-4, format="%.5f", key=_seeded("l2"),
+                                help="Keras' kernel_regularizer=l2(λ): λ·Σw² of every weight matrix and kernel is "
+                                     "added to the loss (the slides use 0.0001). 0 = off.")
     cfg["name"] = st.text_input("Run name (optional)", key=_seeded("name"), max_chars=120)
 
 config, config_error = None, None
@@ -248,6 +263,30 @@ if arch_error is None:
     except ConfigError as exc:
         config_error = exc
         st.error(f"Setting **{exc.field}**: {exc}", icon=":material/error:")
+
+
+def hardware_note(config: RunConfig) -> None:
+    """Which device trained this setup fastest among the stored runs, and how many jobs the
+    chosen device takes at once."""
+    from core.executors.local import slots_for
+
+    speeds = device_speeds(store().list(), config)
+    if len(speeds):
+        best = speeds.iloc[0]
+        text = f"Fastest for this setup among your runs: **{best['device']}**, {best['seconds per epoch']:.2f} s per epoch"
+        if len(speeds) > 1:
+            slow = speeds.iloc[-1]
+            text += f" ({best['speed-up']:.1f}x {slow['device']}'s {slow['seconds per epoch']:.2f} s)"
+        st.caption(text + ". The experiments page times a config on every device.")
+    slots = slots_for(config.device)
+    busy = store().running_jobs(config.device)
+    st.caption(f"`{config.device}` trains {'one job' if slots == 1 else f'up to {slots} jobs'} at once"
+               f" ({busy} running now)." + (" A CPU trains one job at a time: two would only share its cores."
+                                          if config.device == "cpu" else ""))
+
+
+if config is not None:
+    hardware_note(config)
 
 
 def _start():
@@ -302,8 +341,12 @@ def live_view(run_id: str) -> None:
         history = store().history(run_id)
         st.markdown(f"**{run['name']}** · status **{run['status']}** · device `{run['device']}`")
         if run["status"] == "queued":
+            from core.executors.local import slots_for
+
             pos = store().queue_position(run_id)
-            st.info(f"Waiting for the device: number {pos} in its queue." if pos else "Starting the worker...")
+            slots = slots_for(run["device"])
+            st.info(f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) busy): "
+                    f"number {pos} in its queue." if pos else "Starting the worker...")
         prog = run.get("progress")
         if run["status"] == "running":
             epochs = int(json.loads(run["config"])["epochs"])

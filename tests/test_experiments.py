@@ -85,6 +85,8 @@ def test_kfold_page_draws_folds_and_runs_a_real_cross_validation():
     shown = {m.label: m.value for m in at.metric}
     accs = [r["last_val_accuracy"] for r in RunStore().list()]
     assert shown["Folds done"] == "3 of 3"
+    assert any("These 3 models train together as one vectorised model" in c.value for c in at.caption)
+    assert len({r["pid"] for r in RunStore().list()}) == 1
     assert shown["Mean validation accuracy"] == f"{np.mean(accs):.2%}"
     assert shown["Standard deviation"] == f"{np.std(accs, ddof=1):.2%}"
     # Each fold validated on a different third of the data.

@@ -3,8 +3,10 @@
 import streamlit as st
 
 from ui.navigation import PAGES
+from ui.state import ensure_starters
 
 st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layout="wide")
+ensure_starters()  # a first open is never empty: small starter runs train in the background (core.starters)
 
 st.navigation({group: [st.Page(path, title=title, icon=icon, default=path == "pages/home.py")
                        for path, title, icon in pages]

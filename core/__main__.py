@@ -1,8 +1,13 @@
-"""`python -m core ...`: see core/cli.py."""
+"""`python -m core ...`: see core/cli/__init__.py."""
 
 import sys
 
-from core.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    argv = sys.argv[1:]
+    if argv[:1] == ["worker"]:  # wait for a slot before torch is imported (core.executors.queue)
+        from core.executors.queue import wait_from_argv
+
+        argv = ["worker", *wait_from_argv(argv[1:])]
+    from core.cli import main
+
+    sys.exit(main(argv))

@@ -12,7 +12,6 @@ import secrets
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def _tmp_name(path: Path, suffix: str = ".tmp") -> Path:
@@ -61,6 +60,8 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save, all or nothing."""
+    import torch  # here, not at the top: a worker waiting in the queue must not pay torch's memory
+
     path = Path(path)
     tmp = _tmp_name(path)
     try:

@@ -1,8 +1,17 @@
-"""The code a student would write for a config: PyTorch and Keras, side by side.
+"""The code a student would write for a run: PyTorch and Keras programs that train the same run.
 
-The train page shows both so the course's Keras steps (define, summary, compile, fit with
-validation_split, evaluate, save) map one to one onto the PyTorch the lab runs. Generated
-from the same RunConfig the trainer reads, so the code always matches the run.
+The train page shows both so the course's Keras steps (define, summary, compile, fit,
+evaluate, save) map one to one onto the PyTorch the lab runs. Both are generated from the
+RunConfig the trainer reads, and every option that changes training appears in both, in the
+form each framework's users write it: the learning-rate schedule (stepped per batch), L2 on
+the kernels, dropout, batch norm, early stopping with the best weights restored,
+augmentation, the binary task, mixed precision, and the lab's seeded stratified validation
+split (or k-fold fold, or training subset). What a framework cannot express is named in a
+comment where it would go, never dropped silently. tests/test_codegen.py runs both programs
+and compares them with the lab's own runs.
+
+Both programs read the four MNIST IDX files from a folder named at the top (DATA) and need no
+network. They normalise with the training pixels' mean and standard deviation, as the lab.
 """
 
 from __future__ import annotations
@@ -10,9 +19,73 @@ from __future__ import annotations
 from core.config import RunConfig
 from core.models import output_shapes
 
+DEFAULT_DATA = "data/mnist"
+
 TORCH_ACT = {"relu": "nn.ReLU()", "sigmoid": "nn.Sigmoid()", "tanh": "nn.Tanh()",
              "leaky_relu": "nn.LeakyReLU(0.01)", "linear": None}
 
+# The lab's augmentation (core.augment): the same numbers in both programs.
+AUG_ROTATION, AUG_SCALE, AUG_SHIFT = 12, 0.15, 2.5
+
+# By hand, in both programs: torchvision's MNIST class reads only uncompressed files under
+# DATA/MNIST/raw and Keras' mnist.load_data() downloads an .npz; neither reads the standard
+# .gz files where they are. The IDX format is 12 lines.
+READ_IDX = '''
+
+def read_idx(name):
+    """One MNIST IDX file, gzipped or not: a magic number whose 4th byte is the number of
+    dimensions, the dimensions (big-endian uint32), then the bytes."""
+    for path in (os.path.join(DATA, name + ".gz"), os.path.join(DATA, name)):
+        if os.path.exists(path):
+            with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+                raw = f.read()
+            dims = struct.unpack(">" + "I" * raw[3], raw[4:4 + 4 * raw[3]])
+            return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
+    raise FileNotFoundError(f"{name}(.gz) is not in {DATA}: put the four MNIST files there")
+
+
+x_train, y_train = read_idx("train-images-idx3-ubyte"), read_idx("train-labels-idx1-ubyte").astype(np.int64)
+x_test, y_test = read_idx("t10k-images-idx3-ubyte"), read_idx("t10k-labels-idx1-ubyte").astype(np.int64)
+'''
+
+
+def _split(config: RunConfig) -> str:
+    """The lab's train/validation indices (core.training.split_indices), stratified by digit."""
+    if config.kfold:
+        k, fold = config.kfold[0], config.kfold[1]
+        stratified = bool(config.kfold[2]) if len(config.kfold) > 2 else True
+        cls = "StratifiedKFold" if stratified else "KFold"
+        lines = [f"# fold {fold + 1} of a {k}-fold cross-validation: this fold validates, the others train",
+                 f"from sklearn.model_selection import {cls}",
+                 f"train_idx, val_idx = list({cls}({k}, shuffle=True, random_state=SEED).split(x_train, y_train))"
+                 f"[{fold}]"]
+    else:
+        lines = [f"# validation: a seeded split stratified by digit (the lab's); Keras' validation_split={config.val_split:g}",
+                 "# would take the last samples of the file instead",
+                 f"train_idx, val_idx = train_test_split(np.arange(len(y_train)), test_size={config.val_split:g}, "
+                 "random_state=SEED,",
+                 "                                      stratify=y_train)",
+                 "train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)"]
+    if config.train_subset:
+        stratify = "stratify=y_train[train_idx]" if config.train_subset >= 10 else "stratify=None"
+        lines += [f"# train on a stratified subset of {config.train_subset:,} digits (the under/overfitting study's small "
+                  "training set)",
+                  f"train_idx, _ = train_test_split(train_idx, train_size={config.train_subset}, random_state=SEED, "
+                  f"{stratify})",
+                  "train_idx = np.sort(train_idx)"]
+    if config.num_outputs == 1:
+        lines += [f"# the binary task: is it a {config.positive_class}? (after the split, which is stratified by digit)",
+                  f"y_train, y_test = (y_train == {config.positive_class}).astype(np.int64), "
+                  f"(y_test == {config.positive_class}).astype(np.int64)"]
+    lines += ["mean, std = x_train.mean() / 255, x_train.std() / 255  # of the training pixels, as the lab"]
+    return "\n".join(lines)
+
+
+def _data_folder(data_dir) -> str:
+    return repr(str(data_dir or DEFAULT_DATA))
+
+
+# --- PyTorch -----------------------------------------------------------------------------------------
 
 def _torch_layers(config: RunConfig) -> list[str]:
     layers = config.architecture()
@@ -36,7 +109,8 @@ def _torch_layers(config: RunConfig) -> list[str]:
         elif kind == "dropout":
             lines.append(f"nn.Dropout({layer.get('rate', 0.5)}),")
         elif kind == "batchnorm":
-            lines.append(f"nn.BatchNorm{'2d' if len(in_shape) == 3 else '1d'}({in_shape[0]}),")
+            lines.append(f"nn.BatchNorm{'2d' if len(in_shape) == 3 else '1d'}({in_shape[0]}),  "
+                         "# momentum 0.1, eps 1e-5")
         elif kind == "flatten":
             lines.append("nn.Flatten(),")
         if act:
@@ -50,81 +124,182 @@ def _torch_layers(config: RunConfig) -> list[str]:
     return lines
 
 
-def pytorch_code(config: RunConfig) -> str:
-    """A complete, runnable PyTorch script for `config` (data from torchvision)."""
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join((" " * spaces + line) if line else line for line in text.splitlines())
+
+
+def pytorch_code(config: RunConfig, data_dir=None) -> str:
+    """A complete PyTorch program that trains `config` as the lab does (see the module docstring)."""
     binary = config.num_outputs == 1
     layers = "\n".join("    " + line for line in _torch_layers(config))
-    opt = (f"torch.optim.Adam(model.parameters(), lr={config.lr:g})" if config.optimizer == "adam"
-           else f"torch.optim.SGD(model.parameters(), lr={config.lr:g}, momentum={config.momentum:g})")
-    loss = "nn.BCEWithLogitsLoss()" if binary else "nn.CrossEntropyLoss()"
-    target = f"(y == {config.positive_class}).float().unsqueeze(1)" if binary else "y"
+    if config.optimizer == "adam":
+        opt = f"torch.optim.Adam(model.parameters(), lr={config.lr:g})  # eps=1e-8: PyTorch's default, the lab's"
+    else:
+        opt = f"torch.optim.SGD(model.parameters(), lr={config.lr:g}, momentum={config.momentum:g})"
+    device = ('"cuda" if torch.cuda.is_available() else "cpu"' if config.device == "auto" else repr(config.device))
+    imports = ["import copy" if config.early_stopping else None, "import gzip", "import math", "import os",
+               "import struct", "", "import numpy as np", "import torch",
+               "import torch.nn.functional as F" if config.augment else None,
+               "from sklearn.model_selection import train_test_split", "from torch import nn",
+               "from torchvision.transforms import v2" if config.augment else None]
+    head = "\n".join(line for line in imports if line is not None)
+
+    schedule = ""
+    if config.lr_schedule == "onecycle":
+        schedule = (f"# one-cycle, stepped every batch: warm up to {config.lr:g}, then anneal (it also cycles Adam's "
+                    "beta1 0.95-0.85)\n"
+                    f"scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr={config.lr:g}, "
+                    "total_steps=EPOCHS * steps_per_epoch)\n")
+    elif config.lr_schedule == "cosine":
+        schedule = ("# cosine decay to 0 over the whole run, stepped every batch\n"
+                    "scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, "
+                    "T_max=EPOCHS * steps_per_epoch)\n")
+    l2 = ""
+    if config.l2:
+        l2 = (f"L2 = {config.l2:g}  # Keras' kernel_regularizer=l2(L2): L2 * sum of the squared kernels added to the "
+              "loss\nkernels = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]\n")
+    augment = ""
+    if config.augment:
+        augment = f'''
+BLANK = float(-mean / std)  # a blank pixel after normalisation: what moves in from the border
+affine = v2.RandomAffine(degrees={AUG_ROTATION}, translate=({AUG_SHIFT} / 28, {AUG_SHIFT} / 28), scale=({1 - AUG_SCALE:g}, {1 + AUG_SCALE:g}), fill=BLANK)
+
+
+def augment(xb):
+    """A different random rotation, zoom and shift for each image (a torchvision transform
+    draws one per call), then thicker strokes for 30% of the images and thinner ones for 15%
+    (a 3x3 max or min filter), as the lab's augmentation does."""
+    xb = torch.stack([affine(image) for image in xb])
+    r = torch.rand(len(xb), 1, 1, 1, device=xb.device)
+    thick, thin = F.max_pool2d(xb, 3, 1, 1), -F.max_pool2d(-xb, 3, 1, 1)
+    return torch.where(r < 0.3, thick, torch.where(r > 0.85, thin, xb))
+'''
+    amp = ""
+    scaler = ""
+    if config.precision == "bf16":
+        amp = "with torch.autocast(device.split(':')[0], dtype=torch.bfloat16):  # bf16 mixed precision"
+    elif config.precision == "fp16":
+        amp = "with torch.autocast('cuda', dtype=torch.float16):  # fp16 mixed precision (CUDA)"
+        scaler = "scaler = torch.amp.GradScaler('cuda')  # scales the fp16 loss so small gradients survive\n"
+    target = "yb.float()" if binary else "yb"
+    logits = "model(xb).squeeze(1)" if binary else "model(xb)"
+    forward = f"loss = loss_fn({logits}, {target})"
+    if config.l2:
+        forward += "\nloss = loss + L2 * sum((w * w).sum() for w in kernels)"
+    if amp:
+        forward = amp + "\n" + _indent(forward, 4)
+    step = ("optimizer.zero_grad()\nscaler.scale(loss).backward()\nscaler.step(optimizer)\nscaler.update()" if scaler
+            else "optimizer.zero_grad()\nloss.backward()\noptimizer.step()")
+    if schedule:
+        step += "\nscheduler.step()"
+    batch = "xb, yb = X[batch], Y[batch]" + ("\nxb = augment(xb)" if config.augment else "")
+    early = ""
+    if config.early_stopping:
+        restore = ("            model.load_state_dict(best_state)  # restore the best epoch's weights\n"
+                   if config.restore_best else "")
+        early = f'''
+    # early stopping: stop when validation loss has not improved for {config.early_stopping} epochs
+    if val_loss < best_loss:
+        best_loss, best_state, wait = val_loss, copy.deepcopy(model.state_dict()), 0
+    else:
+        wait += 1
+        if wait >= {config.early_stopping}:
+{restore}            break'''
     pred = "(out.squeeze(1) > 0).long()" if binary else "out.argmax(1)"
-    device = ('"cuda" if torch.cuda.is_available() else "cpu"' if config.device == "auto"
-              else repr(config.device))
-    truth = f"(y == {config.positive_class}).long()" if binary else "y"
-    return f'''import torch
-from torch import nn
-from torch.utils.data import DataLoader, random_split
-from torchvision import datasets, transforms
+    eval_loss = "loss_fn(out.squeeze(1), y.float())" if binary else "loss_fn(out, y)"
+    eval_amp = ("with torch.no_grad(), torch.autocast(device.split(':')[0], dtype=torch.bfloat16):"
+                if config.precision == "bf16" else
+                "with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):"
+                if config.precision == "fp16" else "with torch.no_grad():")
+    return f'''{head}
 
-torch.manual_seed({config.seed})
+DATA = {_data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
+SEED = {config.seed}
+EPOCHS, BATCH = {config.epochs}, {config.batch_size}
+torch.manual_seed(SEED)
 device = {device}
-tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-full = datasets.MNIST("data", train=True, download=True, transform=tf)
-test = datasets.MNIST("data", train=False, download=True, transform=tf)
-n_val = int(len(full) * {config.val_split:g})                      # validation_split={config.val_split:g}
-train, val = random_split(full, [len(full) - n_val, n_val])
+{READ_IDX}
+{_split(config)}
 
+
+def tensor(images):
+    return ((torch.tensor(images, dtype=torch.float32) / 255 - mean) / std).unsqueeze(1).to(device)
+
+
+X, Y = tensor(x_train[train_idx]), torch.tensor(y_train[train_idx], device=device)
+X_val, Y_val = tensor(x_train[val_idx]), torch.tensor(y_train[val_idx], device=device)
+X_test, Y_test = tensor(x_test), torch.tensor(y_test, device=device)
+{augment}
 # 1. define
 model = nn.Sequential(
 {layers}
 ).to(device)
-print(model)                                                       # 2. summary
+# 2. summary
+print(model)
+print("parameters", sum(p.numel() for p in model.parameters()))
 
 # 3. compile
 optimizer = {opt}
-loss_fn = {loss}
+loss_fn = {"nn.BCEWithLogitsLoss()" if binary else "nn.CrossEntropyLoss()"}
+steps_per_epoch = len(X) // BATCH + (len(X) % BATCH > 1)  # a last batch of one sample is dropped, as the lab
+{schedule}{l2}{scaler}
+
+def evaluate(x, y):
+    model.eval()
+    {eval_amp}
+        out = torch.cat([model(x[i:i + 2000]) for i in range(0, len(x), 2000)]).float()
+        loss = {eval_loss}.item()
+    model.train()
+    return loss, ({pred} == y).float().mean().item()
+
 
 # 4. fit
-for epoch in range({config.epochs}):
+best_loss, best_state, wait = float("inf"), None, 0
+for epoch in range(EPOCHS):
     model.train()
-    for x, y in DataLoader(train, batch_size={config.batch_size}, shuffle=True):
-        x, y = x.to(device), y.to(device)
-        loss = loss_fn(model(x), {target})
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    perm = torch.randperm(len(X), device=device)  # a new order every epoch
+    for i in range(steps_per_epoch):
+        batch = perm[i * BATCH:(i + 1) * BATCH]
+{_indent(batch, 8)}
+{_indent(forward, 8)}
+{_indent(step, 8)}
+    val_loss, val_accuracy = evaluate(X_val, Y_val)
+    print(f"epoch {{epoch + 1}}/{{EPOCHS}}: val_loss {{val_loss:.4f}}, val_accuracy {{val_accuracy:.4f}}"){early}
 
 # 5. evaluate
-model.eval()
-correct = 0
-with torch.no_grad():
-    for x, y in DataLoader(test, batch_size=1000):
-        out = model(x.to(device))
-        correct += ({pred}.cpu() == {truth}).sum().item()
-print("test accuracy", correct / len(test))
+test_loss, test_accuracy = evaluate(X_test, Y_test)
+print(f"test accuracy {{test_accuracy:.4f}}")
 
 # 6. save
-torch.save(model.state_dict(), "model.pt")   # load with torch.load(..., weights_only=True)
+torch.save(model.state_dict(), "model.pt")  # load it with torch.load("model.pt", weights_only=True)
 '''
 
 
-KERAS_ACT = {"leaky_relu": "leaky_relu"}
-
+# --- Keras --------------------------------------------------------------------------------------------
 
 def _keras_layers(config: RunConfig) -> list[str]:
+    reg = ", kernel_regularizer=regularizers.l2(L2)" if config.l2 else ""
     lines = ["keras.Input(shape=(28, 28, 1)),"]
+    if config.augment:
+        lines += ["# augmentation (active in fit only), the lab's ranges; blank pixels move in from the border",
+                  f"layers.RandomRotation({AUG_ROTATION} / 360, fill_mode='constant', fill_value=BLANK),",
+                  f"layers.RandomZoom(({-AUG_SCALE:g}, {AUG_SCALE:g}), fill_mode='constant', fill_value=BLANK),",
+                  f"layers.RandomTranslation({AUG_SHIFT} / 28, {AUG_SHIFT} / 28, fill_mode='constant', "
+                  "fill_value=BLANK),",
+                  "# the lab also makes 30% of the strokes thicker and 15% thinner (a 3x3 max or min filter): "
+                  "Keras has no layer for it"]
     shapes = [(1, 28, 28), *output_shapes(config.architecture(), config.num_outputs)]
-    for layer, in_shape in zip(config.architecture(), shapes):
+    for layer in config.architecture():
         kind = layer["type"]
-        act = KERAS_ACT.get(layer.get("activation", "linear"), layer.get("activation", "linear"))
+        act = layer.get("activation", "linear")
+        act_arg = "" if act == "leaky_relu" else f", activation='{act}'"
         if kind == "dense":
-            lines.append(f"layers.Dense({layer['units']}, activation='{act}'),")
+            lines.append(f"layers.Dense({layer['units']}{act_arg}{reg}),")
         elif kind == "conv":
             stride = layer.get("stride", 1)
             lines.append(f"layers.Conv2D({layer['filters']}, ({layer['kernel']}, {layer['kernel']}), "
-                         f"padding='{layer.get('padding', 'valid')}', activation='{act}'"
-                         f"{'' if stride == 1 else f', strides={stride}'}),")
+                         f"padding='{layer.get('padding', 'valid')}'{act_arg}"
+                         f"{'' if stride == 1 else f', strides={stride}'}{reg}),")
         elif kind == "pool":
             cls = "MaxPooling2D" if layer.get("kind", "max") == "max" else "AveragePooling2D"
             s = layer.get("size", 2)
@@ -132,51 +307,123 @@ def _keras_layers(config: RunConfig) -> list[str]:
         elif kind == "dropout":
             lines.append(f"layers.Dropout({layer.get('rate', 0.5)}),")
         elif kind == "batchnorm":
-            lines.append("layers.BatchNormalization(),")
+            lines.append("layers.BatchNormalization(momentum=0.9, epsilon=1e-5),  # PyTorch's defaults "
+                         "(its momentum 0.1 is Keras' 0.9)")
         elif kind == "flatten":
             lines.append("layers.Flatten(),")
+        if kind in ("dense", "conv") and act == "leaky_relu":
+            lines.append("layers.LeakyReLU(negative_slope=0.01),  # PyTorch's slope (Keras' default is 0.2)")
     if len(shapes[len(config.architecture())]) != 1:
         lines.append("layers.Flatten(),")
-    out = "layers.Dense(1, activation='sigmoid')," if config.num_outputs == 1 else "layers.Dense(10, activation='softmax'),"
+    mixed = ", dtype='float32'" if config.precision != "fp32" else ""
+    out = (f"layers.Dense(1, activation='sigmoid'{reg}{mixed})," if config.num_outputs == 1
+           else f"layers.Dense(10, activation='softmax'{reg}{mixed}),")
     lines.append(out)
     return lines
 
 
-def keras_code(config: RunConfig) -> str:
-    """The same model and training in the course's Keras style."""
+ONE_CYCLE_KERAS = '''
+
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """PyTorch's OneCycleLR with its defaults, per batch: a cosine warm-up from max_lr / 25 to
+    max_lr over the first 30% of the steps, then a cosine anneal to max_lr / 25e4. (PyTorch's
+    also cycles Adam's beta_1 between 0.95 and 0.85; Keras' Adam keeps beta_1 fixed at 0.9,
+    so that part of the lab's schedule is not reproduced here.)"""
+
+    def __init__(self, max_lr, total_steps):
+        self.max_lr, self.total_steps = max_lr, total_steps
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        up = max(0.3 * self.total_steps - 1, 1.0)
+        down = max(self.total_steps - 1 - up, 1.0)
+        start, end = self.max_lr / 25, self.max_lr / 25 / 1e4
+
+        def cos(a, b, pct):
+            return b + (a - b) / 2 * (ops.cos(math.pi * ops.minimum(pct, 1.0)) + 1)
+
+        return ops.where(step <= up, cos(start, self.max_lr, step / up), cos(self.max_lr, end, (step - up) / down))
+
+    def get_config(self):
+        return {"max_lr": self.max_lr, "total_steps": self.total_steps}
+'''
+
+
+def keras_code(config: RunConfig, data_dir=None) -> str:
+    """The same run in the course's Keras style (Keras 3, any backend)."""
     binary = config.num_outputs == 1
     layers = "\n".join("    " + line for line in _keras_layers(config))
-    opt = (f"keras.optimizers.Adam(learning_rate={config.lr:g})" if config.optimizer == "adam"
-           else f"keras.optimizers.SGD(learning_rate={config.lr:g}, momentum={config.momentum:g})")
+    lr = config.lr
+    if config.lr_schedule == "onecycle":
+        lr_expr = "OneCycle(LR, total_steps=EPOCHS * steps_per_epoch)"
+    elif config.lr_schedule == "cosine":
+        lr_expr = "keras.optimizers.schedules.CosineDecay(LR, decay_steps=EPOCHS * steps_per_epoch)"
+    else:
+        lr_expr = "LR"
+    if config.optimizer == "adam":
+        opt = f"keras.optimizers.Adam(learning_rate={lr_expr}, epsilon=1e-8)  # PyTorch's eps (Keras' is 1e-7)"
+    else:
+        opt = f"keras.optimizers.SGD(learning_rate={lr_expr}, momentum={config.momentum:g})"
     loss = "binary_crossentropy" if binary else "categorical_crossentropy"
-    labels = (f"y_train = (y_train == {config.positive_class}).astype('float32')\n"
-              f"y_test = (y_test == {config.positive_class}).astype('float32')" if binary else
-              "y_train = keras.utils.to_categorical(y_train, 10)\ny_test = keras.utils.to_categorical(y_test, 10)")
-    return f'''import keras
-from keras import layers
+    labels = ("y_tr, y_val, y_te = y_train[train_idx], y_train[val_idx], y_test" if binary else
+              "y_tr = keras.utils.to_categorical(y_train[train_idx], 10)\n"
+              "y_val = keras.utils.to_categorical(y_train[val_idx], 10)\n"
+              "y_te = keras.utils.to_categorical(y_test, 10)")
+    callbacks = []
+    if config.early_stopping:
+        callbacks.append(f"keras.callbacks.EarlyStopping(monitor='val_loss', patience={config.early_stopping}, "
+                         f"restore_best_weights={config.restore_best})")
+    policy = ""
+    if config.precision != "fp32":
+        name = "mixed_bfloat16" if config.precision == "bf16" else "mixed_float16"
+        policy = (f'keras.mixed_precision.set_global_policy("{name}")  # {config.precision} mixed precision'
+                  + (" (Keras scales the loss itself)" if config.precision == "fp16" else "") + "\n")
+    imports = ["import gzip", "import math", "import os",
+               "import struct", "", "import keras", "import numpy as np",
+               "from keras import layers" + (", ops" if config.lr_schedule == "onecycle" else "")
+               + (", regularizers" if config.l2 else ""),
+               "from sklearn.model_selection import train_test_split"]
+    head = "\n".join(line for line in imports if line is not None)
+    fit_callbacks = f", callbacks=[{', '.join(callbacks)}]" if callbacks else ""
+    early_note = ("\n# Keras' restore_best_weights also restores when training runs to the end; the lab restores "
+                  "only when it\n# stopped early" if config.early_stopping and config.restore_best else "")
+    return f'''{head}
 
-keras.utils.set_random_seed({config.seed})
-(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-x_train = x_train.reshape(-1, 28, 28, 1).astype("float32") / 255
-x_test = x_test.reshape(-1, 28, 28, 1).astype("float32") / 255
+DATA = {_data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
+SEED = {config.seed}
+EPOCHS, BATCH, LR = {config.epochs}, {config.batch_size}, {lr:g}
+{"L2 = " + f"{config.l2:g}" + "  # kernel_regularizer=l2(L2): L2 * sum of the squared kernels added to the loss" + chr(10) if config.l2 else ""}keras.utils.set_random_seed(SEED)
+# device: Keras trains on the accelerator its backend finds (the lab's run: {config.device})
+{policy}{READ_IDX}
+{_split(config)}
+
+
+def images(x):
+    return ((x / 255 - mean) / std).reshape(-1, 28, 28, 1).astype("float32")
+
+
+x_tr, x_val, x_te = images(x_train[train_idx]), images(x_train[val_idx]), images(x_test)
 {labels}
-
+steps_per_epoch = math.ceil(len(x_tr) / BATCH)
+{"BLANK = float(-mean / std)  # a blank pixel after normalisation" + chr(10) if config.augment else ""}{ONE_CYCLE_KERAS if config.lr_schedule == "onecycle" else ""}
 # 1. define
+# (Keras starts kernels with glorot_uniform, PyTorch with kaiming_uniform(a=sqrt(5)); for PyTorch's, pass
+#  kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform") to each layer)
 model = keras.Sequential([
 {layers}
 ])
-model.summary()                                                    # 2. summary
+model.summary()  # 2. summary
 
 # 3. compile
-model.compile(optimizer={opt}, loss="{loss}", metrics=["accuracy"])
+optimizer = {opt}
+model.compile(optimizer=optimizer, loss="{loss}", metrics=["accuracy"])
 
-# 4. fit (Keras takes the LAST {config.val_split:.0%} as validation; the lab draws a seeded,
-#    stratified random split instead, because MNIST files are not shuffled by class)
-history = model.fit(x_train, y_train, batch_size={config.batch_size}, epochs={config.epochs},
-                    validation_split={config.val_split:g})
+# 4. fit, on the lab's validation split{early_note}
+history = model.fit(x_tr, y_tr, batch_size=BATCH, epochs=EPOCHS, validation_data=(x_val, y_val){fit_callbacks})
 
 # 5. evaluate
-test_loss, test_accuracy = model.evaluate(x_test, y_test)
+test_loss, test_accuracy = model.evaluate(x_te, y_te, verbose=0)
+print(f"test accuracy {{test_accuracy:.4f}}")
 
 # 6. save
 model.save("model.keras")

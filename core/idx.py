@@ -107,3 +107,20 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
             f.write(data)
     else:
         path.write_bytes(data)
+
+
+def idx_zip(train_images, train_labels, test_images, test_labels) -> bytes:
+    """The four MNIST files (gzipped IDX, the standard names) in one zip, in memory: a data set
+    the generated programs (core.codegen) can read, e.g. the offline sample for a student
+    without network."""
+    import io
+    import tempfile
+    import zipfile
+
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buf, "w") as zf:
+        for name, array in (("train-images-idx3-ubyte.gz", train_images), ("train-labels-idx1-ubyte.gz", train_labels),
+                            ("t10k-images-idx3-ubyte.gz", test_images), ("t10k-labels-idx1-ubyte.gz", test_labels)):
+            write_idx(Path(tmp) / name, array)
+            zf.write(Path(tmp) / name, name)
+    return buf.getvalue()

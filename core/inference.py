@@ -32,18 +32,26 @@ class Classifier:
     def classes(self) -> int:
         return 2 if self.config.num_outputs == 1 else 10
 
-    def _input(self, images) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] to the values the model was trained on (its training set's mean and std)."""
+        return (x - self.mean) / self.std
+
+    def input_tensor(self, images) -> torch.Tensor:
+        """(N, 28, 28) images in [0, 1] (or one 28x28 image) as the model's normalized input."""
         x = np.asarray(images, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
         if x.ndim != 3 or x.shape[1:] != (28, 28):
             raise ValueError(f"expected (N, 28, 28) images, got shape {x.shape}")
-        return (torch.from_numpy(x)[:, None] - self.mean) / self.std
+        if not np.isfinite(x).all():
+            raise ValueError("the image has pixels that are not numbers (NaN or infinite)")
+        return self.normalize(torch.from_numpy(x)[:, None])
+
 
     @torch.inference_mode()
     def predict_proba(self, images, batch_size: int = 2000) -> np.ndarray:
         """(N, 28, 28) float images in [0, 1] -> (N, 10) class probabilities ((N, 2) for a binary run)."""
-        x = self._input(images)
+        x = self.input_tensor(images)
         out = []
         for i in range(0, len(x), batch_size):
             logits = self.model(x[i:i + batch_size]).float()
@@ -58,7 +66,7 @@ class Classifier:
     def features(self, image) -> list[tuple[str, str, np.ndarray]]:
         """Each layer's output for one image: (name, layer type, array (C, H, W) or (units,))."""
         out = []
-        for (name, value), spec in zip(self.model.forward_features(self._input(image)),
+        for (name, value), spec in zip(self.model.forward_features(self.input_tensor(image)),
                                        self.model.layer_specs + [{"type": "output"}]):
             out.append((name, spec["type"], value[0].float().numpy()))
         return out
@@ -66,7 +74,7 @@ class Classifier:
     def saliency(self, image) -> tuple[int, np.ndarray]:
         """The predicted class and |d score / d pixel| over the 28x28 input (scaled to [0, 1]):
         which pixels would change the decision most."""
-        x = self._input(image).requires_grad_(True)
+        x = self.input_tensor(image).requires_grad_(True)
         logits = self.model(x)
         cls = int(logits[0].argmax()) if logits.shape[1] > 1 else int(logits[0, 0] > 0)
         logits[0, cls if logits.shape[1] > 1 else 0].backward()

@@ -51,3 +51,11 @@ def launch_regularization(executor: Executor, base: RunConfig, units: int, l2: f
     from core.experiments import regularization_configs
 
     return launch_group(executor, regularization_configs(base, units, l2, dropout), "reg-", dataset, vectorize=False)
+
+
+def launch_activation_comparison(executor: Executor, base: RunConfig, dataset=None,
+                                 activations=("sigmoid", "relu")) -> tuple[str, list[str]]:
+    """The same network with sigmoid and with ReLU hidden layers: vanishing gradients, measured."""
+    from core.experiments import activation_configs
+
+    return launch_group(executor, activation_configs(base, activations), "grad-", dataset, vectorize=False)

@@ -110,7 +110,9 @@ PRESETS: dict[str, dict] = {
         "reference": {"test_error": 0.0095,
                       "citation": "Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, \"Gradient-based learning applied to "
                                   "document recognition\", Proceedings of the IEEE 86(11):2278-2324, 1998",
-                      "figure": "LeNet-5: 0.95% test error on MNIST (0.8% when trained with distorted images)"},
+                      "figure": "LeNet-5: 0.95% test error on MNIST (0.8% when trained with distorted images)",
+                      # measured with tests/test_accuracy.py's recipe, seeds 0 and 1, full MNIST, CPU
+                      "lab": "0.93% mean test error over seeds 0 and 1 (98.89% and 99.25% accuracy) after 12 epochs"},
     },
     "cnn": {
         "title": "Small fast CNN",

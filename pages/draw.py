@@ -57,8 +57,12 @@ def upscale(img: np.ndarray, factor: int) -> np.ndarray:
 runs = digit_runs()
 training = [r for r in store().list() if r["status"] in ACTIVE and (r["name"] or "").startswith("draw model")]
 if not runs:
-    st.info("No trained model yet. Train the draw model (the small CNN with augmentation) in one click: it takes "
-            "about half a minute on the full MNIST with a laptop CPU, a few seconds on the offline sample.")
+    if training:
+        st.info("The draw model (the small CNN with augmentation) is training; the canvas opens as soon as it is "
+                "done, within about a minute on a laptop CPU.", icon=":material/hourglass_top:")
+    else:
+        st.info("No trained model yet. Train the draw model (the small CNN with augmentation) in one click: it "
+                "takes about half a minute on the full MNIST with a laptop CPU, a few seconds on the offline sample.")
     if not training and st.button("Train the draw model", type="primary", key="d_quick"):
         try:
             name = "mnist" if "mnist" in datasets_here() else "mnist-sample"

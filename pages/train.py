@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core import learned
 from core.codegen import keras_code, pytorch_code
+from core.idx import idx_zip
 from core.experiments import device_speeds
 from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig,
                          from_query_params, to_query_params)
@@ -137,8 +140,7 @@ if chosen in PRESETS:
         about += " What differs from the slides' recipe: " + "; ".join(preset_differences("mlp", "mlp-fast")) + "."
     reference = PRESETS[chosen].get("reference")
     if reference:
-        about += (f" Published: {reference['figure']} ({reference['citation']}). The lab's run of this preset: "
-                  "see the README.")
+        about += f" Published: {reference['figure']} ({reference['citation']}). This preset: {reference['lab']}."
     st.caption(about)
 
 with st.expander(f"Layers ({len(layers)}) — add, remove, reorder, edit", expanded=cfg["model"] == "custom"):
@@ -323,6 +325,23 @@ def _resume(run_id: str):
         st.session_state["train_error"] = str(exc)
 
 
+def first_layer(run_id: str) -> None:
+    """The first layer's weights as the worker last saved them (every ~2 s while it trains)."""
+    path = store().run_dir(run_id) / "first_layer.npz"
+    if not path.exists():
+        return
+    try:
+        with np.load(path) as z:
+            weights, epoch = z["weights"], float(z["epoch"])
+    except (OSError, ValueError, KeyError):
+        return  # being replaced right now: the next refresh shows it
+    kind = "unit" if weights.shape[1] == 28 else "filter"
+    with st.expander(f"What the first layer is learning (epoch {epoch:.1f})", expanded=True):
+        st.image(learned.weight_tiles(weights, upscale=3 if kind == "unit" else 10), clamp=True,
+                 caption=f"The first {min(len(weights), 64)} of {len(weights)} {kind}s' weights: blue positive, red "
+                         "negative. They start as noise and turn into stroke detectors as the run trains.")
+
+
 def live_view(run_id: str) -> None:
     """Progress, curves and the stop button of one run; refreshes itself while it is active."""
     first = safe_get(run_id)
@@ -370,6 +389,7 @@ def live_view(run_id: str) -> None:
             left, right = st.columns(2)
             left.altair_chart(charts.curves(history, "loss"), width="stretch")
             right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
+        first_layer(run_id)
         if run["status"] == "failed":
             st.error(f"The run failed: {run['error']}", icon=":material/error:")
         if run["status"] in ("interrupted", "cancelled"):
@@ -417,6 +437,16 @@ if run_id:
 
 if config is not None:
     st.subheader("The same in code")
+    where = datasets_here().get(config.dataset, "")
+    folder = where.removeprefix("folder ") if where.startswith("folder ") else None
+    st.caption("Both programs train this run as the lab does (schedule, L2, early stopping, augmentation, the "
+               "validation split...) and read the four MNIST files from the folder in `DATA` at the top, offline. "
+               "Where a framework cannot do what the lab does, a comment says so.")
     torch_tab, keras_tab = st.tabs(["PyTorch", "Keras (as in the course)"])
-    torch_tab.code(pytorch_code(config), language="python")
-    keras_tab.code(keras_code(config), language="python")
+    torch_tab.code(pytorch_code(config, folder), language="python")
+    keras_tab.code(keras_code(config, folder), language="python")
+    if config.dataset == "mnist-sample":
+        sample = dataset("mnist-sample")
+        st.download_button("The offline sample as MNIST files (.zip), for DATA", idx_zip(
+            sample.train_images, sample.train_labels, sample.test_images, sample.test_labels),
+            "mnist-sample-idx.zip", mime="application/zip", key="t_dl_sample", on_click="ignore")

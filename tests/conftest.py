@@ -29,6 +29,7 @@ def _offline_and_isolated(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MNIST_LAB_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("MNIST_LAB_DATA", raising=False)
     monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path_factory.mktemp("runs")))
+    monkeypatch.setenv("MNIST_LAB_STARTERS", "0")  # the starter runs are tested on purpose (test_starters.py)
 
 
 @pytest.fixture(scope="session")

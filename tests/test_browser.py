@@ -41,7 +41,7 @@ def server(tmp_path_factory):
     runs = tmp_path_factory.mktemp("browser") / "runs"
     store = RunStore(runs)
     store.train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
-    with app_server(runs, {"MNIST_LAB_OFFLINE": "1"}) as url:
+    with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         yield url, store
 
 
@@ -190,6 +190,21 @@ def test_learn_pages(server, page, shots, path, control):
     slide(page, control)
     assert errors_on(page) == []
     page.screenshot(path=shots / f"{path}.png", full_page=True)
+
+
+def test_backprop_steps_to_the_backward_pass(server, page, shots):
+    url, _ = server
+    open_page(page, url, "backprop")
+    for step in ("Loss.", "Backward pass."):  # forward pass -> loss -> backward pass
+        page.get_by_role("button", name="Next step").click()
+        page.get_by_text(step, exact=False).first.wait_for(timeout=20_000)
+        wait_idle(page)
+    page.get_by_text("Follow one weight's chain rule").first.wait_for(timeout=20_000)
+    assert "Backward pass" in page.inner_text("body")
+    cells = [c.text_content() for c in page.locator('[role="gridcell"]').all()]  # the data grid's accessible copy
+    assert cells.count("0.000438568") >= 2  # Mazur's ∂L/∂w1: autograd and the chain rule, equal
+    assert errors_on(page) == []
+    page.screenshot(path=shots / "backprop.png", full_page=True)
 
 
 # --- end to end -----------------------------------------------------------------------------------

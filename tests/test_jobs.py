@@ -102,3 +102,34 @@ def test_a_device_that_is_not_there_starts_nothing(store):
     with pytest.raises(DeviceError, match="not available"):
         start_job(store, config(device="cuda"))
     assert store.list() == []
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc")
+def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(store):
+    """A fresh lab queues 18 starter runs at once: each waiting worker used to hold torch's
+    ~280 MB. A worker now imports torch only once its job has a slot."""
+    holder = store.create(config(name="holds the slot"), status="queued")
+    store.record_worker(holder, os.getpid())  # this test process "trains" it
+    assert store.claim_slot([holder], "cpu", 1)
+    waiting = start_job(store, config(name="waits"))
+    pid = store.get(waiting)["pid"]
+    time.sleep(3)
+    assert store.get(waiting)["status"] == "queued" and store.queue_position(waiting) == 1
+    maps = open(f"/proc/{pid}/maps").read()
+    assert "libtorch" not in maps and "python" in maps
+    store.request_cancel(waiting)
+    assert wait_for(store, waiting, timeout=60)["status"] == "cancelled"
+    store.mark_failed(holder, "test over", status="cancelled")
+
+
+@pytest.mark.slow
+def test_a_queued_worker_starts_training_when_the_slot_frees(store):
+    holder = store.create(config(name="holds the slot"), status="queued")
+    store.record_worker(holder, os.getpid())
+    assert store.claim_slot([holder], "cpu", 1)
+    waiting = start_job(store, config(name="waits", epochs=1))
+    time.sleep(2)
+    assert store.get(waiting)["status"] == "queued"
+    store.mark_failed(holder, "done holding", status="cancelled")
+    done = wait_for(store, waiting)
+    assert done["status"] == "finished", done["error"]

@@ -119,8 +119,13 @@ def test_equivalent_pytorch_and_keras_code_follow_the_settings():
     at = open_page("pages/train.py")
     at.number_input(key="t_batch_size").set_value(32).run()
     codes = [c.value for c in at.code]
-    assert any("DataLoader(train, batch_size=32" in c and "nn.Linear(784, 256)" in c for c in codes)
-    assert any("batch_size=32" in c and "validation_split=0.2" in c and "model.summary()" in c for c in codes)
+    assert any("EPOCHS, BATCH = 32, 32" in c and "nn.Linear(784, 256)" in c for c in codes)
+    assert any("EPOCHS, BATCH, LR = 32, 32, 0.001" in c and "validation_data=(x_val, y_val)" in c
+               and "model.summary()" in c for c in codes)
+    at.number_input(key="t_l2").set_value(0.0001).run()
+    codes = [c.value for c in at.code]
+    assert any("L2 * sum((w * w).sum() for w in kernels)" in c for c in codes)
+    assert any("kernel_regularizer=regularizers.l2(L2)" in c for c in codes)
 
 
 @pytest.mark.slow

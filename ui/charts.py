@@ -120,3 +120,24 @@ def thin(df: pd.DataFrame, by: str, max_points: int = 400) -> pd.DataFrame:
             part = part.iloc[np.unique(np.linspace(0, len(part) - 1, max_points).round().astype(int))]
         parts.append(part)
     return pd.concat(parts) if parts else df
+
+
+def embedding_chart(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """A 2-D map of digits: colour = true class, a cross = misclassified, the digit on hover."""
+    return alt.Chart(frame).mark_point(filled=True, size=40, opacity=0.75).encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+        color=alt.Color("true:N", title="true class", scale=alt.Scale(scheme="category10")),
+        shape=alt.Shape("result:N", scale=alt.Scale(domain=["right", "wrong"], range=["circle", "cross"]),
+                        title=None),
+        size=alt.condition(alt.datum.result == "wrong", alt.value(120), alt.value(30)),
+        tooltip=["image", "true", "predicted", "index"],  # vega-tooltip draws the "image" field as the picture
+    ).properties(height=480, title=title)
+
+
+def robustness_chart(curve: pd.DataFrame, label: str, amount: float, accuracy: float) -> alt.Chart:
+    line = alt.Chart(curve).mark_line(point=True).encode(
+        x=alt.X("amount:Q", title=label), y=alt.Y("accuracy:Q", title="test accuracy", scale=alt.Scale(domain=[0, 1])),
+        tooltip=[alt.Tooltip("amount:Q", title=label), alt.Tooltip("accuracy:Q", format=".2%")])
+    here = alt.Chart(pd.DataFrame([{"amount": amount, "accuracy": accuracy}])).mark_point(
+        size=140, filled=True, color="red").encode(x="amount:Q", y="accuracy:Q")
+    return (line + here).properties(height=260, title="Accuracy as the digits are changed more")

@@ -136,3 +136,24 @@ def classifier(run_id: str):
     folder = store().folder(run_id)
     weights = folder.weights_path("best")
     return _classifier(str(folder.path), weights.stat().st_mtime if weights.exists() else 0.0)
+
+
+@st.cache_resource(show_spinner=False)
+def _starters(root: str) -> list[str]:
+    from core.starters import ensure_started
+
+    try:
+        return ensure_started(store(), executor(), dataset("mnist-sample"))
+    except Exception:  # noqa: BLE001 - a lab that cannot start its starters still opens
+        return []
+
+
+def ensure_starters() -> list[str]:
+    """Start the starter runs the first time this store is opened (core.starters); once per process."""
+    return _starters(str(store().root))
+
+
+def starters_running() -> list[dict]:
+    from core.starters import active_starters
+
+    return active_starters(store())

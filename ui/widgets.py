@@ -48,6 +48,34 @@ def no_runs_hint(what: str) -> None:
     st.page_link("pages/train.py", label="Go to the train page", icon=":material/model_training:")
 
 
+def waiting_for_starters(ready) -> bool:
+    """While the starter runs of a fresh lab train (core.starters), show their progress and
+    refresh until `ready()` is true; returns False when no starter is training."""
+    from ui.state import starters_running
+
+    if not starters_running():
+        return False
+
+    @st.fragment(run_every=1.5)
+    def progress():
+        if ready():
+            st.rerun()
+        runs = starters_running()
+        if not runs:
+            st.rerun()
+        st.info("A fresh lab: small starter runs are training on the offline sample so that every page has real "
+                "results. This page fills in as soon as the first one is done.", icon=":material/hourglass_top:")
+        for run in runs[-4:][::-1]:
+            prog = run.get("progress")
+            done = (prog["epoch"] - 1 + prog["batch"] / prog["batches"]) / prog["epochs"] if prog else 0.0
+            st.progress(min(done, 1.0), text=f"{run['name']}: {run['status']}"
+                        + (f", epoch {prog['epoch']} of {prog['epochs']}" if prog else ""))
+        st.caption(f"{len(runs)} starter run(s) to go.")
+
+    progress()
+    return True
+
+
 def show_error(exc: Exception) -> None:
     """A user error as one clear message (never a traceback)."""
     st.error(str(exc), icon=":material/error:")

@@ -124,7 +124,7 @@ def cmd_worker(args) -> int:
     from core.executors.worker import run_worker
     from core.store import RunStore
 
-    return run_worker(RunStore(args.runs_dir), args.runs, args.data_dir, args.slots)
+    return run_worker(RunStore(args.runs_dir), args.runs, args.data_dir, args.slots, waited=args.waited)
 
 
 def add_parsers(sub) -> None:
@@ -144,4 +144,5 @@ def add_parsers(sub) -> None:
     w.add_argument("--runs-dir")
     w.add_argument("--data-dir")
     w.add_argument("--slots", type=int)
+    w.add_argument("--waited", choices=["claimed", "cancelled"], help=argparse.SUPPRESS)
     w.set_defaults(handler=cmd_worker)

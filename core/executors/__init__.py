@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from core.executors.base import Executor
+if TYPE_CHECKING:
+    from core.executors.base import Executor
 
 EXECUTORS = ("local", "ray")
 
@@ -15,7 +17,7 @@ def ray_address() -> str | None:
     return os.environ.get("MNIST_LAB_RAY_ADDRESS") or None
 
 
-def get_executor(name: str, store, data_dir=None, **options) -> Executor:
+def get_executor(name: str, store, data_dir=None, **options) -> "Executor":
     """An executor by name: `local` (default) or `ray` (options: address)."""
     if name == "local":
         from core.executors.local import LocalExecutor
@@ -27,6 +29,16 @@ def get_executor(name: str, store, data_dir=None, **options) -> Executor:
         return RayExecutor(store, data_dir, address=options.get("address") or ray_address(),
                            detached=options.get("detached", False))
     raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+def __getattr__(name: str):
+    """`Executor` on first use: a queued worker imports core.executors.queue, which must not
+    pull in the config and torch through the base class (see core/executors/queue.py)."""
+    if name == "Executor":
+        from core.executors.base import Executor
+
+        return Executor
+    raise AttributeError(f"module 'core.executors' has no attribute {name!r}")
 
 
 __all__ = ["EXECUTORS", "Executor", "get_executor", "ray_address"]

@@ -66,12 +66,12 @@ class LocalExecutor(Executor):
         super().__init__(store, data_dir)
         self.slots = slots
 
-    def _worker_args(self, run_ids: list[str]) -> list[str]:
-        args = ["worker", *run_ids]
+    def _worker_args(self, run_ids: list[str], device: str) -> list[str]:
+        """The slot count goes on the command line: the worker waits for its slot before it
+        imports torch (core.executors.queue), so it cannot ask a GPU its memory itself."""
+        args = ["worker", *run_ids, "--slots", str(self.slots or slots_for(device))]
         if self.data_dir:
             args += ["--data-dir", str(self.data_dir)]
-        if self.slots:
-            args += ["--slots", str(self.slots)]
         return args
 
     def submit(self, configs: Sequence[RunConfig], group: str | None = None, vectorize: bool = False,
@@ -98,7 +98,7 @@ class LocalExecutor(Executor):
             self.store.set_vectorized(run_id, {"group": ids} if together else
                                       ({"reason": reason} if vectorize and len(ids) > 1 else None))
         for job in jobs:
-            pid = spawn(self.store, self._worker_args(job), job[0])
+            pid = spawn(self.store, self._worker_args(job, self.store.get(job[0])["device"]), job[0])
             for run_id in job:
                 self.store.record_worker(run_id, pid)
         return ids

@@ -11,25 +11,28 @@ from core.store import RunStore, RunStoreError
 POLL_S = 0.3
 
 
-def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | None = None) -> int:
-    """Train one queued job: a run, or several runs of one group as one vectorised model."""
+def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | None = None,
+               waited: str | None = None) -> int:
+    """Train one queued job: a run, or several runs of one group as one vectorised model.
+    `waited` is what the torch-free wait (core.executors.queue) ended with, when it ran."""
     from core.executors.local import slots_for
 
-    runs = [store.get(r) for r in run_ids]
-    for run in runs:
-        if run["status"] != "queued":
-            raise RunStoreError(f"run {run['id']} is {run['status']}, not queued")
-    device = runs[0]["device"]
-    for run_id in run_ids:
-        store.record_worker(run_id, os.getpid())
-    limit = slots or slots_for(device)
-    while not store.claim_slot(run_ids, device, limit):
-        if all(store.folder(r).cancel_reason() for r in run_ids):
-            for run_id in run_ids:
-                store.mark_failed(run_id, "cancelled while queued", status="cancelled")
-            return 0
-        store.list()  # notices dead workers ahead in the queue
-        time.sleep(POLL_S)
+    if waited == "cancelled":
+        return _cancelled(store, run_ids)
+    if waited != "claimed":
+        runs = [store.get(r) for r in run_ids]
+        for run in runs:
+            if run["status"] != "queued":
+                raise RunStoreError(f"run {run['id']} is {run['status']}, not queued")
+        device = runs[0]["device"]
+        for run_id in run_ids:
+            store.record_worker(run_id, os.getpid())
+        limit = slots or slots_for(device)
+        while not store.claim_slot(run_ids, device, limit):
+            if all(store.folder(r).cancel_reason() for r in run_ids):
+                return _cancelled(store, run_ids)
+            store.list()  # notices dead workers ahead in the queue
+            time.sleep(POLL_S)
     try:
         if len(run_ids) == 1:
             config = store.config(run_ids[0])
@@ -46,4 +49,10 @@ def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | 
             if store.get(run_id)["status"] in ("queued", "running"):  # failed before training started
                 store.mark_failed(run_id, f"{type(exc).__name__}: {exc}")
         return 1
+    return 0
+
+
+def _cancelled(store: RunStore, run_ids: list[str]) -> int:
+    for run_id in run_ids:
+        store.mark_failed(run_id, "cancelled while queued", status="cancelled")
     return 0

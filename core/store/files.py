@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 
 from core.atomic import (atomic_save_npz, atomic_torch_save, atomic_write_bytes,  # noqa: F401 - re-exported
                          atomic_write_json, json_default)
@@ -36,6 +35,8 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     tensors and plain containers, so a hostile model file is an error, never code that runs.
     """
     try:
+        import torch  # here, not at the top: waiting workers import this module without torch
+
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every way a bad file fails is reported the same
         raise RunStoreError(f"{path}: not a valid weights file, refused ({type(exc).__name__}: "

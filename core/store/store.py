@@ -26,6 +26,7 @@ from core.store.files import (MAX_NAME, MAX_TAG, RunStoreError, atomic_save_npz,
                               atomic_write_json, clean_text)
 from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id
 from core.store.index import IndexBroken, RunIndex
+from core.store.liveness import reap
 from core.store.processes import environment, host, process_alive, process_start_time
 
 
@@ -342,18 +343,7 @@ class RunStore:
         """Runs whose worker died are marked interrupted (noticed by whoever reads next); runs
         whose folder was deleted behind the store's back are shown as missing."""
         out = []
-        here = host()
-        for run in rows:
-            if run["status"] in ACTIVE and run["pid"] and run["host"] in (None, here) \
-                    and not process_alive(run["pid"], run["pid_start"]):
-                error = (f"the worker process {run['pid']} died; resume continues from epoch "
-                         f"{run['epochs_done'] + 1}")
-                if self.index.update_if(run["id"], run["status"], status="interrupted", error=error, progress=None):
-                    try:
-                        self.folder(run["id"]).write_meta(status="interrupted", error=error)
-                    except OSError:
-                        pass
-                run.update(status="interrupted", error=error, progress=None)
+        for run in reap(self.index, self.root, rows):
             if not (self.root / run["id"]).is_dir():
                 run.update(status="missing", error="its folder is missing (deleted outside the lab?)")
             run["tags"] = json.loads(run["tags"] or "[]")

@@ -1,0 +1,31 @@
+"""Runs whose worker process died are marked interrupted by whoever reads the store next.
+
+Torch-free on purpose: a worker waiting in its device's queue (core.executors.queue) notices
+dead workers ahead of it without importing the facade, so the queue never stalls behind a
+crashed job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.store.folder import ACTIVE, RunFolder
+from core.store.processes import host, process_alive
+
+
+def reap(index, root: Path, rows: list[dict]) -> list[dict]:
+    """Mark the active runs among `rows` whose worker on this host is gone as interrupted, in
+    the index and in their folder; returns `rows`, updated in place."""
+    here = host()
+    for run in rows:
+        if run["status"] in ACTIVE and run["pid"] and run["host"] in (None, here) \
+                and not process_alive(run["pid"], run["pid_start"]):
+            error = (f"the worker process {run['pid']} died; resume continues from epoch "
+                     f"{run['epochs_done'] + 1}")
+            if index.update_if(run["id"], run["status"], status="interrupted", error=error, progress=None):
+                try:
+                    RunFolder(Path(root), run["id"]).write_meta(status="interrupted", error=error)
+                except OSError:
+                    pass
+            run.update(status="interrupted", error=error, progress=None)
+    return rows

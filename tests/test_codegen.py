@@ -1,0 +1,142 @@
+"""The generated PyTorch and Keras programs are the run they were generated from: every option
+that changes training is in both, and both run for real, offline, with results next to the
+lab's own run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from core.codegen import keras_code, pytorch_code
+from core.config import RunConfig
+from core.idx import write_idx
+from core.models import PRESETS, summary
+from tests.conftest import FULL_MNIST, needs_full_mnist
+
+# (field, value for the base config, another value): each changes training, so each must change both programs
+TRAINING_FIELDS = [("lr", 0.001, 0.003), ("batch_size", 50, 64), ("epochs", 2, 3), ("val_split", 0.2, 0.1),
+                   ("seed", 0, 1), ("optimizer", "adam", "sgd"), ("lr_schedule", "constant", "onecycle"),
+                   ("lr_schedule", "constant", "cosine"), ("l2", 0.0, 1e-4), ("early_stopping", 0, 2),
+                   ("augment", False, True), ("train_subset", 0, 500), ("kfold", (), (5, 2, True)),
+                   ("precision", "fp32", "bf16"), ("precision", "fp32", "fp16"),
+                   ("loss", "categorical_crossentropy", "binary_crossentropy")]
+
+VARIANTS = {  # one run per option the presets do not use
+    "l2": dict(l2=1e-4), "early stopping": dict(epochs=3, early_stopping=1), "augment": dict(augment=True),
+    "binary": dict(loss="binary_crossentropy", positive_class=3), "cosine": dict(lr_schedule="cosine"),
+    "bf16": dict(precision="bf16"), "sgd": dict(optimizer="sgd", lr=0.05), "subset": dict(train_subset=500, epochs=4),
+    "k-fold": dict(kfold=(5, 1, True)),
+    "dropout and batch norm": dict(model="custom", layers=(
+        {"type": "flatten"}, {"type": "dense", "units": 64, "activation": "leaky_relu"}, {"type": "batchnorm"},
+        {"type": "dropout", "rate": 0.3}, {"type": "dense", "units": 32, "activation": "sigmoid"})),
+}
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory, sample):
+    """The offline sample as the four IDX files, where the programs look for MNIST."""
+    folder = tmp_path_factory.mktemp("mnist-idx")
+    write_idx(folder / "train-images-idx3-ubyte.gz", sample.train_images)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", sample.train_labels)
+    write_idx(folder / "t10k-images-idx3-ubyte", sample.test_images)  # either form is read
+    write_idx(folder / "t10k-labels-idx1-ubyte", sample.test_labels)
+    return folder
+
+
+def needs_keras():
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (it is in requirements-dev.txt)")
+
+
+def run_program(code: str, folder, name: str, timeout: int = 600) -> tuple[str, float]:
+    """Run a generated program in its own process (no network, Keras on its torch backend);
+    returns its output and the test accuracy it printed."""
+    path = folder / f"{name}.py"
+    path.write_text(code)
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=folder, env=env,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    match = re.search(r"test accuracy ([0-9.]+)", out.stdout)
+    assert match, out.stdout[-2000:]
+    return out.stdout, float(match.group(1))
+
+
+def test_every_option_that_changes_training_changes_both_programs():
+    for field, base, other in TRAINING_FIELDS:
+        a = RunConfig.from_preset("cnn", dataset="mnist-sample", **{field: base})
+        b = a.replace(**{field: other})
+        for generate in (pytorch_code, keras_code):
+            assert generate(a) != generate(b), f"{generate.__name__} ignores {field}={other!r}"
+            compile(generate(b), "generated", "exec")
+
+
+def test_the_programs_say_what_a_framework_cannot_express():
+    config = RunConfig.from_preset("mlp-fast", dataset="mnist", augment=True, early_stopping=3)
+    keras = keras_code(config)
+    assert "beta_1" in keras  # PyTorch's one-cycle also cycles Adam's beta1
+    assert "thicker" in keras and "no layer" in keras  # the stroke-width augmentation
+    assert "restore_best_weights=True" in keras and "validation_split" in keras
+    assert "kernel_initializer" in keras  # the initialisation differs, and how to match it
+    torch_code = pytorch_code(config)
+    assert "OneCycleLR" in torch_code and "RandomAffine" in torch_code and "load_state_dict(best_state)" in torch_code
+
+
+def test_both_programs_read_the_data_folder_named_at_the_top():
+    config = RunConfig.from_preset("mlp", dataset="mnist")
+    for generate in (pytorch_code, keras_code):
+        code = generate(config, "/data/my mnist")
+        assert "DATA = '/data/my mnist'" in code
+        assert "download" not in code.replace("nothing is downloaded", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_the_pytorch_program_of_every_preset_runs_one_epoch_offline(preset, sample_dir):
+    config = RunConfig.from_preset(preset, dataset="mnist-sample", epochs=1)
+    out, accuracy = run_program(pytorch_code(config, sample_dir), sample_dir, f"torch_{preset}")
+    assert f"parameters {summary(config.architecture(), config.num_outputs)['trainable_params']}" in out
+    assert accuracy > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_pytorch_program_runs_with_each_option(variant, sample_dir):
+    config = RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1).replace(**VARIANTS[variant])
+    _, accuracy = run_program(pytorch_code(config, sample_dir), sample_dir, f"torch_{variant.replace(' ', '_')}")
+    assert accuracy > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["l2", "early stopping", "augment", "binary", "cosine", "dropout and batch norm"])
+def test_the_keras_program_runs_with_each_option(variant, sample_dir):
+    needs_keras()
+    config = RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1).replace(**VARIANTS[variant])
+    _, accuracy = run_program(keras_code(config, sample_dir), sample_dir, f"keras_{variant.replace(' ', '_')}")
+    assert accuracy > 0.5
+
+
+@pytest.mark.slow
+@needs_full_mnist
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_the_keras_and_pytorch_programs_match_the_labs_run(preset, tmp_path):
+    """Same data (full MNIST), same epochs (2), same recipe: the parameter count equals the
+    lab's summary and both programs' test accuracy is within 1.5 points of the lab's run."""
+    needs_keras()
+    from core.data import load_dataset
+    from core.training import train
+
+    config = RunConfig.from_preset(preset, dataset="mnist", epochs=2)
+    lab = train(config, load_dataset("mnist", FULL_MNIST)).summary()["test_accuracy"]
+    out, keras_accuracy = run_program(keras_code(config, FULL_MNIST), tmp_path, f"keras_{preset}")
+    total = summary(config.architecture(), config.num_outputs)["total_params"]
+    assert re.search(rf"Total params: {total:,} ", out), out[-3000:]
+    _, torch_accuracy = run_program(pytorch_code(config, FULL_MNIST), tmp_path, f"torch_{preset}")
+    assert abs(keras_accuracy - lab) <= 0.015, (keras_accuracy, lab)
+    assert abs(torch_accuracy - lab) <= 0.015, (torch_accuracy, lab)

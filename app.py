@@ -2,10 +2,12 @@
 
 import streamlit as st
 
+from ui import access
 from ui.navigation import PAGES
 from ui.state import ensure_starters
 
 st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layout="wide")
+access.gate()  # on the network only with a teacher password (classroom mode); see ui/access.py
 ensure_starters()  # a first open is never empty: small starter runs train in the background (core.starters)
 
 st.navigation({group: [st.Page(path, title=title, icon=icon, default=path == "pages/home.py")

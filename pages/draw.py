@@ -15,7 +15,7 @@ from core.handwriting import HandwritingSet, default_config
 from core.preprocess import canvas_to_mnist_steps
 from core.launch import launch_run
 from core.store import RunStoreError
-from ui import charts
+from ui import access, charts
 from ui.navigation import header
 from ui.state import ACTIVE, classifier, dataset, datasets_here, executor, safe_get, store
 from ui.widgets import run_label, show_error
@@ -202,12 +202,13 @@ if len(labels):
     e1, e2 = st.columns(2)
     e1.download_button("Export my handwriting (.npz)", hw.export(), "my-handwriting.npz",
                        mime="application/octet-stream", key="d_export")
-    if e2.button("Clear my handwriting…", key="d_clear_set"):
+    if e2.button("Clear my handwriting…", key="d_clear_set", disabled=not access.is_teacher(),
+                 help=None if access.is_teacher() else "Classroom mode: only the teacher can clear the set."):
         st.session_state["d_confirm_clear"] = True
     if st.session_state.get("d_confirm_clear"):
         st.warning(f"Delete all {len(labels)} saved drawings? This cannot be undone.")
         y, n, _ = st.columns([1, 1, 4])
-        if y.button("Yes, clear", key="d_clear_yes", type="primary"):
+        if y.button("Yes, clear", key="d_clear_yes", type="primary") and access.allowed("clear the handwriting set"):
             hw.clear()
             st.session_state.pop("d_confirm_clear")
             st.rerun()

@@ -18,6 +18,7 @@ from core.devices import DeviceError
 from core.experiments import config_diff, curves_frame, hyperparameter_frame, runs_table, smooth
 from core.launch import launch_group
 from core.store import RunStoreError
+from ui import access
 from ui.navigation import header
 from ui.state import ACTIVE, dataset, devices, executor, store
 from ui.widgets import run_label, show_error
@@ -28,7 +29,7 @@ runs = store().list()
 
 # --- import first, so an imported run shows up in the table at once --------------------------
 with st.expander("Import a run (a zip exported from this lab)"):
-    up = st.file_uploader("Run zip", type=["zip"], key="x_import")
+    up = st.file_uploader("Run zip", type=["zip"], key="x_import") if access.allowed("import runs") else None
     if up is not None and st.session_state.get("x_imported") != up.file_id:
         try:
             new_id = store().import_zip(up)
@@ -162,14 +163,15 @@ except RunStoreError as exc:
     show_error(exc)
 
 
-if b3.button("Delete…", key="x_delete", disabled=run["status"] in ACTIVE):
+if b3.button("Delete…", key="x_delete", disabled=run["status"] in ACTIVE or not access.is_teacher(),
+             help=None if access.is_teacher() else "Classroom mode: only the teacher can delete runs."):
     st.session_state["x_confirm_delete"] = run_id
 if st.session_state.get("x_confirm_delete") == run_id:
     # A confirmation step in the page (not st.dialog), so the click survives a full rerun.
     st.warning(f"Delete **{run['name']}** and all its files (weights, history, predictions)? "
                "This cannot be undone.")
     y, n, _ = st.columns([1, 1, 4])
-    if y.button("Yes, delete", type="primary", key="x_delete_yes"):
+    if y.button("Yes, delete", type="primary", key="x_delete_yes") and access.allowed("delete runs"):
         st.session_state.pop("x_confirm_delete")
         try:
             store().delete(run_id)

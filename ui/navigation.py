@@ -64,3 +64,6 @@ def header(title: str, purpose: str) -> None:
         st.toast(notice, icon=":material/build:")
     st.title(title)
     st.caption(purpose)
+    from ui.access import teacher_login
+
+    teacher_login()

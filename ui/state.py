@@ -59,7 +59,14 @@ def store_notice() -> str | None:
 
 def executor(name: str = "local"):
     """Where the pages' jobs train: worker processes here, or the Ray cluster named by
-    MNIST_LAB_RAY_ADDRESS (its driver runs in a background process of this machine)."""
+    MNIST_LAB_RAY_ADDRESS (its driver runs in a background process of this machine); with
+    classroom mode's per-session quota checked before each start (ui.access)."""
+    from ui.access import SessionExecutor
+
+    return SessionExecutor(_raw_executor(name))
+
+
+def _raw_executor(name: str = "local"):
     from core.executors import get_executor
 
     return get_executor(name, store(), data_dir(), detached=True)
@@ -143,7 +150,7 @@ def _starters(root: str) -> list[str]:
     from core.starters import ensure_started
 
     try:
-        return ensure_started(store(), executor(), dataset("mnist-sample"))
+        return ensure_started(store(), _raw_executor(), dataset("mnist-sample"))  # nobody's quota
     except Exception:  # noqa: BLE001 - a lab that cannot start its starters still opens
         return []
 

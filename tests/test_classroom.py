@@ -1,0 +1,161 @@
+"""A lab a class can share: it listens on this computer only unless told otherwise, refuses the
+network without a teacher password, and in classroom mode keeps deleting, importing and
+clearing for the teacher and the number of jobs per student within a quota."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+
+import pytest
+from streamlit import config as st_config
+
+from core.config import RunConfig
+from core.store import RunStore
+from tests.conftest import ROOT
+
+
+@contextlib.contextmanager
+def listening_on(address: str):
+    """The app as if started with --server.address ADDRESS (AppTest reads the same option; the
+    environment variable keeps it when Streamlit parses its config files again)."""
+    import os
+
+    before = st_config.get_option("server.address")
+    os.environ["STREAMLIT_SERVER_ADDRESS"] = address
+    st_config.set_option("server.address", address)
+    try:
+        yield
+    finally:
+        del os.environ["STREAMLIT_SERVER_ADDRESS"]
+        st_config.set_option("server.address", before)
+
+
+def app(page: str | None = None, secrets: dict | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    for k, v in (secrets or {}).items():
+        at.secrets[k] = v
+    if page:
+        at.switch_page(page)
+    return at
+
+
+def test_the_project_config_listens_on_this_computer_only():
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+
+
+def host_ip() -> str | None:
+    """This machine's address on its network, if it has one besides loopback."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.255", 1))
+        ip = s.getsockname()[0]
+        return None if ip.startswith("127.") else ip
+    return None
+
+
+@pytest.mark.slow
+def test_streamlit_run_app_as_the_readme_says_is_not_reachable_from_the_network(tmp_path):
+    ip = host_ip()
+    if ip is None:
+        pytest.skip("this machine has no network address besides loopback")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**__import__("os").environ, "MNIST_LAB_RUNS": str(tmp_path), "MNIST_LAB_STARTERS": "0"})
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the app did not start")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://{ip}:{port}/_stcore/health", timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_on_the_network_without_a_teacher_password_the_lab_refuses_to_open():
+    with listening_on("0.0.0.0"):
+        at = app("pages/experiments.py").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "teacher_password" in at.error[0].value and "secrets.toml" in at.error[0].value
+    assert not at.title  # no page was shown
+
+
+@pytest.fixture
+def one_run(tmp_path, monkeypatch, small):
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
+    store = RunStore(tmp_path)
+    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+                                                      name="kept"), small)
+    return store
+
+
+def test_classroom_mode_keeps_delete_import_and_clearing_for_the_teacher(one_run):
+    before = sorted(p.name for p in one_run.root.rglob("*"))
+    with listening_on("0.0.0.0"):
+        at = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
+        assert not at.exception and at.title[0].value == "Experiments"
+        assert at.button(key="x_delete").disabled
+        assert any("only the teacher can import runs" in i.value for i in at.info)
+        assert not at.get("file_uploader")
+        # the teacher signs in (a wrong password first), and may delete and import
+        at.text_input(key="_teacher_pw").set_value("wrong")
+        at = at.button(key="_teacher_in").click().run()
+        assert any("Wrong password" in e.value for e in at.error)
+        assert at.button(key="x_delete").disabled
+        at.text_input(key="_teacher_pw").set_value("s3cret")
+        at = at.button(key="_teacher_in").click().run()
+        assert not at.button(key="x_delete").disabled
+        assert at.get("file_uploader")
+        student = app("pages/draw.py", {"teacher_password": "s3cret"}).run()
+        assert not student.exception
+    assert sorted(p.name for p in one_run.root.rglob("*")) == before  # nothing was touched by the refusals
+
+
+def test_the_password_is_compared_in_constant_time():
+    source = (ROOT / "ui" / "access.py").read_text()
+    assert "hmac.compare_digest(" in source and 'st.secrets' in source
+
+
+@pytest.mark.slow
+def test_a_student_trains_within_the_quota_and_is_told_when_it_is_used_up(one_run):
+    with listening_on("0.0.0.0"):
+        at = app("pages/train.py", {"teacher_password": "s3cret", "jobs_per_session": 1}).run()
+        at.selectbox(key="t_dataset").set_value("mnist-sample").run()
+        at.number_input(key="t_epochs").set_value(100).run()
+        at = at.button(key="t_train").click().run()
+        first = at.session_state["train_run"]
+        assert not any("Nothing was started" in e.value for e in at.error)
+        at = at.button(key="t_train").click().run()
+        refused = [e.value for e in at.error if "Nothing was started" in e.value]
+        assert refused and "the most one student can have" in refused[0]
+        assert len(one_run.list()) == 2  # the kept run and the first job only
+        one_run.request_cancel(first)
+
+
+def test_a_full_queue_is_said_clearly(one_run):
+    """Three jobs of others wait; with max_queue 3 a student's k-fold is refused with a
+    message saying why, and nothing is added to the store."""
+    for i in range(3):
+        one_run.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"queued {i}"), status="queued")
+    with listening_on("0.0.0.0"):
+        at = app("pages/kfold.py", {"teacher_password": "s3cret", "max_queue": 3}).run()
+        at.selectbox(key="k_data").set_value("mnist-sample").run()
+        at = at.button(key="k_go").click().run()
+    assert any("the queue is full (3 jobs waiting" in e.value for e in at.error)
+    assert len(one_run.list()) == 4

@@ -13,7 +13,6 @@ import tomllib
 import urllib.request
 
 import pytest
-from streamlit import config as st_config
 
 from core.config import RunConfig
 from core.store import RunStore
@@ -22,18 +21,19 @@ from tests.conftest import ROOT
 
 @contextlib.contextmanager
 def listening_on(address: str):
-    """The app as if started with --server.address ADDRESS (AppTest reads the same option; the
-    environment variable keeps it when Streamlit parses its config files again)."""
-    import os
+    """The app as if started with --server.address ADDRESS. (Setting Streamlit's option from a
+    test does not reach the script AppTest runs, so the one function that reads it is
+    replaced; that it reads the option right, and that a real server started as the README
+    says is unreachable from the network, is checked below.)"""
+    import sys
 
-    before = st_config.get_option("server.address")
-    os.environ["STREAMLIT_SERVER_ADDRESS"] = address
-    st_config.set_option("server.address", address)
+    access = sys.modules.get("ui.access") or __import__("ui.access", fromlist=["x"])
+    real = access.on_network
+    access.on_network = lambda: address not in access.LOOPBACK
     try:
         yield
     finally:
-        del os.environ["STREAMLIT_SERVER_ADDRESS"]
-        st_config.set_option("server.address", before)
+        access.on_network = real
 
 
 def app(page: str | None = None, secrets: dict | None = None):
@@ -48,8 +48,19 @@ def app(page: str | None = None, secrets: dict | None = None):
 
 
 def test_the_project_config_listens_on_this_computer_only():
+    from streamlit import config as st_config
+
+    from ui import access
+
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
+    before = st_config.get_option("server.address")
+    try:
+        for address, network in (("127.0.0.1", False), ("localhost", False), ("0.0.0.0", True), (None, True)):
+            st_config.set_option("server.address", address)
+            assert access.on_network() is network
+    finally:
+        st_config.set_option("server.address", before)
 
 
 def host_ip() -> str | None:

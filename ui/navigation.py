@@ -56,14 +56,14 @@ def header(title: str, purpose: str) -> None:
     """Every page starts the same way: a title and one line saying what it is for (and, once
     per session, a note when the run index had to be rebuilt)."""
     ensure_navigation()
+    from ui.access import gate, teacher_login
     from ui.state import store_notice
 
+    gate()  # app.py calls it too; here as well, for a page a fresh server runs directly
     notice = store_notice()
     if notice and not st.session_state.get("_store_notice_shown"):
         st.session_state["_store_notice_shown"] = True
         st.toast(notice, icon=":material/build:")
     st.title(title)
     st.caption(purpose)
-    from ui.access import teacher_login
-
     teacher_login()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 
 from core.data import DATASETS
@@ -27,6 +28,10 @@ class ConfigError(ValueError):
     def __init__(self, field_name: str, message: str):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+
+
+MAX_LR, MAX_BATCH, MAX_EPOCHS = 10.0, 1_000_000, 10_000  # beyond them a value is a typo, not an experiment
+DEVICE_NAME = re.compile(r"[a-z]{1,10}(:\d{1,2})?")  # the syntax; which devices exist: core.devices
 
 
 def _is_int(v) -> bool:
@@ -66,6 +71,8 @@ class RunConfig:
             raise ConfigError("model", f"unknown model {self.model!r}; allowed: {', '.join(PRESETS)}, custom")
         if self.model == "custom" and not self.layers:
             raise ConfigError("layers", "a custom model needs at least one layer")
+        if not isinstance(self.layers, (list, tuple)) or not all(isinstance(layer, dict) for layer in self.layers):
+            raise ConfigError("layers", "must be a list of layers, each like {\"type\": \"dense\", \"units\": 64}")
         object.__setattr__(self, "layers", tuple(dict(layer) for layer in self.layers))
         object.__setattr__(self, "kfold", tuple(self.kfold))
         try:
@@ -80,14 +87,15 @@ class RunConfig:
             raise ConfigError("positive_class", f"must be a class 0..9, got {self.positive_class!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError("lr", f"learning rate must be > 0, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= MAX_LR):
+            raise ConfigError("lr", f"learning rate must be > 0 and at most {MAX_LR:g}, got {self.lr!r}")
         if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
             raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum!r}")
-        if not (_is_int(self.batch_size) and self.batch_size >= 1):
-            raise ConfigError("batch_size", f"batch size must be a whole number >= 1, got {self.batch_size!r}")
-        if not (_is_int(self.epochs) and self.epochs >= 1):
-            raise ConfigError("epochs", f"epochs must be a whole number >= 1, got {self.epochs!r}")
+        if not (_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH):
+            raise ConfigError("batch_size", f"batch size must be a whole number from 1 to {MAX_BATCH:,}, "
+                                            f"got {self.batch_size!r}")
+        if not (_is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS):
+            raise ConfigError("epochs", f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}, got {self.epochs!r}")
         if not (isinstance(self.val_split, (int, float)) and 0 < self.val_split < 1):
             raise ConfigError("val_split", f"validation split must be between 0 and 1 (exclusive), got {self.val_split!r}")
         if not (_is_int(self.seed) and self.seed >= 0):
@@ -107,7 +115,7 @@ class RunConfig:
             k, fold = self.kfold[0], self.kfold[1]
             if not (_is_int(k) and 2 <= k <= 10 and _is_int(fold) and 0 <= fold < k):
                 raise ConfigError("kfold", f"needs (k, fold) with 2 <= k <= 10 and 0 <= fold < k, got {self.kfold!r}")
-        if not isinstance(self.device, str) or not self.device:
+        if not isinstance(self.device, str) or not DEVICE_NAME.fullmatch(self.device):
             raise ConfigError("device", f"must be a device name such as auto, cpu, cuda, cuda:0, mps; got {self.device!r}")
 
     @classmethod
@@ -173,18 +181,32 @@ def to_query_params(config: RunConfig) -> dict[str, str]:
     return out
 
 
+MAX_LINK_VALUE = 4000  # characters of one link parameter (a 20-layer network's JSON is ~1,500)
+
+
 def from_query_params(params: dict[str, str]) -> RunConfig:
     """Rebuild a config from a shared link; a bad value raises ConfigError naming the field.
     Fields not in the link take the model preset's settings."""
     kinds = {f.name: f.type for f in dataclasses.fields(RunConfig)}
     values: dict = {}
+    unknown = sorted(set(params) - set(SHARED_FIELDS) - {"layers"})
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise ConfigError("link", f"unknown parameter(s) {shown}; a link may set: {', '.join(SHARED_FIELDS)}, layers")
+    for name, raw in params.items():
+        if len(str(raw)) > MAX_LINK_VALUE:
+            raise ConfigError(name, f"the link's value is {len(str(raw)):,} characters long; at most "
+                                    f"{MAX_LINK_VALUE:,} are read")
     for name in SHARED_FIELDS + ("layers",):
         if name not in params:
             continue
         raw = params[name]
         try:
             if name == "layers":
-                values[name] = tuple(json.loads(raw))
+                parsed = json.loads(raw)
+                if not isinstance(parsed, list):
+                    raise ConfigError("layers", "must be a JSON list of layers")
+                values[name] = tuple(parsed)
             elif kinds[name] in ("int", int):
                 values[name] = int(raw)
             elif kinds[name] in ("float", float):

@@ -59,3 +59,27 @@ def launch_activation_comparison(executor: Executor, base: RunConfig, dataset=No
     from core.experiments import activation_configs
 
     return launch_group(executor, activation_configs(base, activations), "grad-", dataset, vectorize=False)
+
+
+def launch_sweep(store, base: RunConfig, space: dict, strategy: str, trials: int, minutes: float | None = None,
+                 executor: str = "local", data_dir=None, ray_address: str | None = None, pruning: bool = True,
+                 parallel: int = 1) -> str:
+    """A sweep driven by a background process of this machine (`python -m core sweep --resume`),
+    so it outlives the page; returns its id at once. Its state is in the store (core.sweeps)."""
+    import subprocess
+    import sys
+
+    from core import sweeps
+    from core.executors.local import ROOT, _child_env
+
+    spec = sweeps.new_sweep(store, base, space, strategy, trials, minutes, base.seed, executor, parallel, pruning)
+    folder = sweeps.sweep_folder(store, spec.sweep_id)
+    cmd = [sys.executable, "-m", "core", "sweep", "--resume", spec.sweep_id, "--runs-dir", str(store.root.resolve())]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    if ray_address:
+        cmd += ["--ray-address", ray_address]
+    with open(folder / "driver.log", "ab") as log:
+        subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         env=_child_env(), start_new_session=True)
+    return spec.sweep_id

@@ -149,10 +149,14 @@ def _check(cond: bool, index: int, layer: dict, message: str) -> None:
         raise ArchitectureError(f"layer {index + 1} ({layer.get('type', '?')}): {message}")
 
 
+MAX_WIDTH = 16_384  # units of a dense layer, filters of a convolution: beyond it a typo, not a lab model
+MAX_LAYERS = 64
+
+
 def _positive_int(layer: dict, key: str, index: int, default=None) -> int:
     value = layer.get(key, default)
-    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, index, layer,
-           f"{key} must be a whole number >= 1, got {value!r}")
+    _check(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WIDTH, index, layer,
+           f"{key} must be a whole number from 1 to {MAX_WIDTH:,}, got {value!r}")
     return value
 
 
@@ -165,6 +169,8 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
     """
     shape: tuple[int, ...] = INPUT_SHAPE
     shapes = []
+    if len(layers) > MAX_LAYERS:
+        raise ArchitectureError(f"{len(layers)} layers; the lab builds at most {MAX_LAYERS}")
     for i, layer in enumerate(layers):
         kind = layer.get("type")
         _check(kind in LAYER_TYPES, i, layer, f"unknown layer type {kind!r}; allowed: {', '.join(LAYER_TYPES)}")

@@ -32,7 +32,11 @@ def to_ink(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or min(a.shape[:2]) < 2:
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise ValueError(f"expected image pixels as numbers, got {a.dtype}")
     a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError("the image has pixels that are not numbers (NaN or infinite)")
     if a.max() > 1.0:
         a = a / 255.0
     if a.ndim == 2 or a.shape[2] == 1:

@@ -16,7 +16,7 @@ from core.launch import launch_kfold
 from ui.charts import SPLIT_SCALE
 from ui.navigation import header
 from ui.state import dataset, executor, store
-from ui.widgets import group_view, launch
+from ui.widgets import executor_picker, group_view, launch
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
                                   "validated on the remaining one.")
@@ -62,8 +62,9 @@ precision = c4.selectbox("Precision", ["fp32", "bf16"], key="k_precision",
                               "units that is about 1.4x faster in bf16, at the same accuracy (bench/kfold_speed.py).")
 st.caption("Folds of one architecture train together as one vectorised model: one stack of weights, one pass per "
            "batch for all folds. Convolutional models on a CPU train fold by fold (faster there).")
+where = executor_picker("k_executor")
 if st.button(f"Train {k} folds", type="primary", key="k_go"):
-    launch(lambda: launch_kfold(executor(), RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs),
+    launch(lambda: launch_kfold(executor(where), RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs),
                                                                   seed=int(seed), precision=precision,
                                                                   name=f"{preset} {k}-fold"),
                                 k, stratified, dataset=dataset(data_name)))

@@ -30,6 +30,7 @@ from core.store import RunStoreError
 from ui import charts
 from ui.navigation import header
 from ui.state import ACTIVE, dataset, datasets_here, devices, executor, safe_get, store
+from ui.widgets import executor_picker
 
 LAYER_DEFAULTS = {
     "dense": {"units": 64, "activation": "relu"},
@@ -76,7 +77,7 @@ def _seeded(name: str) -> str:
 
 if "train_cfg" not in st.session_state:
     try:
-        shared = {k: v for k, v in st.query_params.items() if k != "run"}
+        shared = {k: v for k, v in st.query_params.items() if k not in ("run", "view")}
         _set_config(from_query_params(shared) if shared else RunConfig.from_preset("mlp", dataset="mnist"))
     except ConfigError as exc:
         st.warning(f"The shared link has a bad setting, so the defaults are shown instead: {exc}")
@@ -294,7 +295,7 @@ if config is not None:
 def _start():
     try:
         ds = dataset(config.dataset)
-        run_id = launch_run(executor(), config, dataset=ds)
+        run_id = launch_run(executor(st.session_state.get("t_executor", "local")), config, dataset=ds)
     except (ConfigError, DeviceError, DataError, ArchitectureError, RunStoreError) as exc:
         st.session_state["train_error"] = str(exc)
         return
@@ -302,6 +303,7 @@ def _start():
     st.session_state["train_run"] = run_id
 
 
+executor_picker("t_executor")
 st.button("Train", type="primary", icon=":material/play_arrow:", key="t_train", on_click=_start,
           disabled=config is None, help="Starts a background job; you can leave this page while it runs.")
 if st.session_state.get("train_error"):

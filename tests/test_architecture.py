@@ -77,8 +77,7 @@ def test_cli_commands_share_only_the_common_module():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("core.cli"):
-                allowed = {"core.cli.common"} | ({"core.cli.train"} if path.name == "kfold.py" else set())
-                assert node.module in allowed, f"{path.name} imports {node.module}"
+                assert node.module == "core.cli.common", f"{path.name} imports {node.module}"
 
 
 def test_no_module_reaches_into_another_objects_private_parts():

@@ -112,9 +112,9 @@ def test_corrupt_idx_files_exit_2_with_one_error_line(tmp_path, kind, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--epochs", "0"], "epochs: epochs must be a whole number >= 1"),
-    (["--epochs", "-2"], "epochs: epochs must be a whole number >= 1"),
-    (["--batch-size", "0"], "batch_size: batch size must be a whole number >= 1"),
+    (["--epochs", "0"], "epochs: epochs must be a whole number from 1 to 10,000"),
+    (["--epochs", "-2"], "epochs: epochs must be a whole number from 1 to 10,000"),
+    (["--batch-size", "0"], "batch_size: batch size must be a whole number from 1 to 1,000,000"),
     (["--batch-size", "100000"], "batch_size: batch size 100000 is larger than the training set"),
     (["--lr", "0"], "lr: learning rate must be > 0"),
     (["--lr", "-0.1"], "lr: learning rate must be > 0"),

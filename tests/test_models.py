@@ -68,7 +68,7 @@ def test_bad_layer_fields_name_the_layer():
         output_shapes([{"type": "flatten"}, {"type": "dense", "units": 3, "activation": "swish"}])
     with pytest.raises(ArchitectureError, match=r"layer 1 \(dropout\): rate must be in \[0, 1\)"):
         output_shapes([{"type": "dropout", "rate": 1.5}, {"type": "flatten"}])
-    with pytest.raises(ArchitectureError, match="units must be a whole number >= 1"):
+    with pytest.raises(ArchitectureError, match="units must be a whole number from 1 to 16,384"):
         output_shapes([{"type": "flatten"}, {"type": "dense", "units": 0}])
 
 

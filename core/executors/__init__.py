@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from core.executors.base import Executor
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "inline")
 
 
 def ray_address() -> str | None:
@@ -18,11 +18,15 @@ def ray_address() -> str | None:
 
 
 def get_executor(name: str, store, data_dir=None, **options) -> "Executor":
-    """An executor by name: `local` (default) or `ray` (options: address)."""
+    """An executor by name: `local` (default), `ray` (options: address) or `inline` (this process)."""
     if name == "local":
         from core.executors.local import LocalExecutor
 
         return LocalExecutor(store, data_dir, slots=options.get("slots"))
+    if name == "inline":
+        from core.executors.inline import InlineExecutor
+
+        return InlineExecutor(store, data_dir)
     if name == "ray":
         from core.executors.ray import RayExecutor
 

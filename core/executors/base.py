@@ -63,6 +63,10 @@ class Executor(ABC):
         runs = {r["id"]: r for r in self.store.list()}
         return [i for i in run_ids if i in runs and runs[i]["status"] in ("queued", "running")]
 
+    def capacity(self, device: str = "cpu") -> int:
+        """How many jobs on `device` train at once (a sweep keeps this many trials in flight)."""
+        return 1
+
     def close(self) -> None:
         """Release what the executor holds (a cluster connection); runs already started go on."""
 

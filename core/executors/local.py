@@ -103,6 +103,9 @@ class LocalExecutor(Executor):
                 self.store.record_worker(run_id, pid)
         return ids
 
+    def capacity(self, device: str = "cpu") -> int:
+        return self.slots or slots_for(device)
+
     def resume(self, run_id: str) -> None:
         run = self.store.get(run_id)
         if run["status"] in ("queued", "running"):

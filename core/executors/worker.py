@@ -33,6 +33,13 @@ def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | 
                 return _cancelled(store, run_ids)
             store.list()  # notices dead workers ahead in the queue
             time.sleep(POLL_S)
+    device = store.get(run_ids[0])["device"]
+    if device == "cpu" and (slots or 1) > 1 and not os.environ.get("MNIST_LAB_THREADS"):
+        # Jobs sharing the CPU share its cores: two 2-thread jobs on 2 cores trained 65x slower
+        # per trial than one (bench/sweep.py), each thread spinning while the other's ran.
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
     try:
         if len(run_ids) == 1:
             config = store.config(run_ids[0])

@@ -263,6 +263,10 @@ class RunStore:
                   last_val_accuracy=result.history[-1]["val_accuracy"] if result.history else None, progress=None,
                   error=None)
 
+    def requeue(self, run_id: str, note: str) -> None:
+        """Queue a stopped run again (an executor retrying it), saying why in its error field."""
+        self._set(run_id, status="queued", error=note[:2000], progress=None)
+
     def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
         """Record a run that stopped without results. Best effort on a full disk: the index row
         still says why even when run.json cannot be written."""

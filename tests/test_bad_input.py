@@ -1,0 +1,174 @@
+"""A corpus of bad input: each item gets a clear message naming what is wrong, and the run
+store stays byte-for-byte unchanged. (More of the corpus lives next to the feature it
+attacks: run archives in test_runs.py and test_store.py, IDX files in test_idx_and_data.py,
+model files in test_draw.py; the README counts them all.)"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from core.config import SHARED_FIELDS, ConfigError, RunConfig, from_query_params, to_query_params
+from core.store import RunStore, RunStoreError
+from tests.conftest import open_page
+
+
+def store_digest(root) -> dict:
+    """Every file of the store and its bytes' hash (the index included)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+@pytest.fixture
+def kept(tmp_path, small, monkeypatch):
+    """A store with one finished run, which every bad input must leave as it is."""
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
+    store = RunStore(tmp_path)
+    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+                                                      name="kept"), small)
+    return store
+
+
+# --- shared links ---------------------------------------------------------------------------------
+
+NUMERIC = {"positive_class": (-1, 10), "lr": (-0.1, 1e9), "momentum": (-1, 5), "batch_size": (0, 10 ** 9),
+           "epochs": (0, 10 ** 9), "val_split": (0, 1.5), "seed": (-1, None), "l2": (-1, 5),
+           "early_stopping": (-1, None), "train_subset": (-5, None)}
+CHOICES = ("model", "dataset", "loss", "optimizer", "device", "precision", "lr_schedule")
+
+
+def link_corpus() -> list[tuple[str, dict, str]]:
+    """(what, link parameters, the field the message must name)."""
+    good = to_query_params(RunConfig.from_preset("mlp", dataset="mnist"))
+    items = []
+    for name in NUMERIC:
+        items.append((f"{name}: not a number", {**good, name: "abc"}, name))
+        for bad in NUMERIC[name]:
+            if bad is not None:
+                items.append((f"{name}: out of range {bad}", {**good, name: str(bad)}, name))
+    for name in CHOICES:
+        items.append((f"{name}: unknown value", {**good, name: "no-such-" + name}, name))
+    for name in SHARED_FIELDS:
+        items.append((f"{name}: a huge string", {**good, name: "9" * 100_000}, name))
+    items += [("unknown key", {**good, "evil": "1"}, "evil"),
+              ("unknown key, huge", {**good, "x" * 10_000: "1"}, "unknown parameter"),
+              ("layers: not JSON", {**good, "model": "custom", "layers": "[{"}, "layers"),
+              ("layers: not a list of layers", {**good, "model": "custom", "layers": '"dense"'}, "layers"),
+              ("layers: unknown layer type", {**good, "model": "custom", "layers": '[{"type": "teleport"}]'},
+               "teleport"),
+              ("layers: a huge network", {**good, "model": "custom",
+                                          "layers": json.dumps([{"type": "flatten"}, {"type": "dense", "units": 10 ** 9}])}, "units"),
+              ("layers: too many", {**good, "model": "custom",
+                                    "layers": json.dumps([{"type": "flatten"}] + [{"type": "dense", "units": 2}] * 100)},
+               "layers")]
+    return items
+
+
+LINKS = link_corpus()
+
+
+@pytest.mark.parametrize("what, params, names", LINKS, ids=[w for w, _, _ in LINKS])
+def test_every_bad_shared_link_parameter_is_refused_naming_it(what, params, names):
+    with pytest.raises(ConfigError) as info:
+        from_query_params(params)
+    assert names in str(info.value) or names == getattr(info.value, "field", None), str(info.value)
+
+
+def test_the_train_page_opens_a_bad_link_with_the_defaults_and_says_why(kept):
+    before = store_digest(kept.root)
+    at = open_page("pages/train.py", query={"lr": "abc", "evil": "1"})
+    assert not at.exception
+    assert any("bad setting" in w.value for w in at.warning)
+    assert store_digest(kept.root) == before
+
+
+# --- a run folder's config.json -------------------------------------------------------------------
+
+CONFIGS = [("not JSON", b"{oops"), ("a list", b"[1, 2]"), ("epochs a string", {"epochs": "ten"}),
+           ("lr negative", {"lr": -1}), ("unknown key", {"teleport": True}), ("layers not a list", {"layers": 5}),
+           ("batch size a float", {"batch_size": 1.5}), ("no config at all", {})]
+
+
+@pytest.mark.parametrize("what, change", CONFIGS, ids=[w for w, _ in CONFIGS])
+def test_a_run_folder_with_a_bad_config_json_is_named_and_the_other_runs_are_fine(kept, small, what, change):
+    victim = kept.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
+                                                              train_subset=200, name="victim"), small)["run_id"]
+    path = kept.run_dir(victim) / "config.json"
+    if isinstance(change, bytes):
+        path.write_bytes(change)
+    else:
+        saved = json.loads(path.read_text())
+        saved["config"] = {**saved["config"], **change} if change else {}
+        if not change:
+            del saved["config"]
+        path.write_text(json.dumps(saved))
+    others = {k: v for k, v in store_digest(kept.root).items() if not k.startswith(victim) and "index" not in k}
+    with pytest.raises(RunStoreError) as info:
+        RunStore(kept.root).config(victim)
+    assert victim in str(info.value) or "config.json" in str(info.value)
+    store = RunStore(kept.root)
+    assert {r["name"] for r in store.list()} >= {"kept"}  # listing still works
+    kept_id = next(r["id"] for r in store.list() if r["name"] == "kept")
+    assert store.config(kept_id).name == "kept"
+    assert {k: v for k, v in store_digest(kept.root).items() if not k.startswith(victim) and "index" not in k} \
+        == others
+
+
+# --- canvas arrays ---------------------------------------------------------------------------------
+
+CANVASES = [("1-D", np.zeros(10)), ("2 channels", np.zeros((280, 280, 2))), ("5 channels", np.zeros((28, 28, 5))),
+            ("empty", np.zeros((0, 0, 4))), ("strings", np.full((28, 28), "a")), ("objects", np.full((28, 28), None)),
+            ("NaN", np.full((280, 280, 4), np.nan)), ("infinite", np.full((28, 28), np.inf)),
+            ("one pixel", np.zeros((1, 1, 4)))]
+
+
+@pytest.mark.parametrize("what, array", CANVASES, ids=[w for w, _ in CANVASES])
+def test_a_bad_canvas_array_is_a_clear_error(what, array):
+    from core.preprocess import canvas_to_mnist
+
+    with pytest.raises(ValueError, match="expected|not numbers"):
+        canvas_to_mnist(array)
+
+
+@pytest.mark.parametrize("what, array", [("NaN", np.full((28, 28), np.nan)), ("wrong shape", np.zeros((27, 28))),
+                                         ("RGB", np.zeros((28, 28, 3)))])
+def test_a_bad_array_given_to_a_model_is_a_clear_error(kept, what, array):
+    from core.inference import load_classifier
+
+    clf = load_classifier(kept.run_dir(kept.list()[0]["id"]))
+    with pytest.raises(ValueError, match="expected|not numbers"):
+        clf.predict_proba(array)
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+def test_a_full_disk_while_a_run_saves_fails_that_run_with_the_reason_and_nothing_else(kept, small, monkeypatch):
+    """ENOSPC in the middle of writing the predictions (the first result file): the run is
+    failed with the reason, no half-written file is left, every earlier run is unchanged."""
+    before = {k: v for k, v in store_digest(kept.root).items() if "index" not in k}
+    import core.atomic
+
+    real = core.atomic.np.savez_compressed
+
+    def full_disk(file, **arrays):
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(core.atomic.np, "savez_compressed", full_disk)
+    with pytest.raises(OSError):
+        kept.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+                                                         name="disk full"), small)
+    monkeypatch.setattr(core.atomic.np, "savez_compressed", real)
+    store = RunStore(kept.root)
+    failed = next(r for r in store.list() if r["name"] == "disk full")
+    assert failed["status"] == "failed" and "No space left on device" in failed["error"]
+    folder = store.run_dir(failed["id"])
+    assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]
+    assert not (folder / "predictions.npz").exists()
+    after = {k: v for k, v in store_digest(kept.root).items() if "index" not in k and not k.startswith(failed["id"])}
+    assert after == before

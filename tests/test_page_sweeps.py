@@ -1,0 +1,50 @@
+"""The Sweeps page: build a space (its size shown), launch a sweep that a background driver
+runs, then the trials table, best-so-far curve, parallel coordinates and importances."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core import sweeps
+from core.store import RunStore
+from tests.conftest import open_page
+
+
+def test_the_space_builder_shows_its_size_and_refuses_a_bad_space():
+    at = open_page("pages/sweeps.py")
+    assert not at.exception
+    at.radio(key="s_strategy").set_value("grid").run()
+    assert any("config(s)" in c.value for c in at.caption)
+    at.select_slider(key="s_lr").set_value((1e-3, 1e-3)).run()  # an empty range: lr left out, still valid
+    assert not at.exception
+
+
+@pytest.mark.slow
+def test_a_sweep_launched_from_the_page_runs_in_the_background_and_shows_its_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
+    at = open_page("pages/sweeps.py")
+    at.selectbox(key="s_model").set_value("mlp-fast").run()
+    at.number_input(key="s_epochs").set_value(1).run()
+    at.radio(key="s_strategy").set_value("random").run()
+    at.number_input(key="s_trials").set_value(3).run()
+    at = at.button(key="s_go").click().run()
+    assert not at.exception, at.exception
+    store = RunStore(tmp_path)
+    sweep_id = sweeps.list_sweeps(store)[0]["sweep_id"]
+    deadline = time.time() + 240
+    while time.time() < deadline and sweeps.driver_running(store, sweep_id):
+        time.sleep(1)
+    result = sweeps.sweep_result(store, sweep_id)
+    assert len(result["trials"]) == 3 and all(t["status"] == "finished" for t in result["trials"])
+    at = open_page("pages/sweeps.py")
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert sorted(shown["run"]) == sorted(t["run_id"] for t in result["trials"])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Best validation accuracy"] == f"{result['best']['value']:.2%}"
+    assert at.button(key="s_longer")
+    # every trial is a normal run: the metrics page opens it
+    at = open_page("pages/metrics.py", query={"run": result["best"]["run_id"]})
+    assert not at.exception

@@ -66,15 +66,23 @@ def launch_sweep(store, base: RunConfig, space: dict, strategy: str, trials: int
                  parallel: int = 1) -> str:
     """A sweep driven by a background process of this machine (`python -m core sweep --resume`),
     so it outlives the page; returns its id at once. Its state is in the store (core.sweeps)."""
+    from core import sweeps
+
+    spec = sweeps.new_sweep(store, base, space, strategy, trials, minutes, base.seed, executor, parallel, pruning)
+    resume_sweep(store, spec.sweep_id, data_dir, ray_address)
+    return spec.sweep_id
+
+
+def resume_sweep(store, sweep_id: str, data_dir=None, ray_address: str | None = None) -> None:
+    """Start a background driver for a stored sweep (a new one, or one whose driver died)."""
     import subprocess
     import sys
 
     from core import sweeps
     from core.executors.local import ROOT, _child_env
 
-    spec = sweeps.new_sweep(store, base, space, strategy, trials, minutes, base.seed, executor, parallel, pruning)
-    folder = sweeps.sweep_folder(store, spec.sweep_id)
-    cmd = [sys.executable, "-m", "core", "sweep", "--resume", spec.sweep_id, "--runs-dir", str(store.root.resolve())]
+    folder = sweeps.sweep_folder(store, sweep_id)
+    cmd = [sys.executable, "-m", "core", "sweep", "--resume", sweep_id, "--runs-dir", str(store.root.resolve())]
     if data_dir:
         cmd += ["--data-dir", str(data_dir)]
     if ray_address:
@@ -82,4 +90,3 @@ def launch_sweep(store, base: RunConfig, space: dict, strategy: str, trials: int
     with open(folder / "driver.log", "ab") as log:
         subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          env=_child_env(), start_new_session=True)
-    return spec.sweep_id

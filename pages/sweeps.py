@@ -12,7 +12,7 @@ import streamlit as st
 
 from core import sweeps
 from core.config import RunConfig
-from core.launch import launch_run, launch_sweep
+from core.launch import launch_run, launch_sweep, resume_sweep
 from core.models import PRESETS
 from ui.navigation import header
 from ui.state import dataset, data_dir, executor, store
@@ -116,6 +116,15 @@ def view():
     m[3].metric("Status", "running" if live else "done")
     if live and st.button("Cancel the whole sweep", key="s_cancel"):
         sweeps.request_cancel(store(), sweep_id)
+    finished_once = (sweeps.sweep_folder(store(), sweep_id) / "result.json").exists()
+    if not live and not finished_once:
+        st.warning("This sweep's driver stopped before the sweep was done (the app or the machine restarted?). "
+                   "Its trials so far are kept.", icon=":material/pause_circle:")
+        if st.button("Resume the sweep", key="s_resume", type="primary"):
+            from core.executors import ray_address
+
+            resume_sweep(store(), sweep_id, data_dir(), ray_address() if spec["executor"] == "ray" else None)
+            st.rerun()
     if not result["trials"]:
         st.info("Waiting for the first trial...")
         return

@@ -172,3 +172,69 @@ def test_a_full_disk_while_a_run_saves_fails_that_run_with_the_reason_and_nothin
     assert not (folder / "predictions.npz").exists()
     after = {k: v for k, v in store_digest(kept.root).items() if "index" not in k and not k.startswith(failed["id"])}
     assert after == before
+
+
+# --- run archives the other tests do not try (test_runs.py has the rest) -------------------------
+
+def _export(store, tmp_path):
+    run_id = store.list()[0]["id"]
+    return store.export_zip(run_id, tmp_path / "good.zip")
+
+
+def _members(path) -> dict:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return {i.filename: z.read(i) for i in z.infolist()}
+
+
+def test_a_symlink_member_is_refused_and_the_store_is_unchanged(kept, tmp_path):
+    import stat
+    import zipfile
+
+    members = _members(_export(kept, tmp_path))
+    bad = tmp_path / "symlink.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        for name, data in members.items():
+            if name == "weights_last.pt":
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                z.writestr(info, "/etc/passwd")
+            else:
+                z.writestr(name, data)
+    before = store_digest(kept.root)
+    with pytest.raises(RunStoreError, match="symbolic link"):
+        kept.import_zip(bad)
+    assert store_digest(kept.root) == before
+
+
+def test_a_zip_bomb_whose_headers_lie_about_its_size_is_refused(kept, tmp_path):
+    """300 MB of zeros (300 KB compressed) whose local and central headers both claim 1,000
+    bytes: refused with a message, without 300 MB ever being decompressed (zipfile stops at
+    the claimed size and the CRC does not match; the import also counts what really comes out
+    of the decompressor)."""
+    import struct
+    import zipfile
+
+    members = _members(_export(kept, tmp_path))
+    bad = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bad, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, bytes(300 * 2**20) if name == "weights_last.pt" else data)
+    raw = bytearray(bad.read_bytes())
+    with zipfile.ZipFile(bad) as z:
+        info = z.getinfo("weights_last.pt")
+    struct.pack_into("<I", raw, info.header_offset + 22, 1000)  # the local header's size
+    central = raw.find(b"PK\x01\x02")
+    while central != -1:
+        name_len = struct.unpack_from("<H", raw, central + 28)[0]
+        if raw[central + 46:central + 46 + name_len] == b"weights_last.pt":
+            struct.pack_into("<I", raw, central + 24, 1000)  # the central directory's size
+        central = raw.find(b"PK\x01\x02", central + 4)
+    bad.write_bytes(bytes(raw))
+    with zipfile.ZipFile(bad) as z:
+        assert z.getinfo("weights_last.pt").file_size == 1000  # the lie is in place
+    before = store_digest(kept.root)
+    with pytest.raises(RunStoreError, match="cannot be read|larger than"):
+        kept.import_zip(bad)
+    assert store_digest(kept.root) == before

@@ -201,10 +201,23 @@ def test_backprop_steps_to_the_backward_pass(server, page, shots):
         wait_idle(page)
     page.get_by_text("Follow one weight's chain rule").first.wait_for(timeout=20_000)
     assert "Backward pass" in page.inner_text("body")
-    cells = [c.text_content() for c in page.locator('[role="gridcell"]').all()]  # the data grid's accessible copy
+    end = time.time() + 20
+    while True:  # the data grid fills its accessible copy of the cells after it is drawn
+        cells = [c.text_content() for c in page.locator('[role="gridcell"]').all()]
+        if cells.count("0.000438568") >= 2 or time.time() > end:
+            break
+        time.sleep(0.3)
     assert cells.count("0.000438568") >= 2  # Mazur's ∂L/∂w1: autograd and the chain rule, equal
     assert errors_on(page) == []
     page.screenshot(path=shots / "backprop.png", full_page=True)
+
+
+def test_sweeps_page_opens_with_its_space_builder(server, page, shots):
+    url, _ = server
+    open_page(page, url, "sweeps")
+    assert "config(s)" in page.inner_text("body") or "continuous space" in page.inner_text("body")
+    assert errors_on(page) == []
+    page.screenshot(path=shots / "sweeps.png", full_page=True)
 
 
 # --- end to end -----------------------------------------------------------------------------------

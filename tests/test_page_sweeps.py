@@ -48,3 +48,26 @@ def test_a_sweep_launched_from_the_page_runs_in_the_background_and_shows_its_res
     # every trial is a normal run: the metrics page opens it
     at = open_page("pages/metrics.py", query={"run": result["best"]["run_id"]})
     assert not at.exception
+
+
+def test_an_interrupted_sweep_offers_resume_and_the_ray_cluster_is_offered_when_configured(tmp_path, monkeypatch):
+    from core.config import RunConfig
+
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
+    store = RunStore(tmp_path)
+    spec = sweeps.new_sweep(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1),
+                            {"lr": {"log": [1e-4, 1e-2]}}, "random", trials=2)
+    import json
+    import os
+
+    folder = sweeps.sweep_folder(store, spec.sweep_id)
+    (folder / "driver.json").write_text(json.dumps({"pid": 2 ** 22 + 7, "host": os.uname().nodename}))
+    at = open_page("pages/sweeps.py")
+    assert not at.exception
+    assert at.button(key="s_resume") is not None
+    assert "s_executor" not in [r.key for r in at.radio]  # no cluster configured: no choice shown
+    monkeypatch.setenv("MNIST_LAB_RAY_ADDRESS", "127.0.0.1:6379")
+    for page, key in (("pages/sweeps.py", "s_executor"), ("pages/train.py", "t_executor"),
+                      ("pages/kfold.py", "k_executor")):
+        at = open_page(page)
+        assert at.radio(key=key).options == ["this machine", "the Ray cluster"]

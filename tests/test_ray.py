@@ -105,3 +105,36 @@ def test_cancel_stops_a_ray_trial(cluster, tmp_path):
         time.sleep(0.2)
     executor.cancel(run_id)
     assert store.get(run_id)["status"] == "cancelled" and not executor.active([run_id])
+
+
+def test_a_run_stopped_on_ray_resumes_here_exactly_where_it_was(cluster, tmp_path):
+    """Every epoch's checkpoint comes back to the store: a Ray run stopped after a few epochs
+    and resumed on this machine ends bit for bit where a straight Ray run ends (one thread on
+    both sides, as Ray gives a one-CPU task)."""
+    import torch
+
+    from core.executors.ray import RayExecutor
+
+    c, _ = cluster
+    store = RunStore(tmp_path)
+    executor = RayExecutor(store, address=c.address)
+    config = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=6, device="cpu", lr_schedule="onecycle",
+                                   lr=0.002, seed=3)
+    straight, stopped = executor.submit([config, config.replace(name="stopped")])
+    deadline = time.time() + 300
+    while time.time() < deadline and len(store.history(stopped)) < 2:
+        executor.poll()
+        time.sleep(0.05)
+    executor.cancel(stopped)
+    executor.wait([straight], timeout=300)
+    assert store.get(stopped)["status"] == "cancelled" and store.load_checkpoint(stopped) is not None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store.resume_in_this_process(stopped)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = store.history(straight), store.history(stopped)
+    assert [h["val_loss"] for h in a] == [h["val_loss"] for h in b] and [h["lr"] for h in a] == [h["lr"] for h in b]
+    wa, wb = store.load_weights(straight, "last"), store.load_weights(stopped, "last")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -35,14 +35,18 @@ def cli(*args, timeout=600):
     ('{"dropout": {"float": [0.0, 2.0]}}', "outside"),
     ('[1, 2]', "JSON object"),
 ])
-def test_a_bad_space_file_is_one_error_line_and_exit_status_2(tmp_path, content, says):
+def test_a_bad_space_file_is_one_error_line_and_exit_status_2(tmp_path, capsys, content, says):
+    """In this process for speed (the command's own main); the next test runs a real process."""
+    from core.cli import main
+
     space = tmp_path / "space.json"
     space.write_text(content)
-    out = cli("sweep", "--dataset", "mnist-sample", "--model", "mlp", "--trials", "2", "--epochs", "1",
-              "--space", str(space), "--runs-dir", str(tmp_path / "runs"), "--json")
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], out.stderr
+    status = main(["sweep", "--dataset", "mnist-sample", "--model", "mlp", "--trials", "2", "--epochs", "1",
+                   "--space", str(space), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    err = capsys.readouterr().err
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], err
     assert not list((tmp_path / "runs").glob("2*"))  # nothing trained
 
 

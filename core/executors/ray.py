@@ -7,8 +7,10 @@ task is a streaming generator that yields where it runs, every finished epoch, a
 the artefacts (history, weights, predictions). `poll()` moves them into the store. A task
 requests one CPU, and a fraction of a GPU for a CUDA run (MNIST_LAB_RAY_GPU_FRACTION, default
 0.25: course-sized jobs share a GPU). Cancel stops the task. A node lost in the middle of a
-task makes the run `interrupted`, and it is retried once (from its first epoch: checkpoints
-live on the lost node).
+task makes the run `interrupted`, and it is retried once on the cluster from its first epoch
+(bit for bit the run it would have been: every epoch reseeds from the run's seed). Each epoch's
+checkpoint comes back to the store too, so `python -m core runs resume RUN` finishes a stopped
+Ray run exactly where it was, on this machine.
 
 Ray is an optional install (requirements-cluster.txt); this module imports it on first use.
 """
@@ -42,10 +44,12 @@ def _ray():
 def _train_task(config_dict: dict, dataset, run_id: str):
     """The body of one Ray task (a generator): train `config_dict` on `dataset` where Ray put
     it, yielding ("started", ...), ("epoch", log) per epoch and ("result", payload) at the end."""
+    import tempfile
+
     import ray
     import torch
 
-    from core.callbacks import Callback, Cancel
+    from core.callbacks import Callback, Cancel, Checkpoint
     from core.training import train
 
     events: queue.Queue = queue.Queue()
@@ -59,10 +63,21 @@ def _train_task(config_dict: dict, dataset, run_id: str):
                        "pid": os.getpid()})
     outcome: dict = {}
 
+    scratch = Path(tempfile.mkdtemp(prefix=f"mnist-lab-{run_id}-"))
+
+    def relay_checkpoint(epoch: int) -> None:
+        """The checkpoint the store's own callback would write, sent to the driver: a run
+        trained on Ray resumes anywhere (`runs resume`), exactly where it was."""
+        best = scratch / "best.pt"
+        events.put(("checkpoint", {"checkpoint": (scratch / "checkpoint.pt").read_bytes(),
+                                   "best": best.read_bytes() if best.exists() else None}))
+
     def body():
         try:
             outcome["result"] = train(RunConfig.from_dict(config_dict), dataset,
-                                      callbacks=[Relay(), Cancel(lambda: "cancelled" if stop.is_set() else None)])
+                                      callbacks=[Relay(), Cancel(lambda: "cancelled" if stop.is_set() else None),
+                                                 Checkpoint(scratch / "checkpoint.pt", scratch / "best.pt",
+                                                            on_saved=relay_checkpoint)])
         except BaseException as exc:  # noqa: BLE001 - sent to the driver as the run's error
             outcome["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -159,8 +174,11 @@ class RayExecutor(Executor):
             job["config"].to_dict(), job["dataset_ref"], run_id)
 
     def resume(self, run_id: str) -> None:
-        raise RunStoreError("runs trained on Ray are not resumed from a checkpoint (it stays on the node); "
-                            "start the config again")
+        """Continue a stopped run on the cluster: not done here; the checkpoint every epoch sent
+        back is in the store, so `python -m core runs resume RUN` (or the local executor)
+        finishes it exactly where it stopped."""
+        raise RunStoreError(f"resume {run_id} with the local executor (python -m core runs resume {run_id}): "
+                            "its checkpoint is in the store")
 
     def capacity(self, device: str = "cpu") -> int:
         ray = _ray()
@@ -224,6 +242,13 @@ class RayExecutor(Executor):
         elif kind == "epoch":
             job["history"].append(item)
             self.store.record_history(run_id, job["history"])
+        elif kind == "checkpoint":
+            from core.atomic import atomic_write_bytes
+
+            folder = self.store.folder(run_id)
+            if item["best"] is not None:
+                atomic_write_bytes(folder / "weights_best.pt", item["best"])
+            atomic_write_bytes(folder / "checkpoint.pt", item["checkpoint"])
         elif kind == "error":
             self.store.mark_failed(run_id, f"on Ray: {item}")
         elif kind == "result":

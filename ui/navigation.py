@@ -58,9 +58,10 @@ def header(title: str, purpose: str) -> None:
     per session, a note when the run index had to be rebuilt)."""
     ensure_navigation()
     from ui.access import gate, teacher_login
-    from ui.state import store_notice
+    from ui.state import ensure_starters, store_notice
 
     gate()  # app.py calls it too; here as well, for a page a fresh server runs directly
+    ensure_starters()  # likewise (once per store and process: a cached call)
     notice = store_notice()
     if notice and not st.session_state.get("_store_notice_shown"):
         st.session_state["_store_notice_shown"] = True

@@ -219,11 +219,7 @@ def regularization_frame(runs: list[dict], histories: dict[str, list[dict]], arm
     """One row per arm of the regularization study: final train and validation error and loss,
     the lowest validation loss and its epoch, the course's diagnosis."""
     rows = []
-    for r in runs:
-        h = histories.get(r["id"]) or []
-        if not h:
-            continue
-        last = h[-1]
+    for r, h, last in _with_history(runs, histories):
         best = min(range(len(h)), key=lambda i: h[i]["val_loss"])
         rows.append({"arm": arms[r["id"]], "status": r["status"], "train error": 1 - last["train_accuracy"],
                      "validation error": 1 - last["val_accuracy"], "final validation loss": last["val_loss"],
@@ -232,6 +228,14 @@ def regularization_frame(runs: list[dict], histories: dict[str, list[dict]], arm
                      "regime": diagnose(1 - last["train_accuracy"], 1 - last["val_accuracy"])})
     order = {arm: i for i, (arm, _, _) in enumerate(REGULARIZATION_ARMS)}
     return pd.DataFrame(rows).sort_values("arm", key=lambda s: s.map(order)) if rows else pd.DataFrame(rows)
+
+
+def _with_history(runs: list[dict], histories: dict[str, list[dict]]):
+    """(run, its history, its last epoch) for the runs that finished at least one epoch."""
+    for r in runs:
+        h = histories.get(r["id"]) or []
+        if h:
+            yield r, h, h[-1]
 
 
 def overfit_epoch(history: list[dict]) -> int | None:
@@ -262,11 +266,7 @@ def diagnose(train_error: float, val_error: float, high: float = 0.1, gap: float
 def capacity_frame(runs: list[dict], histories: dict[str, list[dict]], configs: dict[str, RunConfig]) -> pd.DataFrame:
     """Final train and validation error of each run of a capacity study, with the diagnosis."""
     rows = []
-    for r in runs:
-        h = histories.get(r["id"]) or []
-        if not h:
-            continue
-        last = h[-1]
+    for r, _, last in _with_history(runs, histories):
         cap = configs[r["id"]].extra.get("capacity")
         train_err, val_err = 1 - last["train_accuracy"], 1 - last["val_accuracy"]
         rows.append({"run": r["id"], "capacity": cap, "params": r["params"], "status": r["status"],

@@ -75,18 +75,12 @@ def launch_sweep(store, base: RunConfig, space: dict, strategy: str, trials: int
 
 def resume_sweep(store, sweep_id: str, data_dir=None, ray_address: str | None = None) -> None:
     """Start a background driver for a stored sweep (a new one, or one whose driver died)."""
-    import subprocess
-    import sys
-
     from core import sweeps
-    from core.executors.local import ROOT, _child_env
+    from core.executors.local import spawn_core
 
-    folder = sweeps.sweep_folder(store, sweep_id)
-    cmd = [sys.executable, "-m", "core", "sweep", "--resume", sweep_id, "--runs-dir", str(store.root.resolve())]
+    args = ["sweep", "--resume", sweep_id]
     if data_dir:
-        cmd += ["--data-dir", str(data_dir)]
+        args += ["--data-dir", str(data_dir)]
     if ray_address:
-        cmd += ["--ray-address", ray_address]
-    with open(folder / "driver.log", "ab") as log:
-        subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env=_child_env(), start_new_session=True)
+        args += ["--ray-address", ray_address]
+    spawn_core(store, args, sweeps.sweep_folder(store, sweep_id) / "driver.log")

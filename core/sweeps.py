@@ -94,8 +94,7 @@ def _check_values(name: str, spec: dict) -> None:
               "dropout": (0.0, 0.95), "l2": (0.0, 1.0), "epochs": (1, 200)}
     if name in bounds:
         low, high = bounds[name]
-        numbers = values if kind == "choice" else values
-        for v in numbers:
+        for v in values:
             if not low <= v <= high:
                 raise SweepError(f"{name}: {v} is outside {low}..{high}")
 

@@ -13,6 +13,7 @@ import streamlit as st
 from core import learned
 from core import metrics as M
 from core import robustness as R
+from core.models import first_layer_weights
 from ui import charts
 from ui.navigation import header
 from ui.state import classifier, finished_runs, predictions, store, test_images_for
@@ -206,9 +207,6 @@ if tabs[5].open:
 if tabs[6].open:
     with tabs[6]:
         clf = classifier(run_id)
-        weights = None
-        from core.models import first_layer_weights
-
         weights = first_layer_weights(clf.model)
         if weights is not None:
             kind = "unit" if weights.shape[1] == 28 else "filter"

@@ -93,6 +93,13 @@ if st.button("Launch the sweep", type="primary", key="s_go", disabled=not ok or 
     except Exception as exc:  # noqa: BLE001 - any refusal is one message, nothing started
         show_error(exc)
 
+@st.cache_data(max_entries=16, show_spinner="Computing parameter importances...")
+def importances(sweep_id: str, trials: int) -> dict:
+    """Optuna's importances of a finished sweep, once per sweep and trial count (fANOVA fits a
+    forest: not something to redo on every rerun of the page)."""
+    return sweeps.importances(store(), sweep_id)
+
+
 # --- 2. a sweep ----------------------------------------------------------------------------------------
 all_sweeps = sweeps.list_sweeps(store())
 if not all_sweeps:
@@ -147,7 +154,7 @@ def view():
             height=280, title="Parallel coordinates: each line a trial (each axis scaled to its range)"),
             width="stretch")
     if not live:
-        imp = sweeps.importances(store(), sweep_id)
+        imp = importances(sweep_id, len(result["trials"]))
         if imp:
             st.altair_chart(alt.Chart(pd.DataFrame({"parameter": list(imp), "importance": list(imp.values())}))
                             .mark_bar().encode(x="importance:Q", y=alt.Y("parameter:N", sort="-x"))

@@ -97,3 +97,17 @@ def trained_store(trained_root, monkeypatch):
 
     monkeypatch.setenv("MNIST_LAB_RUNS", str(trained_root))
     return RunStore(trained_root)
+
+
+@pytest.fixture
+def kept(tmp_path, small, monkeypatch):
+    """A store (also the app's, through MNIST_LAB_RUNS) with one finished run named "kept",
+    which refused actions and bad input must leave as it is."""
+    from core.config import RunConfig
+    from core.store import RunStore
+
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
+    store = RunStore(tmp_path)
+    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+                                                      name="kept"), small)
+    return store

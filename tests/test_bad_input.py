@@ -23,16 +23,6 @@ def store_digest(root) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
 
 
-@pytest.fixture
-def kept(tmp_path, small, monkeypatch):
-    """A store with one finished run, which every bad input must leave as it is."""
-    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
-    store = RunStore(tmp_path)
-    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
-                                                      name="kept"), small)
-    return store
-
-
 # --- shared links ---------------------------------------------------------------------------------
 
 NUMERIC = {"positive_class": (-1, 10), "lr": (-0.1, 1e9), "momentum": (-1, 5), "batch_size": (0, 10 ** 9),

@@ -5,6 +5,7 @@ clearing for the teacher and the number of jobs per student within a quota."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +16,6 @@ import urllib.request
 import pytest
 
 from core.config import RunConfig
-from core.store import RunStore
 from tests.conftest import ROOT
 
 
@@ -25,9 +25,8 @@ def listening_on(address: str):
     test does not reach the script AppTest runs, so the one function that reads it is
     replaced; that it reads the option right, and that a real server started as the README
     says is unreachable from the network, is checked below.)"""
-    import sys
+    from ui import access
 
-    access = sys.modules.get("ui.access") or __import__("ui.access", fromlist=["x"])
     real = access.on_network
     access.on_network = lambda: address not in access.LOOPBACK
     try:
@@ -82,7 +81,7 @@ def test_streamlit_run_app_as_the_readme_says_is_not_reachable_from_the_network(
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**__import__("os").environ, "MNIST_LAB_RUNS": str(tmp_path), "MNIST_LAB_STARTERS": "0"})
+                            env={**os.environ, "MNIST_LAB_RUNS": str(tmp_path), "MNIST_LAB_STARTERS": "0"})
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -107,17 +106,8 @@ def test_on_the_network_without_a_teacher_password_the_lab_refuses_to_open():
     assert not at.title  # no page was shown
 
 
-@pytest.fixture
-def one_run(tmp_path, monkeypatch, small):
-    monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
-    store = RunStore(tmp_path)
-    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
-                                                      name="kept"), small)
-    return store
-
-
-def test_classroom_mode_keeps_delete_import_and_clearing_for_the_teacher(one_run):
-    before = sorted(p.name for p in one_run.root.rglob("*"))
+def test_classroom_mode_keeps_delete_import_and_clearing_for_the_teacher(kept):
+    before = sorted(p.name for p in kept.root.rglob("*"))
     with listening_on("0.0.0.0"):
         at = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
         assert not at.exception and at.title[0].value == "Experiments"
@@ -135,7 +125,7 @@ def test_classroom_mode_keeps_delete_import_and_clearing_for_the_teacher(one_run
         assert at.get("file_uploader")
         student = app("pages/draw.py", {"teacher_password": "s3cret"}).run()
         assert not student.exception
-    assert sorted(p.name for p in one_run.root.rglob("*")) == before  # nothing was touched by the refusals
+    assert sorted(p.name for p in kept.root.rglob("*")) == before  # nothing was touched by the refusals
 
 
 def test_the_password_is_compared_in_constant_time():
@@ -144,7 +134,7 @@ def test_the_password_is_compared_in_constant_time():
 
 
 @pytest.mark.slow
-def test_a_student_trains_within_the_quota_and_is_told_when_it_is_used_up(one_run):
+def test_a_student_trains_within_the_quota_and_is_told_when_it_is_used_up(kept):
     with listening_on("0.0.0.0"):
         at = app("pages/train.py", {"teacher_password": "s3cret", "jobs_per_session": 1}).run()
         at.selectbox(key="t_dataset").set_value("mnist-sample").run()
@@ -155,18 +145,18 @@ def test_a_student_trains_within_the_quota_and_is_told_when_it_is_used_up(one_ru
         at = at.button(key="t_train").click().run()
         refused = [e.value for e in at.error if "Nothing was started" in e.value]
         assert refused and "the most one student can have" in refused[0]
-        assert len(one_run.list()) == 2  # the kept run and the first job only
-        one_run.request_cancel(first)
+        assert len(kept.list()) == 2  # the kept run and the first job only
+        kept.request_cancel(first)
 
 
-def test_a_full_queue_is_said_clearly(one_run):
+def test_a_full_queue_is_said_clearly(kept):
     """Three jobs of others wait; with max_queue 3 a student's k-fold is refused with a
     message saying why, and nothing is added to the store."""
     for i in range(3):
-        one_run.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"queued {i}"), status="queued")
+        kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"queued {i}"), status="queued")
     with listening_on("0.0.0.0"):
         at = app("pages/kfold.py", {"teacher_password": "s3cret", "max_queue": 3}).run()
         at.selectbox(key="k_data").set_value("mnist-sample").run()
         at = at.button(key="k_go").click().run()
     assert any("the queue is full (3 jobs waiting" in e.value for e in at.error)
-    assert len(one_run.list()) == 4
+    assert len(kept.list()) == 4

@@ -24,7 +24,8 @@ from tests.conftest import ROOT, open_page, subprocess_env
 
 def chart_frames(at) -> list:
     """The data of every Altair chart an AppTest run drew (decoded from the Arrow bytes
-    Streamlit sends to the browser), in page order."""
+    Streamlit sends to the browser), in page order. AppTest has no public accessor for chart
+    elements, so this walks its element tree (`_tree`); the one place the tests do."""
     def walk(node):
         yield node
         children = getattr(node, "children", None)

@@ -146,7 +146,7 @@ def test_an_interrupted_sweep_resumes_and_finishes_its_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_tpe_finds_better_configs_than_random_with_the_same_small_budget(sample):
+def test_tpe_finds_better_configs_than_random_with_the_same_small_budget(sample, tmp_path):
     """16 trials (1 epoch on 1,000 sample digits) over a learning rate from 1e-5 to 1 and the
     batch size, for seeds 0-4: TPE's best is better on average, and once past its 4 random
     start-up trials it samples better configs than random search for every seed."""
@@ -159,7 +159,7 @@ def test_tpe_finds_better_configs_than_random_with_the_same_small_budget(sample)
     for seed in range(5):
         later = {}
         for strategy in ("tpe", "random"):
-            store = RunStore(__import__("tempfile").mkdtemp())
+            store = RunStore(tmp_path / f"{strategy}-{seed}")
             base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, device="cpu", train_subset=1000)
             spec = sweeps.new_sweep(store, base, space, strategy, trials=16, seed=seed, pruning=False,
                                     startup_trials=4)

@@ -109,13 +109,14 @@ def check_launch(store) -> None:
     """Raise AccessError when this session may not start another job now (classroom mode)."""
     if is_teacher():
         return
-    mine = [r for r in store.list() if r["id"] in set(st.session_state.get("_my_jobs", []))
+    runs = store.list()
+    mine = [r for r in runs if r["id"] in set(st.session_state.get("_my_jobs", []))
             and r["status"] in ("queued", "running")]
     if len(mine) >= jobs_per_session():
         raise AccessError(f"you already have {len(mine)} job(s) queued or running, the most one student can have at "
                           "once in classroom mode; start the next when one finishes (or cancel one)")
     # jobs, not runs (a vectorised group is one job); the starter runs of a fresh lab do not count
-    queued = len({r["pid"] or r["id"] for r in store.list()
+    queued = len({r["pid"] or r["id"] for r in runs
                   if r["status"] == "queued" and '"starter": true' not in (r["config"] or "")})
     if queued >= max_queue():
         raise AccessError(f"the queue is full ({queued} jobs waiting for this machine); try again when some "

@@ -12,7 +12,7 @@ from core.config import ConfigError, RunConfig
 from core.data import DATASETS, DataError
 from core.devices import DeviceError
 from core.idx import IdxError
-from core.models import PRESETS, ArchitectureError  # noqa: F401 - PRESETS for the commands' --model
+from core.models import ArchitectureError
 from core.store import RunStoreError
 from core.sweeps import SweepError
 

@@ -19,7 +19,7 @@ def cmd_sweep(args) -> int:
     from core import sweeps
     from core.cli.common import UsageError
     from core.devices import resolve_device
-    from core.executors import get_executor
+    from core.executors import get_executor, ray_address
 
     store = open_store(args.runs_dir)
     if args.resume:
@@ -31,7 +31,7 @@ def cmd_sweep(args) -> int:
         space = sweeps.load_space(args.space) if args.space else None
         base = config_from_args(args, name="")
         base = base.replace(device=str(resolve_device(base.device)))
-        if args.executor == "ray" and not (args.ray_address or __import__("os").environ.get("MNIST_LAB_RAY_ADDRESS")):
+        if args.executor == "ray" and not (args.ray_address or ray_address()):
             raise UsageError("--executor ray needs --ray-address HEAD:6379 (or MNIST_LAB_RAY_ADDRESS)")
         spec = None
     dataset = load_data(base, args.data_dir)

@@ -8,10 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli.common import (TerminalProgress, add_data_arguments, config_from_args, emit, load_data, note,
-                             open_store)
+from core.cli.common import TerminalProgress, add_data_arguments, config_from_args, emit, load_data, open_store
 from core.config import LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, RunConfig
-from core.data import DATASETS
 from core.devices import list_devices
 from core.models import PRESETS
 

@@ -31,9 +31,11 @@ MAX_GPU_JOBS = 4
 
 def slots_for(device: str) -> int:
     """How many jobs may train at once on `device` (MNIST_LAB_JOBS_PER_DEVICE overrides)."""
-    value = os.environ.get("MNIST_LAB_JOBS_PER_DEVICE", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+    from core.executors.queue import default_slots
+
+    known = default_slots(device)  # the override, or one for a CPU: no torch needed
+    if known is not None:
+        return known
     if device.startswith("cuda"):
         from core.devices import list_devices
 
@@ -47,14 +49,19 @@ def _child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def spawn(store, args: list[str], log_run: str) -> int:
-    """Start `python -m core ARGS` in its own session (it outlives the app's script reruns and
-    the caller), logging to the run's worker.log; returns its pid."""
+def spawn_core(store, args: list[str], log_path) -> int:
+    """Start `python -m core ARGS --runs-dir STORE` in its own session (it outlives the app's
+    script reruns and the caller), logging to `log_path`; returns its pid."""
     cmd = [sys.executable, "-m", "core", *args, "--runs-dir", str(store.root.resolve())]
-    with open(store.run_dir(log_run) / "worker.log", "ab") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=_child_env(), start_new_session=True)
     return proc.pid
+
+
+def spawn(store, args: list[str], log_run: str) -> int:
+    """A worker process for a job, logging to its first run's worker.log; returns its pid."""
+    return spawn_core(store, args, store.run_dir(log_run) / "worker.log")
 
 
 class LocalExecutor(Executor):

@@ -34,17 +34,21 @@ import torch.nn.functional as F
 from core.augment import augment_batch
 from core.callbacks import EarlyStopping
 from core.config import RunConfig
+from core.cuda_graphs import (StepGraphs, graph_blocker, graphable_optimizer, keep_tensor_hyperparameters,
+                              load_optimizer_state, plain_optimizer_state)
 from core.data import Dataset, to_tensor
 from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
 from core.models import build_model, count_parameters
 from core.stacked import StackedModel
-from core.training import (GRAD_NORM_EVERY, TrainResult, autocast, epoch_seed, evaluate, make_optimizer,
-                           make_scheduler, num_batches, split_indices, task_labels)
+from core.training import (GRAD_NORM_EVERY, TrainResult, autocast, epoch_seed, evaluate, loss_function,
+                           make_optimizer, make_scheduler, num_batches, predictions, shuffle_order, split_indices,
+                           task_labels)
 
 MAX_GROUP = 16
 MAY_DIFFER = {"seed", "kfold", "lr", "l2", "train_subset", "val_split", "early_stopping", "name", "extra"}
 CANCEL_EVERY = 10  # batches between two looks at the members' cancel flags
+VAL_ROWS_PER_PASS = 10_000  # validation rows of all members in one stacked forward pass
 
 
 def vectorize_plan(configs: list[RunConfig], dataset: Dataset | None = None, for_speed: bool = True) -> str | None:
@@ -147,17 +151,31 @@ class GroupTrainer:
                     for m in self.members]
         self.batch_size = base.batch_size
         self.steps_per_epoch = num_batches(len(self.members[0].train_idx), self.batch_size)
-        self.optimizer = make_optimizer(base, self.model)
+        self.graph_blocker = graph_blocker(base, device)
+        self.optimizer = graphable_optimizer(base, self.model.parameters()) if self.graph_blocker is None \
+            else make_optimizer(base, self.model)
         self.scheduler = make_scheduler(base, self.optimizer, self.steps_per_epoch)
+        keep_tensor_hyperparameters(self.optimizer)
         lrs = torch.tensor([c.lr / base.lr for c in configs], dtype=torch.float32, device=device)
         self.lr_scale = None if torch.all(lrs == 1) else lrs
         self.l2 = torch.tensor([c.l2 for c in configs], dtype=torch.float32, device=device)
+        self.any_l2 = any(c.l2 for c in configs)
         self.scaler = torch.amp.GradScaler("cuda") if base.precision == "fp16" and device.type == "cuda" else None
         self.kernels = self.model.kernel_groups()
         self.train_seconds = 0.0
         self.environment = {"training_loop": f"vectorised: {self.n} models in one stack"}
+        self.graphs = StepGraphs(self._graph_step, self.optimizer) if self.graph_blocker is None else None
+        if self.graphs is not None:
+            self.environment["cuda_graph"] = self.graphs.describe()
+        elif device.type == "cuda":
+            self.environment["eager_reason"] = self.graph_blocker
         self._losses = torch.zeros(0)
         self._batches_done = 0
+        self._bufs: dict[str, torch.Tensor] = {}
+        self._rows: torch.Tensor | None = None
+        self._val_rows: torch.Tensor | None = None
+        self._valid: torch.Tensor | None = None
+        self._background = -self.mean / self.std
 
     # --- one epoch ------------------------------------------------------------------------------
 
@@ -165,9 +183,8 @@ class GroupTrainer:
         """Each member's training rows for this epoch, in its own shuffle order."""
         out = []
         for m in self.members:
-            seed = epoch_seed(m.config.seed, epoch)
-            order = torch.randperm(len(m.train_idx), generator=torch.Generator().manual_seed(seed))
-            out.append(torch.from_numpy(m.train_idx)[order].to(self.device))
+            order = shuffle_order(epoch_seed(m.config.seed, epoch), len(m.train_idx), self.device)
+            out.append(torch.from_numpy(m.train_idx).to(self.device)[order])
         return out
 
     def _scaled_step(self) -> None:
@@ -207,75 +224,119 @@ class GroupTrainer:
             return [float("nan")] * self.n
         return self._losses[: self._batches_done].mean(0).tolist()
 
+    def _epoch_buffers(self, orders: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This epoch's rows and the step's result buffers, at fixed addresses (a captured step
+        reads and writes them): all members' rows in one (N, longest) matrix, a shorter member
+        (folds of unequal size) padded at its end and the padding masked out (`_valid`)."""
+        n, d, steps = self.n, self.device, self.steps_per_epoch
+        lengths = [len(o) for o in orders]
+        longest = max(lengths)
+        if self._rows is None or self._rows.shape[1] != longest:
+            self._rows = torch.zeros(n, longest, dtype=torch.long, device=d)
+            self._valid = None if min(lengths) == longest else \
+                (torch.arange(longest, device=d)[None, :] < torch.tensor(lengths, device=d)[:, None]).float()
+            self._bufs = {"losses": torch.zeros(steps, n, device=d), "correct": torch.zeros(n, device=d),
+                          "seen": torch.zeros(n, device=d), "grad_sums": torch.zeros(n, len(self.kernels), device=d),
+                          "counter": torch.zeros(1, dtype=torch.long, device=d)}
+        else:
+            for t in self._bufs.values():
+                t.zero_()
+        for i, o in enumerate(orders):
+            self._rows[i, :len(o)] = o
+        self._min_length = min(lengths)
+        return self._bufs
+
+    def _step(self, rows: torch.Tensor, mask: torch.Tensor | None, at, grad_norm: bool) -> None:
+        """One step of the stack on the (N, m) training rows `rows` (mask: which are real),
+        gradients zeroed; the members' losses go to losses[at] (an int, or the device counter)."""
+        cfg, n, bufs = self.base, self.n, self._bufs
+        m = rows.shape[1]
+        binary = cfg.loss == "binary_crossentropy"
+        rows = rows.reshape(-1)
+        xb = self.train_x.index_select(0, rows)
+        yb = self.train_y.index_select(0, rows).view(n, m)
+        if cfg.augment:
+            xb = augment_batch(xb, self._background)
+        xb = xb.view(n, m, *xb.shape[1:])
+        with autocast(cfg, self.device):
+            logits = self.model(xb, mask)
+            if binary:
+                per_sample = F.binary_cross_entropy_with_logits(logits.squeeze(-1).float(), yb.float(),
+                                                                reduction="none")
+            else:
+                per_sample = F.cross_entropy(logits.float().reshape(n * m, -1), yb.reshape(-1),
+                                             reduction="none").view(n, m)
+        loss = (per_sample * mask).sum(1) / mask.sum(1) if mask is not None else per_sample.mean(1)
+        objective = loss.sum()
+        if self.any_l2:
+            squares = sum(self.model.per_member(w).square().sum(1) for _, w in self.kernels)
+            objective = objective + (self.l2 * squares).sum()
+        if self.scaler:
+            self.scaler.scale(objective).backward()
+            self._scaled_step()
+            self.scaler.update()
+        else:
+            objective.backward()
+            self._scaled_step()
+        with torch.no_grad():
+            if isinstance(at, int):
+                bufs["losses"][at] = loss.detach()
+            else:
+                bufs["losses"].index_copy_(0, at, loss.detach().float().view(1, n))
+            pred = (logits.squeeze(-1) > 0).long() if binary else logits.argmax(-1)
+            hit = (pred == yb).float()
+            bufs["correct"] += (hit * mask).sum(1) if mask is not None else hit.sum(1)
+            bufs["seen"] += mask.sum(1) if mask is not None else m
+            if grad_norm:
+                grads = [w.grad for _, w in self.kernels]
+                if all(g is not None for g in grads):
+                    bufs["grad_sums"] += torch.stack([self.model.per_member(g).float().norm(dim=1) for g in grads], 1)
+
+    def _graph_step(self, key: tuple[str, bool]) -> None:
+        """The step a CUDA graph captures: its rows read through the device step counter
+        ("full" batches) or the fixed ragged last batch ("last"); with or without the
+        gradient-norm sample (a graph each)."""
+        bs, n, counter = self.batch_size, self.n, self._bufs["counter"]
+        full = min(self.steps_per_epoch, self._rows.shape[1] // bs)
+        kind, norms = key
+        if kind == "full":
+            rows = self._rows[:, :full * bs].view(n, full, bs).index_select(1, counter)[:, 0]
+            mask = None if self._valid is None else \
+                self._valid[:, :full * bs].view(n, full, bs).index_select(1, counter)[:, 0]
+        else:
+            rows = self._rows[:, full * bs:(full + 1) * bs]
+            mask = None if self._valid is None else self._valid[:, full * bs:(full + 1) * bs]
+        self._step(rows, mask, counter, grad_norm=norms)
+        counter += 1
+
     def train_epoch(self, epoch: int, hooks: GroupHooks) -> tuple[list[float], list[float], list[dict], list[str]]:
         cfg, n, bs = self.base, self.n, self.batch_size
         self.model.train()
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
-        orders = self._orders(epoch)
         steps = self.steps_per_epoch
-        background = -self.mean / self.std
-        binary = cfg.loss == "binary_crossentropy"
-        self._losses = torch.zeros(steps, n, device=self.device)
-        correct = torch.zeros(n, device=self.device)
-        seen = torch.zeros(n, device=self.device)
-        grad_sums = torch.zeros(n, len(self.kernels), device=self.device)
+        bufs = self._epoch_buffers(self._orders(epoch))
+        self._losses = bufs["losses"]
+        longest = self._rows.shape[1]
+        full = min(steps, longest // bs)
         grad_samples = 0
         cancelled: list[str] = [""] * n
-        # All members' rows of the epoch in one (N, longest) matrix; a shorter member (folds of
-        # unequal size) is padded at its end, and the padding masked out of its last batch.
-        lengths = [len(o) for o in orders]
-        longest = max(lengths)
-        rows_all = torch.stack([torch.cat([o, o.new_zeros(longest - len(o))]) for o in orders])
-        valid = None
-        if min(lengths) != longest:
-            valid = (torch.arange(longest, device=self.device)[None, :]
-                     < torch.tensor(lengths, device=self.device)[:, None]).float()
         for b in range(steps):
-            rows = rows_all[:, b * bs:(b + 1) * bs]
-            m = rows.shape[1]
-            mask = valid[:, b * bs:(b + 1) * bs] if valid is not None else None
-            if mask is not None and bool(mask.all()):
-                mask = None
-            rows = rows.reshape(-1)
-            xb = self.train_x.index_select(0, rows)
-            yb = self.train_y.index_select(0, rows).view(n, m)
-            if cfg.augment:
-                xb = augment_batch(xb, background)
-            xb = xb.view(n, m, *xb.shape[1:])
-            with autocast(cfg, self.device):
-                logits = self.model(xb, mask)
-                if binary:
-                    per_sample = F.binary_cross_entropy_with_logits(logits.squeeze(-1).float(), yb.float(),
-                                                                    reduction="none")
-                else:
-                    per_sample = F.cross_entropy(logits.float().reshape(n * m, -1), yb.reshape(-1),
-                                                 reduction="none").view(n, m)
-            loss = (per_sample * mask).sum(1) / mask.sum(1) if mask is not None else per_sample.mean(1)
-            objective = loss.sum()
-            if bool(self.l2.any()):
-                squares = sum(self.model.per_member(w).square().sum(1) for _, w in self.kernels)
-                objective = objective + (self.l2 * squares).sum()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.scale(objective).backward()
-                self._scaled_step()
-                self.scaler.update()
+            sample_norms = b % GRAD_NORM_EVERY == 0
+            if self.graphs is not None:
+                self.graphs(("full" if b < full else "last", sample_norms))
+                grad_samples += sample_norms
+                if self.scheduler:
+                    self.scheduler.step()
+                    keep_tensor_hyperparameters(self.optimizer)
             else:
-                objective.backward()
-                self._scaled_step()
-            if self.scheduler:
-                self.scheduler.step()
-            with torch.no_grad():
-                self._losses[b] = loss.detach()
-                pred = (logits.squeeze(-1) > 0).long() if binary else logits.argmax(-1)
-                hit = (pred == yb).float()
-                correct += (hit * mask).sum(1) if mask is not None else hit.sum(1)
-                seen += mask.sum(1) if mask is not None else m
-                if b % GRAD_NORM_EVERY == 0:
-                    grads = [w.grad for _, w in self.kernels]
-                    if all(g is not None for g in grads):
-                        grad_sums += torch.stack([self.model.per_member(g).float().norm(dim=1) for g in grads], 1)
-                        grad_samples += 1
+                # A batch needs the mask only where a shorter member has run out of rows.
+                masked = self._valid is not None and self._min_length < min((b + 1) * bs, longest)
+                mask = self._valid[:, b * bs:(b + 1) * bs] if masked else None
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step(self._rows[:, b * bs:(b + 1) * bs], mask, b, sample_norms)
+                grad_samples += sample_norms
+                if self.scheduler:
+                    self.scheduler.step()
             self._batches_done = b + 1
             hooks.on_progress(self, epoch, b, steps)
             if b % CANCEL_EVERY == 0 or b == steps - 1:
@@ -284,10 +345,46 @@ class GroupTrainer:
                         cancelled[i] = hooks.should_cancel(i) or ""
                 if all(member.done or cancelled[i] for i, member in enumerate(self.members)):
                     break
-        acc = (correct / seen.clamp(min=1)).tolist()
-        norms = (grad_sums / max(grad_samples, 1)).tolist()
+        if self.graphs is not None:
+            self.environment["cuda_graph"] = self.graphs.describe()
+        acc = (bufs["correct"] / bufs["seen"].clamp(min=1)).tolist()
+        norms = (bufs["grad_sums"] / max(grad_samples, 1)).tolist()
         names = [name for name, _ in self.kernels]
         return self.running_loss(), acc, [dict(zip(names, row)) for row in norms], cancelled
+
+    @torch.inference_mode()
+    def _validate(self, active: list[int]) -> dict[int, dict]:
+        """The validation pass of the members in `active`, as stacked forward passes over all
+        members' validation rows at once (`evaluate`'s results for each). N separate passes were
+        about half of a 5-fold epoch on a GPU (bench/gpu_speed.py)."""
+        n, d = self.n, self.device
+        if self._val_rows is None:
+            lengths = [len(m.val_idx) for m in self.members]
+            rows = torch.zeros(n, max(lengths), dtype=torch.long)
+            for i, m in enumerate(self.members):
+                rows[i, :len(m.val_idx)] = torch.from_numpy(m.val_idx)
+            self._val_rows, self._val_lengths = rows.to(d), lengths
+        was_training = self.model.training
+        self.model.eval()
+        chunk = max(100, VAL_ROWS_PER_PASS // n)
+        parts = []
+        with autocast(self.base, d):
+            for start in range(0, self._val_rows.shape[1], chunk):
+                rows = self._val_rows[:, start:start + chunk]
+                xb = self.train_x.index_select(0, rows.reshape(-1)).view(n, rows.shape[1], *self.train_x.shape[1:])
+                parts.append(self.model(xb).float())   # eval mode: batch norm uses each model's running statistics
+        self.model.train(was_training)
+        logits = torch.cat(parts, 1)
+        out = {}
+        for i in active:
+            config = self.members[i].config
+            li, yi = logits[i, :self._val_lengths[i]], self.val[i][1]
+            loss = float(loss_function(config)(li, yi)) if len(yi) else 0.0
+            probs = predictions(li, config.loss == "binary_crossentropy")[0].cpu().numpy().astype(np.float32)
+            preds, labels = probs.argmax(axis=1), yi.cpu().numpy()
+            out[i] = {"loss": loss, "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
+                      "preds": preds, "probs": probs, "labels": labels}
+        return out
 
     # --- the epochs ---------------------------------------------------------------------------
 
@@ -306,7 +403,7 @@ class GroupTrainer:
             if all(m.done for m in self.members):
                 break
             t0 = time.perf_counter()
-            lr0 = self.optimizer.param_groups[0]["lr"]
+            lr0 = float(self.optimizer.param_groups[0]["lr"])
             losses, accs, norms, cancelled = self.train_epoch(epoch, hooks)
             for i, reason in enumerate(cancelled):
                 if reason and not self.members[i].done:   # stopped mid-epoch: keep its finished epochs
@@ -315,12 +412,11 @@ class GroupTrainer:
                 break
             train_time = time.perf_counter() - t0
             logs = {}
+            vals = self._validate([i for i, m in enumerate(self.members) if not m.done])
             for i, member in enumerate(self.members):
                 if member.done:
                     continue
-                model = self.member_model(i)
-                val_x, val_y = self.val[i]
-                val = evaluate(model, val_x, val_y, member.config)
+                val = vals[i]
                 log = {"epoch": epoch + 1, "train_loss": losses[i], "train_accuracy": accs[i],
                        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                        "seconds": 0.0,  # set below: the epoch of the whole stack, validation included
@@ -338,7 +434,7 @@ class GroupTrainer:
                 member.history.append(log)
                 logs[i] = log
                 if member.early is not None:  # judged before the checkpoint of this epoch is written
-                    member.early.on_epoch_end(_View(model), epoch, log)
+                    member.early.on_epoch_end(_View(self.member_model(i)), epoch, log)
             seconds = time.perf_counter() - t0
             self.train_seconds += seconds
             for log in logs.values():
@@ -369,14 +465,16 @@ class GroupTrainer:
                              device=str(self.device), device_name=device_name(self.device),
                              dataset=self.dataset.describe(), train_index=member.train_idx, val_index=member.val_idx,
                              stop_reason=reason, seconds=self.train_seconds,
-                             extra={"restored_epoch": member.restored_epoch, "vectorized": self.n})
+                             extra={"restored_epoch": member.restored_epoch, "vectorized": self.n,
+                                    "environment": self.environment})
         hooks.on_member_done(self, i, result)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
     def checkpoint_state(self, epoch: int) -> dict:
         return {
-            "epoch": epoch, "stacked": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch, "stacked": self.model.state_dict(),
+            "optimizer": plain_optimizer_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None, "train_seconds": self.train_seconds,
             "members": [{"history": m.history, "done": m.done, "stop_reason": m.stop_reason,
@@ -386,9 +484,10 @@ class GroupTrainer:
 
     def load_checkpoint(self, state: dict) -> int:
         self.model.load_state_dict(state["stacked"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
+            keep_tensor_hyperparameters(self.optimizer)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.train_seconds = float(state.get("train_seconds", 0.0))

@@ -26,6 +26,8 @@ from torch import nn
 from core.augment import augment_batch
 from core.callbacks import Callback, Cancel, EarlyStopping
 from core.config import ConfigError, RunConfig
+from core.cuda_graphs import (StepGraphs, graph_blocker, graphable_optimizer, keep_tensor_hyperparameters,
+                               load_optimizer_state, plain_optimizer_state)
 from core.data import Dataset, kfold_assignments, load_dataset, to_tensor, validation_split
 from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
@@ -34,6 +36,14 @@ from core.models import LabModel, build_model, count_parameters, kernel_paramete
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch + 1
+
+
+def shuffle_order(seed: int, n: int, device: torch.device) -> torch.Tensor:
+    """An epoch's shuffle of n rows, seeded from (seed, epoch): drawn on the GPU for a CUDA run
+    (no host-to-device copy), on the CPU otherwise (the same order on every CPU)."""
+    if device.type == "cuda":
+        return torch.randperm(n, generator=torch.Generator(device=device).manual_seed(seed), device=device)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 # --- data on the device -----------------------------------------------------------------
@@ -156,7 +166,8 @@ def autocast(config: RunConfig, device: torch.device):
         return contextlib.nullcontext()
     check_precision(config, device)
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    # No weight-cast cache: a CUDA graph capture needs it off, and one forward per region never hits it.
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
 def predictions(logits: torch.Tensor, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,15 +192,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConf
     binary = config.loss == "binary_crossentropy"
     loss_fn = loss_function(config)
     device = x.device
-    total_loss, probs_parts = 0.0, []
+    total_loss, probs_parts = torch.zeros((), device=device), []
     with autocast(config, device):
         for start in range(0, len(x), batch_size):
             logits = model(x[start:start + batch_size]).float()
             yb = y[start:start + batch_size]
-            total_loss += float(loss_fn(logits, yb)) * len(yb)
+            total_loss += loss_fn(logits, yb) * len(yb)   # summed on the device: one sync at the end
             probs_parts.append(predictions(logits, binary)[0])
     model.train(was_training)
     probs = torch.cat(probs_parts).cpu().numpy().astype(np.float32)
+    total_loss = float(total_loss)
     preds = probs.argmax(axis=1)
     labels = y.cpu().numpy()
     return {"loss": total_loss / max(len(x), 1), "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
@@ -218,9 +230,14 @@ class Trainer:
             # First, so that it has judged an epoch before the checkpoint of that epoch is written.
             self.callbacks.insert(0, EarlyStopping(config.early_stopping, restore_best=config.restore_best))
         self.loss_fn = loss_function(config)
-        self.optimizer = make_optimizer(config, model)
+        # On a CUDA GPU the whole step is captured as a CUDA graph (core.cuda_graphs) unless
+        # something in the config prevents it; the environment says which, and why.
+        self.graph_blocker = graph_blocker(config, device)
+        self.optimizer = graphable_optimizer(config, model.parameters()) if self.graph_blocker is None \
+            else make_optimizer(config, model)
         self.steps_per_epoch = self._num_batches(len(data.train_x))
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
+        keep_tensor_hyperparameters(self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" and device.type == "cuda" else None
         named = kernel_parameters(model)
         self.kernel_names = [name for name, _ in named]
@@ -230,12 +247,18 @@ class Trainer:
         self.stopped_mid_epoch = False
         self.restored_epoch: int | None = None
         self.dataset_info: dict = {}
-        self.environment: dict = {"training_loop": "eager"}
+        self.environment: dict = {"training_loop": "eager"} if self.graph_blocker is None or device.type != "cuda" \
+            else {"training_loop": "eager", "eager_reason": self.graph_blocker}
+        self.graphs = StepGraphs(self._graph_step, self.optimizer) if self.graph_blocker is None else None
+        if self.graphs is not None:
+            self.environment = self.graphs.describe()
         self.samples_seen = 0
         self.train_seconds = 0.0          # training time of the finished epochs, resumed runs included
+        self._bufs: dict[str, torch.Tensor] = {}
         self._losses = torch.zeros(0)
         self._batches_done = 0
         self._shuffled = None
+        self._background = 0.0
 
     def _num_batches(self, n: int) -> int:
         return num_batches(n, self.config.batch_size)
@@ -263,7 +286,7 @@ class Trainer:
         return {
             "epoch": epoch,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": plain_optimizer_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "callbacks": {k: cb.state_dict() for k, cb in self._stateful_callbacks().items()},
@@ -274,9 +297,10 @@ class Trainer:
     def load_checkpoint(self, state: dict) -> int:
         """Restore a `checkpoint_state`; returns the epoch to continue from."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
+            keep_tensor_hyperparameters(self.optimizer)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         saved = state.get("callbacks") or {}
@@ -294,6 +318,66 @@ class Trainer:
                 return True
         return False
 
+    def _epoch_buffers(self, n_batches: int) -> dict[str, torch.Tensor]:
+        """The step's results for one epoch, on the device and at fixed addresses (a captured
+        step writes into them): loss per batch, correct predictions, summed gradient norms,
+        and the step counter a captured step reads its batch by."""
+        if not self._bufs or len(self._bufs["losses"]) != n_batches:
+            d = self.device
+            self._bufs = {"losses": torch.zeros(n_batches, device=d), "correct": torch.zeros((), dtype=torch.long, device=d),
+                          "grad_sums": torch.zeros(len(self.kernels), device=d),
+                          "counter": torch.zeros(1, dtype=torch.long, device=d)}
+        else:
+            for t in self._bufs.values():
+                t.zero_()
+        return self._bufs
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, at, grad_norm: bool) -> None:
+        """One training step on (xb, yb) with zeroed gradients; its loss goes to losses[at] (an
+        int, or the device step counter when captured)."""
+        cfg, bufs = self.config, self._bufs
+        if cfg.augment:
+            xb = augment_batch(xb, self._background)
+        with autocast(cfg, self.device):
+            logits = self.model(xb)
+            loss = self.loss_fn(logits, yb)
+        objective = loss + l2_penalty(self.kernels, cfg.l2) if cfg.l2 else loss
+        if self.scaler:
+            self.scaler.scale(objective).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            objective.backward()
+            self.optimizer.step()
+        with torch.no_grad():
+            if isinstance(at, int):
+                bufs["losses"][at] = loss.detach()
+            else:
+                bufs["losses"].index_copy_(0, at, loss.detach().float().view(1))
+            pred = (logits.squeeze(1) > 0).long() if cfg.loss == "binary_crossentropy" else logits.argmax(1)
+            bufs["correct"] += (pred == yb).sum()
+            if grad_norm and self.kernels:
+                grads = [p.grad for p in self.kernels]
+                if all(g is not None for g in grads):
+                    bufs["grad_sums"] += torch.stack(torch._foreach_norm(grads)).float()
+
+    def _graph_step(self, key: tuple[str, bool]) -> None:
+        """The step a CUDA graph captures: its batch read through the device step counter from
+        the shuffled buffer ("full" batches), or the fixed ragged last batch ("last"); with or
+        without the gradient-norm sample (taken every GRAD_NORM_EVERY steps: a graph each)."""
+        bufs, (xs, ys), bs = self._bufs, self._shuffled, self.config.batch_size
+        counter = bufs["counter"]
+        kind, norms = key
+        if kind == "full":
+            full = len(xs) // bs
+            xb = xs[:full * bs].view(full, bs, *xs.shape[1:]).index_select(0, counter)[0]
+            yb = ys[:full * bs].view(full, bs).index_select(0, counter)[0]
+        else:
+            start = (len(xs) // bs) * bs
+            xb, yb = xs[start:], ys[start:]
+        self._step(xb, yb, counter, grad_norm=norms)
+        counter += 1
+
     def train_epoch(self, epoch: int) -> tuple[float, float, dict]:
         """One pass over the shuffled training set; returns (mean loss, accuracy, mean gradient
         norm of each layer's kernel)."""
@@ -301,16 +385,14 @@ class Trainer:
         model.train()
         seed = epoch_seed(cfg.seed, epoch)
         torch.manual_seed(seed)
-        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        order = shuffle_order(seed, len(data.train_x), self.device)
         bs, n_batches = cfg.batch_size, self.steps_per_epoch
-        background = -data.mean / data.std
+        self._background = -data.mean / data.std
         # Per-batch results go into preallocated buffers on the device: no sync per batch.
-        self._losses = torch.zeros(n_batches, device=self.device)
-        preds = torch.zeros(min(n_batches * bs, len(order)), dtype=torch.long, device=self.device)
-        grad_sums = torch.zeros(len(self.kernels), device=self.device)
+        bufs = self._epoch_buffers(n_batches)
+        self._losses = bufs["losses"]
         grad_samples = 0
         self.samples_seen = 0
-        binary = cfg.loss == "binary_crossentropy"
         # One gather per epoch into buffers kept across epochs (a fresh 150 MB tensor each
         # epoch costs more in page faults than the copy itself), then each batch is a slice.
         if self._shuffled is None:
@@ -318,42 +400,34 @@ class Trainer:
         xs, ys = self._shuffled
         torch.index_select(data.train_x, 0, order, out=xs)
         torch.index_select(data.train_y, 0, order, out=ys)
+        full = len(xs) // bs
         for b in range(n_batches):
-            xb, yb = xs[b * bs:(b + 1) * bs], ys[b * bs:(b + 1) * bs]
-            if cfg.augment:
-                xb = augment_batch(xb, background)
-            with autocast(cfg, self.device):
-                logits = model(xb)
-                loss = self.loss_fn(logits, yb)
-            objective = loss + l2_penalty(self.kernels, cfg.l2) if cfg.l2 else loss
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.scale(objective).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+            size = min(bs, len(xs) - b * bs)
+            sample_norms = b % GRAD_NORM_EVERY == 0
+            if self.graphs is not None:
+                self.graphs(("full" if b < full else "last", sample_norms))
+                grad_samples += sample_norms
+                if self.scheduler:
+                    self.scheduler.step()
+                    keep_tensor_hyperparameters(self.optimizer)
             else:
-                objective.backward()
-                self.optimizer.step()
-            if self.scheduler:
-                self.scheduler.step()
-            with torch.no_grad():
-                self._losses[b] = loss.detach()
-                preds[b * bs:b * bs + len(yb)] = (logits.squeeze(1) > 0).long() if binary else logits.argmax(1)
-                if b % GRAD_NORM_EVERY == 0 and self.kernels:
-                    grads = [p.grad for p in self.kernels]
-                    if all(g is not None for g in grads):
-                        grad_sums += torch.stack(torch._foreach_norm(grads)).float()
-                        grad_samples += 1
-            self.samples_seen += len(yb)
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step(xs[b * bs:(b + 1) * bs], ys[b * bs:(b + 1) * bs], b, sample_norms)
+                grad_samples += sample_norms
+                if self.scheduler:
+                    self.scheduler.step()
+            self.samples_seen += size
             self._batches_done = b + 1
             for cb in self.callbacks:
                 cb.on_batch_end(self, epoch, b, n_batches)
             if self._stopping():
                 self.stopped_mid_epoch = b + 1 < n_batches or isinstance(self._stopper(), Cancel)
                 break
+        if self.graphs is not None:
+            self.environment.update(self.graphs.describe())
         seen = self.samples_seen
-        correct = int((preds[:seen] == ys[:seen]).sum())
-        norms = (grad_sums / max(grad_samples, 1)).tolist()
+        correct = int(bufs["correct"])
+        norms = (bufs["grad_sums"] / max(grad_samples, 1)).tolist()
         return self.running_loss(), correct / max(seen, 1), dict(zip(self.kernel_names, norms))
 
     def _stopper(self) -> Callback | None:
@@ -368,7 +442,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             t0 = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = float(self.optimizer.param_groups[0]["lr"])
             train_loss, train_acc, grad_norm = self.train_epoch(epoch)
             if self.stopped_mid_epoch:
                 break  # a cancelled (or pruned) epoch is not finished: keep only the finished ones
@@ -465,5 +539,6 @@ def train(config: RunConfig, dataset: Dataset | None = None, data_dir=None,
         device_name=device_name(device), dataset=dataset.describe(), train_index=data.train_index,
         val_index=data.val_index, stop_reason=trainer.stop_reason, seconds=trainer.train_seconds,
         seconds_this_process=seconds,
-        extra={"restored_epoch": trainer.restored_epoch, "resumed_from": start_epoch if resume_state else None},
+        extra={"restored_epoch": trainer.restored_epoch, "resumed_from": start_epoch if resume_state else None,
+               "environment": trainer.environment},
     )

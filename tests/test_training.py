@@ -134,7 +134,7 @@ def test_train_subset_keeps_a_stratified_subset(small):
     ("val_split", 1.0, "validation split must be between 0 and 1"),
     ("optimizer", "rmsprop", "allowed: adam, sgd"),
     ("dataset", "cifar", "allowed: mnist, fashion-mnist, mnist-sample"),
-    ("model", "resnet", "allowed: mlp, mlp-fast, lenet5, cnn, custom"),
+    ("model", "resnet", "allowed: mlp, mlp-fast, lenet5, cnn, cnn-accurate, custom"),
 ])
 def test_bad_hyperparameters_name_the_field(field, value, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -190,6 +190,16 @@ class RunStore:
         self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host(),
                   node=node or host(), device=device, params=params, error=None)
 
+    def update_environment(self, run_id: str, fields: dict) -> None:
+        """Add to a running run's environment.json what the trainer learnt while training (a
+        CUDA graph capture that failed, and why)."""
+        path = self.folder(run_id) / "environment.json"
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = {}
+        atomic_write_json(path, {**current, **fields})
+
     def set_vectorized(self, run_id: str, info: dict | None) -> None:
         """How the run is trained with others: {"group": [run ids]} when its group trains as one
         vectorised model, {"reason": why not} when it was asked for and could not be."""

@@ -49,6 +49,7 @@ class MarkRunning(Callback):
 
     def __init__(self, store, run_id: str, data_dir=None):
         self.store, self.run_id, self.data_dir = store, run_id, data_dir
+        self._written: dict = {}
 
     def on_train_begin(self, trainer):
         from core.devices import device_name
@@ -57,6 +58,12 @@ class MarkRunning(Callback):
         self.store.mark_running(self.run_id, str(trainer.device), device_name(trainer.device),
                                 trainer.dataset_info, count_parameters(trainer.model), data_dir=self.data_dir,
                                 extra_environment=trainer.environment)
+        self._written = dict(trainer.environment)
+
+    def on_epoch_end(self, trainer, epoch, log):
+        if trainer.environment != self._written:  # e.g. graphs captured, or a capture that failed
+            self.store.update_environment(self.run_id, trainer.environment)
+            self._written = dict(trainer.environment)
 
 
 class StoreWriter(Callback):

@@ -388,6 +388,9 @@ def live_view(run_id: str) -> None:
             m[1].metric("Validation accuracy", f"{last['val_accuracy']:.2%}")
             m[2].metric("Time per epoch", f"{sum(h['seconds'] for h in history) / len(history):.2f} s")
             m[3].metric("Samples per second", f"{last['samples_per_second']:,.0f}")
+            how = steps_caption(store().environment(run_id))
+            if how:
+                st.caption(how)
             left, right = st.columns(2)
             left.altair_chart(charts.curves(history, "loss"), width="stretch")
             right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
@@ -399,6 +402,17 @@ def live_view(run_id: str) -> None:
             st.button("Resume from the last checkpoint", key="t_resume", on_click=_resume, args=(run_id,))
 
     view()
+
+
+def steps_caption(environment: dict) -> str | None:
+    """How a GPU run's steps ran: as a CUDA graph, or eagerly and why (core.cuda_graphs)."""
+    loop = environment.get("cuda_graph", environment)  # a vectorised group keeps it under "cuda_graph"
+    if loop.get("training_loop") == "cuda-graph":
+        return ("Each training step runs as one CUDA graph: recorded once, then replayed with one launch, "
+                "so the GPU does not wait for Python between its small kernels.")
+    if loop.get("eager_reason"):
+        return f"Training steps run one kernel at a time (no CUDA graph): {loop['eager_reason']}."
+    return None
 
 
 run_id = st.session_state.get("train_run")

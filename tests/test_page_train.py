@@ -188,3 +188,17 @@ def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sampl
     wait_for(at, lambda a: RunStore().get(run["id"])["status"] == "finished", timeout=120)
     done = RunStore().get(run["id"])
     assert done["epochs_done"] == 4 and len(RunStore().history(run["id"])) == 4
+
+
+def test_the_page_says_whether_a_gpu_run_trained_as_a_cuda_graph_or_why_not(kept):
+    run_id = kept.list()[0]["id"]
+    kept.update_environment(run_id, {"training_loop": "eager",
+                                     "eager_reason": "fp16 loss scaling checks every step on the host"})
+    at = open_page("pages/train.py")
+    assert any("no CUDA graph): fp16 loss scaling" in c.value for c in at.caption)
+    kept.update_environment(run_id, {"training_loop": "cuda-graph", "graphs_captured": 3})
+    at = open_page("pages/train.py")
+    assert any("runs as one CUDA graph" in c.value for c in at.caption)
+    kept.update_environment(run_id, {"training_loop": "eager", "eager_reason": None})   # a CPU run: nothing said
+    at = open_page("pages/train.py")
+    assert not any("CUDA graph" in c.value for c in at.caption)

@@ -190,6 +190,14 @@ class RunStore:
         self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host(),
                   node=node or host(), device=device, params=params, error=None)
 
+    def environment(self, run_id: str) -> dict:
+        """The run's environment.json ({} before its training started, or if unreadable)."""
+        try:
+            data = json.loads((self.folder(run_id) / "environment.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def update_environment(self, run_id: str, fields: dict) -> None:
         """Add to a running run's environment.json what the trainer learnt while training (a
         CUDA graph capture that failed, and why)."""

@@ -210,12 +210,15 @@ def main() -> int:
         folds = kfold_configs(mlp, 5)
         one, vec, acc = [], [], []
         for rep in range(args.reps):
-            one.append(train(mlp, ds).seconds)
+            r = train(mlp, ds)
+            one.append(r.seconds)
             g = train_group(folds, ds)
             vec.append(g[0].seconds)
             acc.append(statistics.mean(x.history[-1]["val_accuracy"] for x in g.values()))
-            print(f"   rep {rep + 1}: one run {one[-1]:.2f} s, 5 folds {vec[-1]:.2f} s; environment "
-                  f"{g[0].extra.get('environment')}", flush=True)
+            epochs_one = ", ".join(f"{h['seconds']:.3f}" for h in r.history)
+            epochs_vec = ", ".join(f"{h['seconds']:.3f}" for h in g[0].history)
+            print(f"   rep {rep + 1}: one run {one[-1]:.2f} s (epochs {epochs_one}), 5 folds {vec[-1]:.2f} s "
+                  f"(epochs {epochs_vec}); environment {g[0].extra.get('environment')}", flush=True)
         print(f"4. 5-fold course MLP (2 epochs) as one graphed stack: {med(vec):.2f} s vs one run {med(one):.2f} s = "
               f"{med(vec) / med(one):.2f}x (mean val acc {med(acc):.4f}; target <= 1.3x)")
 

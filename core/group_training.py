@@ -284,9 +284,11 @@ class GroupTrainer:
             else:
                 bufs["losses"].index_copy_(0, at, loss.detach().float().view(1, n))
             pred = (logits.squeeze(-1) > 0).long() if binary else logits.argmax(-1)
-            hit = (pred == yb).float()
-            bufs["correct"] += (hit * mask).sum(1) if mask is not None else hit.sum(1)
-            bufs["seen"] += mask.sum(1) if mask is not None else m
+            if mask is not None:
+                bufs["correct"] += ((pred == yb).float() * mask).sum(1)
+                bufs["seen"] += mask.sum(1)
+            else:   # every row real: the host counts them (one kernel less a step)
+                bufs["correct"] += (pred == yb).sum(1)
             if grad_norm:
                 grads = [w.grad for _, w in self.kernels]
                 if all(g is not None for g in grads):
@@ -319,9 +321,12 @@ class GroupTrainer:
         longest = self._rows.shape[1]
         full = min(steps, longest // bs)
         grad_samples = 0
+        unmasked = 0      # rows of the steps that ran without a mask (all real), counted here
         cancelled: list[str] = [""] * n
         for b in range(steps):
             sample_norms = b % GRAD_NORM_EVERY == 0
+            if self._valid is None:
+                unmasked += min(bs, longest - b * bs)
             if self.graphs is not None:
                 self.graphs(("full" if b < full else "last", sample_norms))
                 grad_samples += sample_norms
@@ -332,6 +337,8 @@ class GroupTrainer:
                 # A batch needs the mask only where a shorter member has run out of rows.
                 masked = self._valid is not None and self._min_length < min((b + 1) * bs, longest)
                 mask = self._valid[:, b * bs:(b + 1) * bs] if masked else None
+                if self._valid is not None and not masked:
+                    unmasked += min(bs, longest - b * bs)
                 self.optimizer.zero_grad(set_to_none=True)
                 self._step(self._rows[:, b * bs:(b + 1) * bs], mask, b, sample_norms)
                 grad_samples += sample_norms
@@ -347,7 +354,7 @@ class GroupTrainer:
                     break
         if self.graphs is not None:
             self.environment["cuda_graph"] = self.graphs.describe()
-        acc = (bufs["correct"] / bufs["seen"].clamp(min=1)).tolist()
+        acc = (bufs["correct"] / (bufs["seen"] + unmasked).clamp(min=1)).tolist()
         norms = (bufs["grad_sums"] / max(grad_samples, 1)).tolist()
         names = [name for name, _ in self.kernels]
         return self.running_loss(), acc, [dict(zip(names, row)) for row in norms], cancelled

@@ -109,6 +109,7 @@ async def train_once(page, url: str, stats: Stats, who: str):
     await page.get_by_role("button", name="Train", exact=True).first.click()
     await idle(page)
     stats.jobs.append(who)
+    await check_errors(page, f"{who} (after Train)", stats)   # e.g. "Nothing was started: ..."
 
 
 async def user(browser, url: str, i: int, trainer: bool, until: float, stats: Stats):
@@ -193,6 +194,10 @@ def main() -> int:
         print(f"    {e}")
     print(f"  server peak memory (RSS): {peak['mb']:.0f} MB")
     print(f"  trainings started {len(stats.jobs)}, in the store {len(jobs)}, finished and recorded {recorded}")
+    log = next(runs.parent.glob("streamlit-*.log"), None)
+    if log is not None:
+        text = log.read_text(errors="replace")
+        print(f"  server log {log}: {text.count('Traceback')} traceback(s)")
     ok = (not stats.errors and pct(stats.draw, 0.95) <= 1.5 and peak["mb"] <= 3072
           and recorded == len(stats.jobs) == len(jobs))
     print(f"  targets (0 errors, p95 draw <= 1.5 s, peak <= 3 GB, every job recorded): {'met' if ok else 'NOT met'}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import traceback
 from collections.abc import Callable, Hashable
 
 import torch
@@ -158,7 +157,6 @@ class StepGraphs:
         self.graphs: dict[Hashable, torch.cuda.CUDAGraph] = {}
         self.warmed: dict[Hashable, int] = {}
         self.failed: str | None = None
-        self.error: list[str] = []
         self.captures = 0
         self._stream = torch.cuda.Stream()
 
@@ -199,7 +197,6 @@ class StepGraphs:
                 root = root.__context__
             first = str(root).strip().splitlines()[0] if str(root).strip() else ""
             self.failed = f"the step could not be captured as a CUDA graph ({type(root).__name__}: {first[:300]})"
-            self.error = traceback.format_exception(exc)
             torch.cuda.synchronize()
             _end_rng_capture()
             self._eager(key)  # the step the failed capture did not run

@@ -41,9 +41,9 @@ from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
 from core.models import build_model, count_parameters
 from core.stacked import StackedModel
-from core.training import (GRAD_NORM_EVERY, TrainResult, autocast, epoch_seed, evaluate, loss_function,
-                           make_optimizer, make_scheduler, num_batches, predictions, shuffle_order, split_indices,
-                           task_labels)
+from core.training import (GRAD_NORM_EVERY, TrainResult, autocast, epoch_seed, evaluate, evaluation_result,
+                           loss_function, make_optimizer, make_scheduler, num_batches, predictions, shuffle_order,
+                           split_indices, task_labels)
 
 MAX_GROUP = 16
 MAY_DIFFER = {"seed", "kfold", "lr", "l2", "train_subset", "val_split", "early_stopping", "name", "extra"}
@@ -325,25 +325,22 @@ class GroupTrainer:
         cancelled: list[str] = [""] * n
         for b in range(steps):
             sample_norms = b % GRAD_NORM_EVERY == 0
-            if self._valid is None:
+            # A batch needs the mask only where a shorter member has run out of rows (a captured
+            # step always applies it when any member is shorter: one graph for every batch).
+            masked = self._valid is not None and (self.graphs is not None or
+                                                  self._min_length < min((b + 1) * bs, longest))
+            if not masked:
                 unmasked += min(bs, longest - b * bs)
             if self.graphs is not None:
                 self.graphs(("full" if b < full else "last", sample_norms))
-                grad_samples += sample_norms
-                if self.scheduler:
-                    self.scheduler.step()
-                    keep_tensor_hyperparameters(self.optimizer)
             else:
-                # A batch needs the mask only where a shorter member has run out of rows.
-                masked = self._valid is not None and self._min_length < min((b + 1) * bs, longest)
-                mask = self._valid[:, b * bs:(b + 1) * bs] if masked else None
-                if self._valid is not None and not masked:
-                    unmasked += min(bs, longest - b * bs)
                 self.optimizer.zero_grad(set_to_none=True)
-                self._step(self._rows[:, b * bs:(b + 1) * bs], mask, b, sample_norms)
-                grad_samples += sample_norms
-                if self.scheduler:
-                    self.scheduler.step()
+                self._step(self._rows[:, b * bs:(b + 1) * bs], self._valid[:, b * bs:(b + 1) * bs] if masked else None,
+                           b, sample_norms)
+            grad_samples += sample_norms
+            if self.scheduler:
+                self.scheduler.step()
+                keep_tensor_hyperparameters(self.optimizer)   # nothing to do for an eager optimizer
             self._batches_done = b + 1
             hooks.on_progress(self, epoch, b, steps)
             if b % CANCEL_EVERY == 0 or b == steps - 1:
@@ -387,10 +384,7 @@ class GroupTrainer:
             config = self.members[i].config
             li, yi = logits[i, :self._val_lengths[i]], self.val[i][1]
             loss = float(loss_function(config)(li, yi)) if len(yi) else 0.0
-            probs = predictions(li, config.loss == "binary_crossentropy")[0].cpu().numpy().astype(np.float32)
-            preds, labels = probs.argmax(axis=1), yi.cpu().numpy()
-            out[i] = {"loss": loss, "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
-                      "preds": preds, "probs": probs, "labels": labels}
+            out[i] = evaluation_result(predictions(li, config.loss == "binary_crossentropy")[0], yi, loss)
         return out
 
     # --- the epochs ---------------------------------------------------------------------------

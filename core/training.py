@@ -200,11 +200,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConf
             total_loss += loss_fn(logits, yb) * len(yb)   # summed on the device: one sync at the end
             probs_parts.append(predictions(logits, binary)[0])
     model.train(was_training)
-    probs = torch.cat(probs_parts).cpu().numpy().astype(np.float32)
-    total_loss = float(total_loss)
-    preds = probs.argmax(axis=1)
-    labels = y.cpu().numpy()
-    return {"loss": total_loss / max(len(x), 1), "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
+    return evaluation_result(torch.cat(probs_parts), y, float(total_loss) / max(len(x), 1))
+
+
+def evaluation_result(probs: torch.Tensor, y: torch.Tensor, loss: float) -> dict:
+    """What `evaluate` returns, from the probability matrix and the labels (on any device)."""
+    probs = probs.cpu().numpy().astype(np.float32)
+    preds, labels = probs.argmax(axis=1), y.cpu().numpy()
+    return {"loss": loss, "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
             "preds": preds, "probs": probs, "labels": labels}
 
 
@@ -247,11 +250,10 @@ class Trainer:
         self.stopped_mid_epoch = False
         self.restored_epoch: int | None = None
         self.dataset_info: dict = {}
-        self.environment: dict = {"training_loop": "eager"} if self.graph_blocker is None or device.type != "cuda" \
-            else {"training_loop": "eager", "eager_reason": self.graph_blocker}
         self.graphs = StepGraphs(self._graph_step, self.optimizer) if self.graph_blocker is None else None
-        if self.graphs is not None:
-            self.environment = self.graphs.describe()
+        self.environment: dict = self.graphs.describe() if self.graphs is not None else \
+            {"training_loop": "eager", "eager_reason": self.graph_blocker} if device.type == "cuda" else \
+            {"training_loop": "eager"}
         self.samples_seen = 0
         self.train_seconds = 0.0          # training time of the finished epochs, resumed runs included
         self._bufs: dict[str, torch.Tensor] = {}
@@ -406,16 +408,13 @@ class Trainer:
             sample_norms = b % GRAD_NORM_EVERY == 0
             if self.graphs is not None:
                 self.graphs(("full" if b < full else "last", sample_norms))
-                grad_samples += sample_norms
-                if self.scheduler:
-                    self.scheduler.step()
-                    keep_tensor_hyperparameters(self.optimizer)
             else:
                 self.optimizer.zero_grad(set_to_none=True)
                 self._step(xs[b * bs:(b + 1) * bs], ys[b * bs:(b + 1) * bs], b, sample_norms)
-                grad_samples += sample_norms
-                if self.scheduler:
-                    self.scheduler.step()
+            grad_samples += sample_norms
+            if self.scheduler:
+                self.scheduler.step()
+                keep_tensor_hyperparameters(self.optimizer)   # nothing to do for an eager optimizer
             self.samples_seen += size
             self._batches_done = b + 1
             for cb in self.callbacks:

@@ -6,7 +6,9 @@ from ui import access
 from ui.navigation import PAGES
 from ui.state import ensure_starters
 
-st.set_page_config(page_title="MNIST Lab", page_icon=":material/grid_on:", layout="wide")
+# An emoji icon, drawn by the browser: a Material icon as favicon is fetched from fonts.gstatic.com
+# on every page load, a failed request on a student's laptop offline.
+st.set_page_config(page_title="MNIST Lab", page_icon="🔢", layout="wide")
 access.gate()  # on the network only with a teacher password (classroom mode); see ui/access.py
 ensure_starters()  # a first open is never empty: small starter runs train in the background (core.starters)
 

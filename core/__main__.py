@@ -5,8 +5,9 @@ import sys
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if argv[:1] == ["worker"]:  # wait for a slot before torch is imported (core.executors.queue)
-        from core.executors.queue import wait_from_argv
+        from core.executors.queue import background_priority, wait_from_argv
 
+        background_priority()  # the app's pages before background training (see its docstring)
         argv = ["worker", *wait_from_argv(argv[1:])]
     from core.cli import main
 

@@ -200,7 +200,7 @@ if len(labels):
     st.altair_chart(charts.confusion_heatmap(cm, normalized=False, title="Your drawings: true vs predicted"),
                     width="stretch")
     e1, e2 = st.columns(2)
-    e1.download_button("Export my handwriting (.npz)", hw.export(), "my-handwriting.npz",
+    e1.download_button("Export my handwriting (.npz)", hw.export, "my-handwriting.npz",  # built on click
                        mime="application/octet-stream", key="d_export")
     if e2.button("Clear my handwriting…", key="d_clear_set", disabled=not access.is_teacher(),
                  help=None if access.is_teacher() else "Classroom mode: only the teacher can clear the set."):

@@ -440,13 +440,15 @@ if run_id:
         folder = store().run_dir(run_id)
         d = st.columns(3)
         weights = folder / "weights_best.pt" if (folder / "weights_best.pt").exists() else folder / "weights_last.pt"
-        d[0].download_button("Weights (.pt state dict)", weights.read_bytes(), f"{run_id}-weights.pt",
+        # The files are read when a button is clicked (a callable as data), not on every rerun.
+        d[0].download_button("Weights (.pt state dict)", weights.read_bytes, f"{run_id}-weights.pt",
                              mime="application/octet-stream", key="t_dl_weights")
-        d[1].download_button("Config (JSON)", (folder / "config.json").read_bytes(), f"{run_id}-config.json",
+        d[1].download_button("Config (JSON)", (folder / "config.json").read_bytes, f"{run_id}-config.json",
                              mime="application/json", key="t_dl_config")
         d[2].download_button("History (CSV)",
-                             pd.DataFrame(store().history(run_id)).drop(columns=["val_confusion"], errors="ignore")
-                             .to_csv(index=False), f"{run_id}-history.csv", mime="text/csv", key="t_dl_history")
+                             lambda: pd.DataFrame(store().history(run_id)).drop(columns=["val_confusion"],
+                                                                                errors="ignore").to_csv(index=False),
+                             f"{run_id}-history.csv", mime="text/csv", key="t_dl_history")
 
 
 # --- the same in code -------------------------------------------------------------------------
@@ -463,6 +465,8 @@ if config is not None:
     keras_tab.code(keras_code(config, folder), language="python")
     if config.dataset == "mnist-sample":
         sample = dataset("mnist-sample")
-        st.download_button("The offline sample as MNIST files (.zip), for DATA", idx_zip(
+        # Built on click (gzip of 5,000 digits): on every rerun it was a large part of the server's
+        # work with a class on the train page (bench/load.py).
+        st.download_button("The offline sample as MNIST files (.zip), for DATA", lambda: idx_zip(
             sample.train_images, sample.train_labels, sample.test_images, sample.test_labels),
             "mnist-sample-idx.zip", mime="application/zip", key="t_dl_sample", on_click="ignore")

@@ -29,3 +29,29 @@ def test_app_navigation_opens_the_home_page():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert at.title[0].value == "MNIST Lab"
+
+
+def test_after_each_rerun_the_garbage_collector_walks_only_what_the_runs_made():
+    """Streamlit collects garbage after every script run; the libraries' ~330,000 objects are
+    frozen once (ui.state.freeze_long_lived_objects) so that this stays cheap, and frozen again
+    when new modules were imported since. In a fresh process: the test must not freeze pytest's."""
+    import subprocess
+    import sys
+
+    code = """
+import gc, importlib
+from ui.state import freeze_long_lived_objects
+before = len(gc.get_objects())
+frozen = freeze_long_lived_objects()
+walked = len(gc.get_objects())
+again = freeze_long_lived_objects()
+importlib.import_module("xml.dom.minidom")  # a module the pages had not imported
+refrozen = freeze_long_lived_objects()
+print(before, frozen, walked, again, refrozen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    before, frozen, walked, again, refrozen = map(int, out.stdout.split()[-5:])
+    assert frozen > 100_000 and frozen >= before            # torch, pandas, Altair... imported, then frozen
+    assert walked < frozen / 10                             # what a collection still walks
+    assert again == frozen                                  # no new module: nothing done
+    assert refrozen > frozen                                # a new module: frozen as well

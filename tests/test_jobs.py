@@ -7,6 +7,7 @@ import platform
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from core.config import RunConfig
 from core.devices import DeviceError
 from core.executors import Executor
 from core.executors.local import LocalExecutor
+from core.executors.queue import WORKER_NICENESS
 from core.store import RunStore
 
 
@@ -55,6 +57,8 @@ def test_a_job_trains_in_another_process_and_lands_in_the_store(store):
     assert store.predictions(run_id)["probs"].shape == (1000, 10)
     assert executor.where(run_id) == platform.node()
     assert executor.progress(run_id)["status"] == "finished"
+    if hasattr(os, "nice"):  # it trained below the app's priority, and says so
+        assert store.environment(run_id)["niceness"] == min(19, os.nice(0) + WORKER_NICENESS)
 
 
 @pytest.mark.slow
@@ -117,6 +121,9 @@ def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(s
     assert store.get(waiting)["status"] == "queued" and store.queue_position(waiting) == 1
     maps = open(f"/proc/{pid}/maps").read()
     assert "libtorch" not in maps and "python" in maps
+    # A background job yields the CPU to the app's pages (field 19 of /proc/PID/stat: nice).
+    nice = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+    assert nice == min(19, os.nice(0) + WORKER_NICENESS)
     store.request_cancel(waiting)
     assert wait_for(store, waiting, timeout=60)["status"] == "cancelled"
     store.mark_failed(holder, "test over", status="cancelled")
@@ -133,3 +140,19 @@ def test_a_queued_worker_starts_training_when_the_slot_frees(store):
     store.mark_failed(holder, "done holding", status="cancelled")
     done = wait_for(store, waiting)
     assert done["status"] == "finished", done["error"]
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="Unix only")
+def test_background_priority_is_set_by_MNIST_LAB_WORKER_NICE_and_0_turns_it_off():
+    import subprocess
+    import sys
+
+    code = ("import os; from core.executors.queue import background_priority; "
+            "before = os.nice(0); added = background_priority(); print(added, os.nice(0) - before)")
+    for value, expected in (("", f"{WORKER_NICENESS} {WORKER_NICENESS}"), ("3", "3 3"), ("0", "0 0")):
+        env = {**os.environ, "MNIST_LAB_WORKER_NICE": value}
+        if os.nice(0) + WORKER_NICENESS > 19 and value == "":
+            pytest.skip("this test process is already too nice to measure the step")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert out.stdout.split() == expected.split(), value

@@ -58,8 +58,9 @@ def header(title: str, purpose: str) -> None:
     per session, a note when the run index had to be rebuilt)."""
     ensure_navigation()
     from ui.access import gate, teacher_login
-    from ui.state import ensure_starters, store_notice
+    from ui.state import ensure_starters, freeze_long_lived_objects, store_notice
 
+    freeze_long_lived_objects()  # once per process: cheap garbage collections after each run
     gate()  # app.py calls it too; here as well, for a page a fresh server runs directly
     ensure_starters()  # likewise (once per store and process: a cached call)
     notice = store_notice()

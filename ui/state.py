@@ -5,8 +5,12 @@ for the pages or safe to share between sessions (a finished model is never train
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import os
+import sys
+import threading
 
 import streamlit as st
 
@@ -175,3 +179,42 @@ def starters_running() -> list[dict]:
     from core.starters import active_starters
 
     return active_starters(store())
+
+
+# What the pages import, loaded before the first freeze (see below).
+_PAGE_MODULES = ("torch", "pandas", "altair", "sklearn.metrics", "optuna", "core.inference", "core.training",
+                 "core.metrics", "core.experiments", "core.codegen", "core.learned", "core.backprop",
+                 "core.robustness", "core.handwriting", "ui.charts")
+_freeze_lock = threading.Lock()
+_modules_at_freeze = 0
+
+
+def freeze_long_lived_objects() -> int:
+    """Keep the libraries' objects out of the garbage collector's way (cheap after the first call).
+
+    Streamlit runs a full `gc.collect()` after every script and fragment run (its hidden
+    `runner.postScriptGC` option, on by default, to keep memory in check). With torch, pandas,
+    Altair and scikit-learn loaded that walks ~330,000 objects, 0.14 s of CPU with the GIL held
+    after *every* rerun of every session: with a class of 20 on one laptop it was the largest
+    part of the server's work (py-spy under bench/load.py). Modules live as long as the process,
+    so `gc.freeze()` moves them to the permanent generation, where collections skip them; the
+    collection after each run then walks only what the runs made, and still frees it. torch
+    imports more modules lazily (its first optimizer step pulls in torch._dynamo and sympy), so
+    this freezes again whenever the process has imported new modules since the last time: a
+    handful of times per process. Returns how many objects are frozen.
+    """
+    global _modules_at_freeze
+    if len(sys.modules) == _modules_at_freeze:
+        return gc.get_freeze_count()
+    with _freeze_lock:
+        if _modules_at_freeze == 0:
+            for name in _PAGE_MODULES:
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # an optional extra not installed: the page that needs it says so
+                    pass
+        if len(sys.modules) != _modules_at_freeze:
+            gc.collect()
+            gc.freeze()
+            _modules_at_freeze = len(sys.modules)
+    return gc.get_freeze_count()

@@ -20,6 +20,29 @@ from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
 
 POLL_S = 0.3
+WORKER_NICENESS = 10  # MNIST_LAB_WORKER_NICE overrides; 0 keeps the app's priority
+
+
+def background_priority() -> int:
+    """Lower this worker's CPU priority (Unix `nice`) so that the app's pages stay responsive
+    while jobs train on the same cores; returns the niceness added.
+
+    On a teacher's laptop serving a class, a CPU job's threads otherwise compete on equal terms
+    with the server that draws every student's pages and predictions (bench/load.py). A job
+    on an otherwise idle machine loses nothing: `nice` only decides who runs when both want
+    the CPU. Called first thing in the worker process, before torch starts its thread pool
+    (Linux applies niceness per thread, and new threads inherit it). Windows has no `nice`:
+    there the worker keeps normal priority.
+    """
+    value = os.environ.get("MNIST_LAB_WORKER_NICE", "")
+    niceness = int(value) if value.isdigit() else WORKER_NICENESS
+    if niceness <= 0 or not hasattr(os, "nice"):
+        return 0
+    try:
+        os.nice(niceness)
+    except OSError:  # not allowed here: train at normal priority rather than not at all
+        return 0
+    return niceness
 
 
 def default_slots(device: str) -> int | None:

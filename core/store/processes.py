@@ -57,6 +57,8 @@ def environment() -> dict:
 
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
            "numpy": np.__version__, "platform": platform.platform(), "host": platform.node()}
+    if hasattr(os, "nice"):  # Unix: background jobs train at a lower CPU priority (core.executors.queue)
+        env["niceness"] = os.nice(0)
     try:
         root = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,

@@ -113,20 +113,23 @@ STATUS_LINE = """() => { const e = [...document.querySelectorAll('[data-testid="
 HAS_TEXT = """([selector, text]) => [...document.querySelectorAll(selector)].some(e => e.textContent.includes(text))"""
 
 
+async def in_page(page, script: str, arg, what: str, timeout: float = 60):
+    """Until `script(arg)` is true in the page (polled by the page itself, 50 ms apart);
+    a timeout is reported as `what` (the bench's error list)."""
+    try:
+        await page.wait_for_function(script, arg=arg, polling=50, timeout=timeout * 1000)
+    except Exception as exc:  # noqa: BLE001 - playwright's TimeoutError, reported as what did not happen
+        raise TimeoutError(what) from exc
+
+
 async def idle(page, settle: float = 0.2, timeout: float = 60):
     """Until Streamlit's "running" indicator has been gone for `settle` seconds."""
     await page.evaluate("window.__labQuiet = null")
-    try:
-        await page.wait_for_function(SETTLED, arg=[settle * 1000], polling=50, timeout=timeout * 1000)
-    except Exception as exc:  # playwright's TimeoutError: the same message as before for the report
-        raise TimeoutError("the page did not settle") from exc
+    await in_page(page, SETTLED, [settle * 1000], "the page did not settle", timeout)
 
 
 async def shown(page, selector: str, text: str, what: str, timeout: float = 60):
-    try:
-        await page.wait_for_function(HAS_TEXT, arg=[selector, text], polling=50, timeout=timeout * 1000)
-    except Exception as exc:  # noqa: BLE001 - reported as a timeout naming what did not appear
-        raise TimeoutError(f"{what} did not appear within {timeout:.0f} s") from exc
+    await in_page(page, HAS_TEXT, [selector, text], f"{what} did not appear within {timeout:.0f} s", timeout)
 
 
 async def check_errors(page, who: str, stats: Stats):
@@ -175,14 +178,41 @@ async def train_once(page, url: str, stats: Stats, who: str):
     await page.get_by_role("button", name="Train", exact=True).first.click()
     # The new job's live view ("NAME · status queued ...") says it started; it refreshes every
     # second while the job trains, so waiting for a quiet page would wait for the job.
-    try:
-        await page.wait_for_function(f"([before]) => ({STATUS_LINE})() !== before || document.querySelector("
-                                     "'[data-testid=\"stAlertContentError\"]')", arg=[before], polling=50,
-                                     timeout=60_000)
-    except Exception as exc:  # noqa: BLE001 - reported as a timeout naming what did not appear
-        raise TimeoutError("the started job did not appear within 60 s") from exc
+    await in_page(page, f"([before]) => ({STATUS_LINE})() !== before || "
+                        "document.querySelector('[data-testid=\"stAlertContentError\"]')", [before],
+                  "the started job did not appear within 60 s")
     stats.jobs.append(who)
     await check_errors(page, f"{who} (after Train)", stats)   # e.g. "Nothing was started: ..."
+
+
+class FailureCapture:
+    """Debugging (`LOAD_SHOTS=DIR`): a session's failed and error responses, console errors and
+    requests still pending, and when it fails a screenshot and the page's HTML."""
+
+    def __init__(self, page, folder: str, n: int):
+        self.page, self.stem, self.pending = page, f"{folder}/user{n}", {}
+        self.log = open(f"{self.stem}.log", "w")
+        page.on("request", lambda r: self.pending.__setitem__(r, time.time()))
+        page.on("requestfinished", lambda r: self.pending.pop(r, None))
+        page.on("requestfailed", self._failed)
+        page.on("response", lambda r: r.status >= 400 and self.write(f"HTTP {r.status} {r.url}"))
+        page.on("console", lambda m: m.type in ("error", "warning") and self.write(f"{m.type} {m.text[:300]}"))
+        page.on("pageerror", lambda e: self.write(f"pageerror {e}"))
+
+    def write(self, line: str) -> None:
+        self.log.write(f"{time.time():.1f} {line}\n")
+
+    def _failed(self, request) -> None:
+        self.pending.pop(request, None)
+        self.write(f"FAILED {request.url} {request.failure}")
+
+    async def save(self, exc: Exception) -> None:
+        await self.page.screenshot(path=f"{self.stem}.png", full_page=True)
+        Path(f"{self.stem}.html").write_text(await self.page.content())
+        for request, since in self.pending.items():
+            self.write(f"PENDING since {since:.1f} ({time.time() - since:.0f} s): {request.method} {request.url}")
+        self.write(f"failed: {exc}")
+        self.log.flush()
 
 
 async def user(browser, url: str, i: int, trainer: bool, until: float, think: float, stats: Stats,
@@ -197,16 +227,7 @@ async def user(browser, url: str, i: int, trainer: bool, until: float, think: fl
 
     context = await browser.new_context(viewport={"width": 1300, "height": 900})
     page = await context.new_page()
-    if os.environ.get("LOAD_SHOTS"):  # debugging: what went wrong in the browser
-        log = open(f"{os.environ['LOAD_SHOTS']}/user{i + 1}.log", "w")
-        page.on("requestfailed", lambda r: log.write(f"{time.time():.1f} FAILED {r.url} {r.failure}\n"))
-        page.on("response", lambda r: r.status >= 400 and log.write(f"{time.time():.1f} HTTP {r.status} {r.url}\n"))
-        page.on("console", lambda m: m.type in ("error", "warning") and log.write(f"{time.time():.1f} {m.type} {m.text[:300]}\n"))
-        page.on("pageerror", lambda e: log.write(f"{time.time():.1f} pageerror {e}\n"))
-        pending = {}
-        page.on("request", lambda r: pending.__setitem__(r, time.time()))
-        page.on("requestfinished", lambda r: pending.pop(r, None))
-        page.on("requestfailed", lambda r: pending.pop(r, None))
+    capture = FailureCapture(page, os.environ["LOAD_SHOTS"], i + 1) if os.environ.get("LOAD_SHOTS") else None
     try:
         await page.goto(url)
         await idle(page)
@@ -224,13 +245,8 @@ async def user(browser, url: str, i: int, trainer: bool, until: float, think: fl
             k += 1
     except Exception as exc:  # noqa: BLE001 - every failure of a session is counted and reported
         stats.errors.append(f"{who}: {type(exc).__name__}: {str(exc)[:160]}")
-        if os.environ.get("LOAD_SHOTS"):  # debugging: what the page showed when it failed
-            await page.screenshot(path=f"{os.environ['LOAD_SHOTS']}/user{i + 1}.png", full_page=True)
-            Path(f"{os.environ['LOAD_SHOTS']}/user{i + 1}.html").write_text(await page.content())
-            for r, t0 in pending.items():
-                log.write(f"PENDING since {t0:.1f} ({time.time() - t0:.0f} s): {r.method} {r.url}\n")
-            log.write(f"failed at {time.time():.1f}: {exc}\n")
-            log.flush()
+        if capture is not None:
+            await capture.save(exc)
     finally:
         await context.close()
 

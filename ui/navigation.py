@@ -60,7 +60,7 @@ def header(title: str, purpose: str) -> None:
     from ui.access import gate, teacher_login
     from ui.state import ensure_starters, freeze_long_lived_objects, store_notice
 
-    freeze_long_lived_objects()  # once per process: cheap garbage collections after each run
+    freeze_long_lived_objects()  # cheap garbage collections after each run (a no-op after the first calls)
     gate()  # app.py calls it too; here as well, for a page a fresh server runs directly
     ensure_starters()  # likewise (once per store and process: a cached call)
     notice = store_notice()

@@ -286,3 +286,26 @@ def test_experiments_page_imports_an_exported_run(server, page, tmp_path):
     exported = tmp_path / "exported.zip"
     download.value.save_as(exported)
     assert RunStore(tmp_path / "again").import_zip(exported)
+
+
+def test_the_offline_sample_downloads_as_the_four_mnist_files(server, page, tmp_path):
+    """The train page's sample download is built when clicked (not on every rerun): clicking it
+    gives the four gzipped IDX files a generated program reads, holding the sample's digits."""
+    import zipfile
+
+    from core.idx import read_pair
+
+    url, _ = server
+    open_page(page, url, "train?model=mlp&dataset=mnist-sample")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="The offline sample as MNIST files (.zip), for DATA").click()
+    saved = tmp_path / "sample.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        assert sorted(zf.namelist()) == sorted(["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+        zf.extractall(tmp_path)
+    sample = load_sample()
+    images, labels = read_pair(tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz")
+    assert images.shape == sample.train_images.shape and (labels == sample.train_labels).all()
+    assert errors_on(page) == []

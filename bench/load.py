@@ -17,8 +17,8 @@ memory at most 3 GB, every job recorded.
 
 The browsers run on the same 2 cores as the server: in a class each student's browser has its
 own machine. Waiting for the page happens inside each page (a small script polled every 50 ms),
-not by asking Chromium over its debugging protocol many times a second, which on its own took
-0.4 of this machine's 2 cores for 20 idle sessions. `LOAD_SHOTS=DIR` saves, for each session
+not by asking Chromium over its debugging protocol many times a second, which with 20 idle
+sessions took a large share of the browsers' CPU. `LOAD_SHOTS=DIR` saves, for each session
 that fails, a screenshot, the page's HTML and its requests still pending.
 """
 

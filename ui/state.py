@@ -182,11 +182,21 @@ def starters_running() -> list[dict]:
 
 
 # What the pages import, loaded before the first freeze (see below).
-_PAGE_MODULES = ("torch", "pandas", "altair", "sklearn.metrics", "optuna", "core.inference", "core.training",
+PAGE_MODULES = ("torch", "pandas", "altair", "sklearn.metrics", "optuna", "core.inference", "core.training",
                  "core.metrics", "core.experiments", "core.codegen", "core.learned", "core.backprop",
                  "core.robustness", "core.handwriting", "ui.charts")
 _freeze_lock = threading.Lock()
 _modules_at_freeze = 0
+
+
+def import_page_modules() -> None:
+    """Import what the pages use (an optional extra that is not installed is skipped: the page
+    that needs it says so)."""
+    for name in PAGE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def freeze_long_lived_objects() -> int:
@@ -194,8 +204,8 @@ def freeze_long_lived_objects() -> int:
 
     Streamlit runs a full `gc.collect()` after every script and fragment run (its hidden
     `runner.postScriptGC` option, on by default, to keep memory in check). With torch, pandas,
-    Altair and scikit-learn loaded that walks ~330,000 objects, 0.14 s of CPU with the GIL held
-    after *every* rerun of every session: with a class of 20 on one laptop it was the largest
+    Altair and scikit-learn loaded that walks ~330,000 objects, 0.15-0.17 s of CPU with the GIL held
+    after *every* rerun of every session (bench/gc_freeze.py): with a class of 20 on one laptop it was the largest
     part of the server's work (py-spy under bench/load.py). Modules live as long as the process,
     so `gc.freeze()` moves them to the permanent generation, where collections skip them; the
     collection after each run then walks only what the runs made, and still frees it. torch
@@ -208,11 +218,7 @@ def freeze_long_lived_objects() -> int:
         return gc.get_freeze_count()
     with _freeze_lock:
         if _modules_at_freeze == 0:
-            for name in _PAGE_MODULES:
-                try:
-                    importlib.import_module(name)
-                except ImportError:  # an optional extra not installed: the page that needs it says so
-                    pass
+            import_page_modules()
         if len(sys.modules) != _modules_at_freeze:
             gc.collect()
             gc.freeze()

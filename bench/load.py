@@ -18,14 +18,17 @@ memory at most 3 GB, every job recorded.
 The browsers run on the same 2 cores as the server: in a class each student's browser has its
 own machine. Waiting for the page happens inside each page (a small script polled every 50 ms),
 not by asking Chromium over its debugging protocol many times a second, which with 20 idle
-sessions took a large share of the browsers' CPU. `LOAD_SHOTS=DIR` saves, for each session
-that fails, a screenshot, the page's HTML and its requests still pending.
+sessions took a large share of the browsers' CPU. `--server-first` puts the browsers' renderers
+behind the server and the browsers' networking (see `browsers_behind`). `LOAD_SHOTS=DIR` logs
+every request slower than 3 s with its timings and saves, for each session that fails, a
+screenshot, the page's HTML and its requests still pending.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -49,6 +52,49 @@ PAGES = [("Metrics", "Metrics"), ("Experiments", "Experiments"),
          ("Home", "MNIST Lab"), ("Under- and overfitting", "Under- and overfitting")]
 ONE = [(0.5, 0.2), (0.5, 0.8)]
 SEVEN = [(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]
+
+
+def browsers_behind(shares: int = 64):
+    """Put the browsers' renderers behind the server: the Playwright driver this process started,
+    and so the Chromium it launches (children inherit their parent's group), goes into a CPU
+    control group with a small share; Chromium's browser process and its network service (one
+    process each, serving every session) then go back to the root group at nice -10. Under
+    contention the server, its workers and the browsers' networking get the CPU first and the
+    renderers what is left: the browsers stand in for the students' own machines. (Niceness
+    alone does not hold: Chromium sets its renderers' priorities itself.) Call it once before
+    launching the browser (returns a function to call right after); needs root and cgroup v1's
+    cpu controller."""
+    group = Path("/sys/fs/cgroup/cpu/mnist-lab-load-browsers")
+    me = str(os.getpid())
+
+    def processes(test):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+            except OSError:
+                continue
+            if test(cmd, ppid):
+                yield pid
+
+    drivers = list(processes(lambda cmd, ppid: b"run-driver" in cmd and ppid == me))
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cpu.shares").write_text(str(shares))
+        for pid in drivers:
+            (group / "cgroup.procs").write_text(pid)
+    except OSError as exc:
+        return None, f"renderers not put behind ({exc})"
+
+    def after_launch():
+        for pid in processes(lambda cmd, ppid: b"network.mojom.NetworkService" in cmd
+                             or (ppid in drivers and b"--type=" not in cmd)):  # the browser process
+            with contextlib.suppress(OSError):
+                (group.parent / "cgroup.procs").write_text(pid)
+                os.setpriority(os.PRIO_PROCESS, int(pid), -10)
+
+    return after_launch, (f"renderers in the CPU control group {group} (share {shares} against 1024 per server "
+                          "thread), Chromium's browser process and network service at nice -10")
 
 
 def rss_mb(pid: int) -> float:
@@ -100,6 +146,7 @@ class CpuUse:
 class Stats:
     def __init__(self):
         self.switch, self.draw, self.errors, self.jobs = [], [], [], []
+        self.placement = "browsers and server at the same priority (Chromium's browser and GPU processes at its own -8)"
 
 
 # In-page waits (see the module docstring): polled by the page itself, 50 ms apart.
@@ -186,18 +233,28 @@ async def train_once(page, url: str, stats: Stats, who: str):
 
 
 class FailureCapture:
-    """Debugging (`LOAD_SHOTS=DIR`): a session's failed and error responses, console errors and
-    requests still pending, and when it fails a screenshot and the page's HTML."""
+    """Debugging (`LOAD_SHOTS=DIR`): a session's failed and error responses, console errors,
+    requests slower than 3 s with where their time went (waiting in the browser before being
+    sent, the server's answer, the body) and requests still pending, and when it fails a
+    screenshot and the page's HTML."""
 
     def __init__(self, page, folder: str, n: int):
         self.page, self.stem, self.pending = page, f"{folder}/user{n}", {}
         self.log = open(f"{self.stem}.log", "w")
         page.on("request", lambda r: self.pending.__setitem__(r, time.time()))
-        page.on("requestfinished", lambda r: self.pending.pop(r, None))
+        page.on("requestfinished", self._finished)
         page.on("requestfailed", self._failed)
         page.on("response", lambda r: r.status >= 400 and self.write(f"HTTP {r.status} {r.url}"))
         page.on("console", lambda m: m.type in ("error", "warning") and self.write(f"{m.type} {m.text[:300]}"))
         page.on("pageerror", lambda e: self.write(f"pageerror {e}"))
+
+    def _finished(self, request) -> None:
+        since = self.pending.pop(request, None)
+        if since is not None and time.time() - since > 3:
+            t = request.timing
+            self.write(f"SLOW {time.time() - since:.1f} s {request.url} queued {t['requestStart']:.0f} ms, "
+                       f"server {t['responseStart'] - t['requestStart']:.0f} ms, body "
+                       f"{t['responseEnd'] - t['responseStart']:.0f} ms, connect {t['connectStart']:.0f}")
 
     def write(self, line: str) -> None:
         self.log.write(f"{time.time():.1f} {line}\n")
@@ -252,9 +309,14 @@ async def user(browser, url: str, i: int, trainer: bool, until: float, think: fl
 
 
 async def drive(url: str, users: int, trainers: int, minutes: float, think: float, stats: Stats,
-                ramp: float = 0.0):
+                ramp: float = 0.0, server_first: bool = False):
     async with async_playwright() as p:
+        after_launch = None
+        if server_first:
+            after_launch, stats.placement = browsers_behind()
         browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        if after_launch:
+            after_launch()
         until = time.time() + minutes * 60
         await asyncio.gather(*(user(browser, url, i, i < trainers, until, think, stats, ramp * i / users) for i in range(users)))
         await browser.close()
@@ -275,9 +337,9 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=0.0,
                         help="the students arrive one after another over this many seconds (0: all at once)")
     parser.add_argument("--server-first", action="store_true",
-                        help="give the server a higher CPU priority than the browsers (nice -5; needs root): the "
-                             "browsers stand in for the students' own machines (Chromium resets its renderers' "
-                             "priority itself, so lowering theirs does not hold)")
+                        help="the server, its workers and the browsers' networking get the CPU before the browsers' "
+                             "renderers (a CPU control group; needs root): the browsers stand in for the students' "
+                             "own machines")
     parser.add_argument("--think", type=float, default=4.0,
                         help="mean seconds a student reads a page or a prediction (0: no pause at all)")
     args = parser.parse_args()
@@ -304,11 +366,8 @@ def main() -> int:
                 time.sleep(0.5)
 
         threading.Thread(target=sample, daemon=True).start()
-        if args.server_first:  # every thread of the server now; threads and workers it starts inherit it
-            for task in os.listdir(f"/proc/{pid}/task"):
-                os.setpriority(os.PRIO_PROCESS, int(task), -5)
         t0 = time.time()
-        asyncio.run(drive(url, args.users, args.trainers, args.minutes, args.think, stats, args.ramp))
+        asyncio.run(drive(url, args.users, args.trainers, args.minutes, args.think, stats, args.ramp, args.server_first))
         wall = time.time() - t0
         sessions_over.set()
         deadline = time.time() + 300  # let the started jobs finish
@@ -318,9 +377,8 @@ def main() -> int:
     jobs = [r for r in store.list() if r["name"] != "draw model (sample)"]
     recorded = sum(r["status"] == "finished" for r in jobs)
     print(f"{args.users} sessions ({args.trainers} training) against one server for {wall:.0f} s, "
-          f"{os.cpu_count()} cores; reading time {0.5 * args.think:.1f}-{1.5 * args.think:.1f} s; server "
-          f"{'before the browsers (nice -5)' if args.server_first else 'at the browsers priority'}; arriving over "
-          f"{args.ramp:.0f} s:")
+          f"{os.cpu_count()} cores; reading time {0.5 * args.think:.1f}-{1.5 * args.think:.1f} s; "
+          f"{stats.placement}; arriving over {args.ramp:.0f} s:")
     print(f"  page switch (click -> drawn): p50 {pct(stats.switch, 0.5):.2f} s, p95 {pct(stats.switch, 0.95):.2f} s "
           f"({len(stats.switch)} switches)")
     print(f"  draw -> prediction:           p50 {pct(stats.draw, 0.5):.2f} s, p95 {pct(stats.draw, 0.95):.2f} s "

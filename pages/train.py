@@ -28,6 +28,7 @@ from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, Architecture
 from core.launch import launch_run
 from core.store import RunStoreError
 from ui import charts
+from ui.access import runs_to_show
 from ui.navigation import header
 from ui.state import ACTIVE, dataset, datasets_here, devices, executor, safe_get, store
 from ui.widgets import executor_picker
@@ -417,7 +418,7 @@ def steps_caption(environment: dict) -> str | None:
 
 run_id = st.session_state.get("train_run")
 if run_id is None:  # a new tab or a reload: re-attach to the newest active run, else show the newest run
-    every = store().list()
+    every = runs_to_show(store().list())  # in classroom mode a student's own runs only
     active = [r for r in every if r["status"] in ACTIVE]
     run_id = (active or every or [{"id": None}])[0]["id"]
     if run_id:

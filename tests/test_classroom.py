@@ -160,3 +160,20 @@ def test_a_full_queue_is_said_clearly(kept):
         at = at.button(key="k_go").click().run()
     assert any("the queue is full (3 jobs waiting" in e.value for e in at.error)
     assert len(kept.list()) == 4
+
+
+def test_a_student_opening_the_train_page_sees_no_classmates_run_as_their_own(kept):
+    """A new tab on the train page shows the newest run for one user; in classroom mode a
+    student's tab shows only the student's own jobs (the kept run is somebody else's), while
+    the teacher still sees the newest run."""
+    with listening_on("0.0.0.0"):
+        student = app("pages/train.py", {"teacher_password": "s3cret"}).run()
+        assert not student.exception
+        assert "train_run" not in student.session_state
+        assert "3. Fit" not in [s.value for s in student.subheader]
+        student.text_input(key="_teacher_pw").set_value("s3cret")
+        teacher = student.button(key="_teacher_in").click().run()
+        assert teacher.session_state["train_run"] == kept.list()[0]["id"]
+        assert "3. Fit" in [s.value for s in teacher.subheader]
+    alone = app("pages/train.py").run()
+    assert alone.session_state["train_run"] == kept.list()[0]["id"]

@@ -123,6 +123,17 @@ def check_launch(store) -> None:
                           "have finished")
 
 
+def runs_to_show(runs: list[dict]) -> list[dict]:
+    """The runs a page may open by itself for this session (a new tab on the train page shows the
+    newest of them): every run for one user or the teacher, but in classroom mode a student's
+    own jobs only, so that nobody opens the lab to find a classmate's run as if it were theirs.
+    Every run stays reachable on purpose (experiments, metrics)."""
+    if is_teacher():
+        return runs
+    mine = set(st.session_state.get("_my_jobs", []))
+    return [r for r in runs if r["id"] in mine]
+
+
 def record_launch(run_ids) -> None:
     st.session_state["_my_jobs"] = [*st.session_state.get("_my_jobs", []), *run_ids]
 

@@ -32,7 +32,7 @@ import load  # noqa: E402  (bench/load.py: the same pages, waits and strokes)
 from core.data import load_sample  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
-from tests.browser import CHROMIUM_ARGS, app_server, chromium_path  # noqa: E402
+from tests.browser import CHROMIUM_ARGS, app_server  # noqa: E402
 
 
 class Meter:
@@ -56,7 +56,7 @@ class Meter:
 async def measure(url: str, reps: int) -> dict[str, list[tuple[float, float]]]:
     costs: dict[str, list[tuple[float, float]]] = {}
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        browser = await p.chromium.launch(executable_path=load.bench_browser(), args=CHROMIUM_ARGS)
         page = await (await browser.new_context(viewport={"width": 1300, "height": 900})).new_page()
         await page.goto(url)
         await load.idle(page)
@@ -109,7 +109,8 @@ def main() -> int:
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         t0 = time.time()
         costs = asyncio.run(measure(url, args.reps))
-    print(f"one session, CPU seconds per action (medians of {args.reps} rounds, {time.time() - t0:.0f} s):")
+    print(f"one session ({Path(load.bench_browser() or '?').name}), CPU seconds per action (medians of {args.reps} "
+          f"rounds, {time.time() - t0:.0f} s):")
     print(f"  {'action':40s} {'browser':>8s} {'server':>8s}")
     total = [0.0, 0.0]
     for what, values in costs.items():

@@ -66,6 +66,9 @@ def bench_browser() -> str | None:
     return shutil.which("chromium-headless-shell") or chromium_path()
 
 
+BROWSERS_GROUP = Path("/sys/fs/cgroup/cpu/mnist-lab-load-browsers")
+
+
 def browsers_behind(shares: int = 64):
     """Put the browsers' renderers behind the server: the Playwright driver this process started,
     and so the Chromium it launches (children inherit their parent's group), goes into a CPU
@@ -76,7 +79,7 @@ def browsers_behind(shares: int = 64):
     alone does not hold: Chromium sets its renderers' priorities itself.) Call it once before
     launching the browser (returns a function to call right after); needs root and cgroup v1's
     cpu controller."""
-    group = Path("/sys/fs/cgroup/cpu/mnist-lab-load-browsers")
+    group = BROWSERS_GROUP
     me = str(os.getpid())
 
     def processes(test):
@@ -332,6 +335,9 @@ async def drive(url: str, users: int, trainers: int, minutes: float, think: floa
         until = time.time() + minutes * 60
         await asyncio.gather(*(user(browser, url, i, i < trainers, until, think, stats, ramp * i / users) for i in range(users)))
         await browser.close()
+    if server_first:  # empty now that the browsers and the driver are gone
+        with contextlib.suppress(OSError):
+            BROWSERS_GROUP.rmdir()
 
 
 def pct(values, q):

@@ -1,6 +1,7 @@
 """A class on one lab: 20 browser sessions against one server on this machine.
 
     python bench/load.py [--users 20] [--trainers 5] [--minutes 3] [--think 4] [--ramp 0] [--server-first]
+                         [--server-cpus 0,1]
 
 Starts `streamlit run app.py` on a fresh store holding one draw model (trained first, on the
 offline sample), then drives `--users` concurrent sessions (Playwright, one browser context each,
@@ -19,7 +20,8 @@ The browsers run on the same 2 cores as the server: in a class each student's br
 own machine. Waiting for the page happens inside each page (a small script polled every 50 ms),
 not by asking Chromium over its debugging protocol many times a second, which with 20 idle
 sessions took a large share of the browsers' CPU. `--server-first` puts the browsers' renderers
-behind the server and the browsers' networking (see `browsers_behind`). `LOAD_SHOTS=DIR` logs
+behind the server and the browsers' networking (see `browsers_behind`); on a machine with more
+cores, `--server-cpus 0,1` gives the server two cores and the browsers the rest. `LOAD_SHOTS=DIR` logs
 every request slower than 3 s with its timings and saves, for each session that fails, a
 screenshot, the page's HTML and its requests still pending.
 """
@@ -82,17 +84,18 @@ def browsers_behind(shares: int = 64):
     group = BROWSERS_GROUP
     me = str(os.getpid())
 
-    def processes(test):
+    def processes():
+        """(pid, command line, parent pid, executable) of every process."""
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 cmd = open(f"/proc/{pid}/cmdline", "rb").read()
                 ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+                exe = os.readlink(f"/proc/{pid}/exe")
             except OSError:
                 continue
-            if test(cmd, ppid):
-                yield pid
+            yield pid, cmd, ppid, exe
 
-    drivers = list(processes(lambda cmd, ppid: b"run-driver" in cmd and ppid == me))
+    drivers = [pid for pid, cmd, ppid, _ in processes() if b"run-driver" in cmd and ppid == me]
     try:
         group.mkdir(exist_ok=True)
         (group / "cpu.shares").write_text(str(shares))
@@ -102,11 +105,17 @@ def browsers_behind(shares: int = 64):
         return None, f"renderers not put behind ({exc})"
 
     def after_launch():
-        for pid in processes(lambda cmd, ppid: b"network.mojom.NetworkService" in cmd
-                             or (ppid in drivers and b"--type=" not in cmd)):  # the browser process
-            with contextlib.suppress(OSError):
-                (group.parent / "cgroup.procs").write_text(pid)
-                os.setpriority(os.PRIO_PROCESS, int(pid), -10)
+        table = list(processes())
+        parent = {pid: ppid for pid, _, ppid, _ in table}
+        for pid, cmd, ppid, exe in table:
+            # the browser process: Chromium's executable with no --type, started by the driver
+            # directly or through a wrapper script (Debian's headless shell's does not exec)
+            browser = ("chrom" in Path(exe).name and b"--type=" not in cmd
+                       and (ppid in drivers or parent.get(ppid) in drivers))
+            if browser or b"network.mojom.NetworkService" in cmd:
+                with contextlib.suppress(OSError):
+                    (group.parent / "cgroup.procs").write_text(pid)
+                    os.setpriority(os.PRIO_PROCESS, int(pid), -10)
 
     return after_launch, (f"renderers in the CPU control group {group} (share {shares} against 1024 per server "
                           "thread), Chromium's browser process and network service at nice -10")
@@ -340,6 +349,25 @@ async def drive(url: str, users: int, trainers: int, minutes: float, think: floa
             BROWSERS_GROUP.rmdir()
 
 
+def split_cpus(text: str) -> tuple[set[int], set[int]]:
+    """`--server-cpus`: the CPUs named (e.g. "0,1" or "0-1") and the others this process may use;
+    a clear error when they are not all usable or leave none for the browsers."""
+    try:
+        chosen = set()
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            chosen |= set(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SystemExit(f"--server-cpus {text!r}: expected CPU numbers such as 0,1 or 0-1") from None
+    usable = os.sched_getaffinity(0)
+    if not chosen <= usable:
+        raise SystemExit(f"--server-cpus {text!r}: this machine lets this process use CPUs {sorted(usable)}")
+    if not usable - chosen:
+        raise SystemExit(f"--server-cpus {text!r} leaves no CPU for the browsers (this machine has "
+                         f"{sorted(usable)})")
+    return chosen, usable - chosen
+
+
 def pct(values, q):
     if not values:
         return float("nan")
@@ -360,15 +388,27 @@ def main() -> int:
                              "own machines")
     parser.add_argument("--think", type=float, default=4.0,
                         help="mean seconds a student reads a page or a prediction (0: no pause at all)")
+    parser.add_argument("--server-cpus", default=None,
+                        help="CPUs for the server and its training workers, e.g. 0,1; the browsers and this bench "
+                             "get the others: on a machine with more cores, a 2-core server measured with the "
+                             "browsers beside it (Linux)")
     args = parser.parse_args()
+    server_cpus, other_cpus = split_cpus(args.server_cpus) if args.server_cpus else (None, None)
     runs = Path(tempfile.mkdtemp(prefix="bench-load-")) / "runs"
     store = RunStore(runs)
     store.train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
     stats = Stats()
     peak = {"mb": 0.0}
     env = {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}
+    if server_cpus:  # the server started below inherits this process's CPUs, and its workers the server's
+        os.sched_setaffinity(0, server_cpus)
     with app_server(runs, env) as url:
         import subprocess
+
+        if server_cpus:  # and the browsers launched later, this bench's
+            os.sched_setaffinity(0, other_cpus)
+            stats.placement += (f"; server and workers on CPUs {sorted(server_cpus)}, browsers on CPUs "
+                                f"{sorted(other_cpus)}")
 
         pid = int(subprocess.run(["pgrep", "-f", f"streamlit run app.py --server.port {url.rsplit(':', 1)[1]}"],
                                  capture_output=True, text=True).stdout.split()[0])

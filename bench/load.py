@@ -60,12 +60,31 @@ SEVEN = [(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]
 def bench_browser() -> str | None:
     """The browser the benches drive: Chromium's headless shell when it is installed (`apt-get
     install chromium-headless-shell`; what Playwright itself launches for headless runs, made for
-    automation, which measured about 20% less CPU than the full Chromium's new headless mode to
-    open the lab in 20 contexts), else the full Chromium the tests use; MNIST_LAB_CHROMIUM
-    chooses another."""
+    automation, and lighter: bench/browser_cost.py measured less CPU per drawing and per page
+    switch than with the full Chromium's new headless mode), else the full Chromium the tests
+    use; MNIST_LAB_CHROMIUM chooses another."""
     if os.environ.get("MNIST_LAB_CHROMIUM"):
         return chromium_path()
     return shutil.which("chromium-headless-shell") or chromium_path()
+
+
+def processes():
+    """(pid, command line, the fields of /proc/PID/stat after the name) of every process (Linux):
+    field 1 is the parent's pid, 11 and 12 the user and system CPU time in clock ticks."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        yield pid, cmd, stat
+
+
+def executable(pid: str) -> str:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/exe")).name
+    except OSError:
+        return ""
 
 
 BROWSERS_GROUP = Path("/sys/fs/cgroup/cpu/mnist-lab-load-browsers")
@@ -84,18 +103,7 @@ def browsers_behind(shares: int = 64):
     group = BROWSERS_GROUP
     me = str(os.getpid())
 
-    def processes():
-        """(pid, command line, parent pid, executable) of every process."""
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-                ppid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
-                exe = os.readlink(f"/proc/{pid}/exe")
-            except OSError:
-                continue
-            yield pid, cmd, ppid, exe
-
-    drivers = [pid for pid, cmd, ppid, _ in processes() if b"run-driver" in cmd and ppid == me]
+    drivers = [pid for pid, cmd, stat in processes() if b"run-driver" in cmd and stat[1] == me]
     try:
         group.mkdir(exist_ok=True)
         (group / "cpu.shares").write_text(str(shares))
@@ -106,12 +114,12 @@ def browsers_behind(shares: int = 64):
 
     def after_launch():
         table = list(processes())
-        parent = {pid: ppid for pid, _, ppid, _ in table}
-        for pid, cmd, ppid, exe in table:
+        parent = {pid: stat[1] for pid, _, stat in table}
+        for pid, cmd, stat in table:
             # the browser process: Chromium's executable with no --type, started by the driver
             # directly or through a wrapper script (Debian's headless shell's does not exec)
-            browser = ("chrom" in Path(exe).name and b"--type=" not in cmd
-                       and (ppid in drivers or parent.get(ppid) in drivers))
+            browser = (b"--type=" not in cmd and (stat[1] in drivers or parent.get(stat[1]) in drivers)
+                       and "chrom" in executable(pid))
             if browser or b"network.mojom.NetworkService" in cmd:
                 with contextlib.suppress(OSError):
                     (group.parent / "cgroup.procs").write_text(pid)
@@ -135,12 +143,7 @@ def cpu_seconds_by_pid() -> dict[str, tuple[str, float]]:
     """CPU time so far of the browsers, the server and the training workers alive now (Linux /proc)."""
     out = {}
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
+    for pid, cmd, fields in processes():
         kind = ("browsers" if b"chrom" in cmd else "server" if b"streamlit\0run" in cmd
                 else "training workers" if b"-m\0core" in cmd
                 else "this bench and Playwright" if b"run-driver" in cmd or pid == str(os.getpid()) else None)
@@ -218,25 +221,43 @@ async def switch(page, link: str, title: str, stats: Stats):
     stats.switch.append(time.perf_counter() - t - 0.2)
 
 
-async def draw(page, strokes, stats: Stats):
+async def open_draw_page(page):
     await page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Draw a digit", exact=True).click()
     await shown(page, '[data-testid="stMain"] h1', "Draw a digit", "the draw page")
     await idle(page, 0.3)
-    # Hover first: Playwright scrolls the canvas into view and waits until it is stable and is what
-    # the pointer would hit (a bounding box read while the page still moves sends the stroke
-    # elsewhere: a text selection, a focused input).
+
+
+async def aim(page, strokes) -> dict:
+    """The canvas's box, once it is ready for `strokes`. Hover first: Playwright scrolls the
+    canvas into view and waits until it is stable and is what the pointer would hit (a bounding
+    box read while the page still moves sends the stroke elsewhere: a text selection, a focused
+    input)."""
     canvas = page.locator("canvas").last
     size = await canvas.evaluate("c => [c.clientWidth, c.clientHeight]")
     await canvas.hover(position={"x": strokes[0][0] * size[0], "y": strokes[0][1] * size[1]}, timeout=60_000)
-    box = await canvas.bounding_box(timeout=60_000)
+    return await canvas.bounding_box(timeout=60_000)
+
+
+async def stroke(page, box: dict, strokes) -> None:
+    """Press at the first point and move through the others (the button stays down)."""
     await page.mouse.move(box["x"] + strokes[0][0] * box["width"], box["y"] + strokes[0][1] * box["height"])
     await page.mouse.down()
     for x, y in strokes[1:]:
         await page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+
+
+async def release(page) -> float:
+    """Let go of the mouse; seconds until the prediction shows."""
     t = time.perf_counter()
     await page.mouse.up()
     await shown(page, '[data-testid="stMetric"]', "Prediction", "the prediction")
-    stats.draw.append(time.perf_counter() - t)
+    return time.perf_counter() - t
+
+
+async def draw(page, strokes, stats: Stats):
+    await open_draw_page(page)
+    await stroke(page, await aim(page, strokes), strokes)
+    stats.draw.append(await release(page))
 
 
 async def train_once(page, url: str, stats: Stats, who: str):

@@ -316,11 +316,12 @@ class LabModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Calls the leaf modules directly: nested Sequential calls cost ~5% of a small MLP's step.
-        for module in self._leaves():
+        for module in self.layers_in_order():
             x = module(x)
         return x
 
-    def _leaves(self) -> list[nn.Module]:
+    def layers_in_order(self) -> list[nn.Module]:
+        """The leaf modules in the order `forward` runs them (what an inference export rewrites)."""
         leaves = self.__dict__.get("_leaf_cache")
         if leaves is None:
             leaves = [m for block in self.blocks.values()

@@ -98,14 +98,50 @@ if not clf.config.augment:
     st.caption("This model was trained without augmentation; the draw model (augmented) reads drawings better.")
 
 
+
+
+@st.cache_resource(max_entries=4, show_spinner="Exporting and quantizing the model to int8 (a few seconds)...")
+def shipped_int8(run_dir: str, version: float):
+    """The draw model as the Ship page ships it: an int8 ONNX file of the same weights, in an
+    ONNX Runtime session (one per weights version, shared)."""
+    import tempfile
+    from pathlib import Path
+
+    from core.ship import int8_for_classifier, session
+
+    model = classifier(run_id)
+    with tempfile.TemporaryDirectory(prefix="mnist-lab-draw-int8-") as tmp:
+        path = int8_for_classifier(model, dataset(model.config.dataset), Path(tmp) / "int8.onnx")
+        return session(path, 1)
+
+
+use_int8 = st.toggle("Also classify with the shipped int8 model", key="d_int8",
+                     help="The same weights exported to ONNX and quantized to int8 (the Ship page), run in ONNX "
+                          "Runtime: both predictions side by side.")
+
+
 # --- canvas and prediction ----------------------------------------------------------------------------
 def show_prediction(steps: dict) -> None:
     x = steps["centred"]
     probs = clf.predict_proba(x[None])[0]
     top = int(probs.argmax())
-    c1, c2 = st.columns([1, 2])
-    c1.metric("Prediction", str(top), f"{probs[top]:.1%} sure", delta_color="off")
-    c2.altair_chart(charts.probability_bars(probs), width="stretch")
+    if use_int8:
+        from core.ship import onnx_predict
+
+        weights = store().folder(run_id).weights_path("best")
+        sess = shipped_int8(str(clf.run_dir), weights.stat().st_mtime if weights.exists() else 0.0)
+        q = onnx_predict(sess, x[None, None].astype(np.float32))[0]
+        c1, c2, c3 = st.columns([1, 1, 2])
+        c1.metric("PyTorch fp32", str(top), f"{probs[top]:.1%} sure", delta_color="off")
+        q_top = int(q.argmax())
+        c2.metric("int8 ONNX", str(q_top), f"{q[q_top]:.1%} sure", delta_color="off")
+        c3.altair_chart(charts.probability_bars(probs), width="stretch")
+        st.caption("The two agree." if q_top == top else
+                   f"They disagree: int8 reads a {q_top}, the float model a {top}.")
+    else:
+        c1, c2 = st.columns([1, 2])
+        c1.metric("Prediction", str(top), f"{probs[top]:.1%} sure", delta_color="off")
+        c2.altair_chart(charts.probability_bars(probs), width="stretch")
     st.markdown("**What the model sees** — the steps MNIST's digits went through")
     cols = st.columns(4)
     cols[0].image(steps["ink"], caption="your drawing", clamp=True, width="stretch")

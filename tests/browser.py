@@ -20,7 +20,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGES = {"home": "", "train": "train", "experiments": "experiments", "metrics": "metrics", "kfold": "kfold",
          "fitting": "fitting", "draw": "draw", "activations": "activations", "layers": "layers",
-         "losses": "losses", "backprop": "backprop", "sweeps": "sweeps"}
+         "losses": "losses", "backprop": "backprop", "sweeps": "sweeps", "ship": "ship"}
 
 
 def chromium_path() -> str | None:

@@ -288,6 +288,36 @@ def test_experiments_page_imports_an_exported_run(server, page, tmp_path):
     assert RunStore(tmp_path / "again").import_zip(exported)
 
 
+def test_ship_page_downloads_an_int8_file_that_runs_without_the_lab(server, page, shots, tmp_path):
+    """The Ship page in the browser: its table and charts fit, and the int8 download is a file ONNX
+    Runtime runs on its own, giving the run's own predictions for the test digits."""
+    import numpy as np
+    import onnxruntime as ort
+
+    url, store = server
+    run = store.list()[-1]
+    page.set_viewport_size({"width": 1280, "height": 720})  # a projector's
+    page.goto(f"{url}/ship")
+    page.get_by_text("Download int8 .onnx").first.wait_for(timeout=180_000)
+    wait_idle(page)
+    for chart in page.locator('[data-testid="stVegaLiteChart"]').all():  # no chart wider than its column
+        chart.scroll_into_view_if_needed()
+        box, column = chart.bounding_box(), chart.locator("xpath=..").bounding_box()
+        assert box["x"] + box["width"] <= column["x"] + column["width"] + 1
+    assert errors_on(page) == []
+    assert "Pareto front" in page.inner_text("body")
+    page.screenshot(path=shots / "ship.png", full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download int8 .onnx").click()
+    path = tmp_path / "model.onnx"
+    download.value.save_as(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    digits = (load_sample().test_images[:200].astype(np.float32) / 255)[:, None]
+    probs = sess.run(["probabilities"], {"pixels": digits})[0]
+    stored = store.predictions(run["id"])["preds"][:200]
+    assert probs.shape == (200, 10) and (probs.argmax(1) == stored).mean() >= 0.97
+
+
 def test_the_offline_sample_downloads_as_the_four_mnist_files(server, page, tmp_path):
     """The train page's sample download is built when clicked (not on every rerun): clicking it
     gives the four gzipped IDX files a generated program reads, holding the sample's digits."""

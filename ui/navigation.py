@@ -21,6 +21,7 @@ PAGES = {
     "Train": [("pages/train.py", "Train", ":material/model_training:"),
               ("pages/experiments.py", "Experiments", ":material/table_chart:"),
               ("pages/metrics.py", "Metrics", ":material/analytics:"),
+              ("pages/ship.py", "Ship", ":material/rocket_launch:"),
               ("pages/kfold.py", "K-fold", ":material/view_week:"),
               ("pages/fitting.py", "Under- and overfitting", ":material/show_chart:"),
               ("pages/sweeps.py", "Sweeps", ":material/tune:")],

@@ -5,6 +5,7 @@ its parser here; they share only core.cli.common.
     runs list|show|...|resume         core/cli/runs.py
     kfold                             core/cli/kfold.py
     sweep                             core/cli/sweep.py
+    export                            core/cli/export.py
 
 Every bad argument exits with status 2 and one line on stderr that starts with `error:` and
 says what is wrong and what is allowed. With `--json`, the last line of stdout is one JSON
@@ -19,11 +20,11 @@ from core.cli.common import USER_ERRORS, Parser, UsageError, fail
 
 
 def build_parser() -> Parser:
-    from core.cli import kfold, runs, sweep, train
+    from core.cli import export, kfold, runs, sweep, train
 
     parser = Parser(prog="python -m core", description="MNIST Lab from the command line")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    for module in (train, runs, kfold, sweep):
+    for module in (train, runs, kfold, sweep, export):
         module.add_parsers(sub)
     return parser
 

@@ -123,16 +123,22 @@ def chain_rule_gradients(p: dict, x, t, activation: str = "sigmoid") -> dict:
     return {name: sum(r["product"] for r in chain_rule(p, x, t, name, activation)) for name in PARAMS}
 
 
-def sgd_step(p: dict, grads: dict, lr: float) -> dict:
-    """One update: every parameter moves against its gradient, w ← w − lr·∂L/∂w."""
-    return {k: p[k] - lr * grads[k] for k in p}
+def sgd_step(p: dict, grads: dict, lr: float, update_biases: bool = False) -> dict:
+    """One update: every weight moves against its gradient, w ← w − lr·∂L/∂w. Matt Mazur's worked
+    example updates the weights only (its updated weights are this function's to the 9 digits it
+    prints); `update_biases` moves the biases too, as a framework's optimizer does."""
+    return {k: p[k] - lr * grads[k] if (update_biases or k.startswith("w")) else p[k] for k in p}
 
 
-def train_steps(p: dict, x, t, lr: float, steps: int, activation: str = "sigmoid") -> tuple[dict, list[float]]:
+MAZUR_PRINTED_LOSS = 0.291027924  # the loss after one update as his post prints it (see the page's note)
+
+
+def train_steps(p: dict, x, t, lr: float, steps: int, activation: str = "sigmoid",
+                update_biases: bool = False) -> tuple[dict, list[float]]:
     """`steps` updates; returns the parameters and the loss before each step and after the last."""
     losses = [loss(p, x, t, activation)]
     for _ in range(steps):
-        p = sgd_step(p, autograd_gradients(p, x, t, activation), lr)
+        p = sgd_step(p, autograd_gradients(p, x, t, activation), lr, update_biases)
         losses.append(loss(p, x, t, activation))
     return p, losses
 

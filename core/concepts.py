@@ -87,6 +87,21 @@ def toy_data(kind: str = "moons", n: int = 300, noise: float = 0.15, seed: int =
     raise ValueError(f"unknown toy data {kind!r}; allowed: moons, circles")
 
 
+def line_accuracy(X: np.ndarray, y: np.ndarray, w, b: float) -> float:
+    """How many points the line w·x + b = 0 puts on their class's side (either side may be
+    class 1: a neuron's sign can be flipped by the next layer)."""
+    side = X @ np.asarray(w, dtype=float) + b > 0
+    return float(max((side == (y == 1)).mean(), (side == (y == 0)).mean()))
+
+
+def fitted_line_accuracy(X: np.ndarray, y: np.ndarray) -> float:
+    """What a straight line fitted to the points gets: scikit-learn's logistic regression
+    (one sigmoid neuron, trained), its accuracy on the same points."""
+    from sklearn.linear_model import LogisticRegression
+
+    return float(LogisticRegression().fit(X, y).score(X, y))
+
+
 def train_toy(X: np.ndarray, y: np.ndarray, activation_name: str, hidden: int = 16, steps: int = 400,
               lr: float = 0.05, seed: int = 0, grid: int = 60) -> dict:
     """A 2-16-16-1 network trained full-batch with Adam (about a second on a CPU); returns its

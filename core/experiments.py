@@ -32,6 +32,14 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     return df
 
 
+def readable(value, digits: int = 4):
+    """A float rounded to `digits` significant digits for a table (a sweep's learning rate
+    0.0016756813861488488 reads 0.001676); anything else as it is. The stored value is untouched."""
+    if isinstance(value, float) and np.isfinite(value) and value != 0:
+        return float(f"{value:.{digits}g}")
+    return value
+
+
 def config_diff(configs: dict[str, RunConfig]) -> pd.DataFrame:
     """Configs side by side (one column per run), with a `differs` column for highlighting."""
     rows = {}
@@ -39,7 +47,7 @@ def config_diff(configs: dict[str, RunConfig]) -> pd.DataFrame:
         d = cfg.to_dict()
         d["layers"] = " | ".join(_layer_text(layer) for layer in cfg.architecture())
         d.pop("extra", None)
-        rows[run_id] = {k: (str(v) if isinstance(v, (list, tuple, dict)) else v) for k, v in d.items()}
+        rows[run_id] = {k: (str(v) if isinstance(v, (list, tuple, dict)) else readable(v)) for k, v in d.items()}
     df = pd.DataFrame(rows)
     df["differs"] = df.astype(str).nunique(axis=1) > 1
     return df

@@ -110,7 +110,8 @@ class Shipment:
     labels: np.ndarray
     stored_preds: np.ndarray
     stored_probs: np.ndarray
-    calibration: np.ndarray
+    calibration: np.ndarray        # training-split digits int8 calibrates on
+    selection: np.ndarray          # validation-split digits that choose per-tensor or per-channel int8
     weights_bytes: int
     files: dict = field(default_factory=dict)
 
@@ -133,10 +134,10 @@ def prepare(store, run_id: str, data_dir=None, calibration_count: int = 300) -> 
     if len(stored["preds"]) != len(test):
         raise RunStoreError(f"run {run_id} stored {len(stored['preds'])} test predictions but its data set has "
                             f"{len(test)} test digits here; pass --data-dir with the data it was trained on")
-    calibration = calibration_digits(clf.config, dataset, calibration_count)
+    calibration, selection = split_digits(clf.config, dataset, calibration_count)
     info = ExportInfo(run_id, clf.mean, clf.std, clf.classes)
     return Shipment(run_id, clf.config, ShippedModel(clf.model, clf.mean, clf.std), info, test, stored["labels"],
-                    stored["preds"], stored["probs"], calibration, (folder / "weights_last.pt").stat().st_size)
+                    stored["preds"], stored["probs"], calibration, selection, (folder / "weights_last.pt").stat().st_size)
 
 
 def check_variant(shipment: Shipment, probs: np.ndarray) -> dict:
@@ -174,7 +175,7 @@ def ship(shipment: Shipment, variants=VARIANTS, out_dir: Path | None = None, thr
         say(f"Exporting {LABELS[variant]} and checking it on {len(shipment.test_images):,} test digits...")
         path = write_variant(shipment.shipped, shipment.info, variant,
                              out_dir / f"{shipment.run_id}{'' if variant == 'none' else '.' + variant}.onnx",
-                             shipment.calibration)
+                             shipment.calibration, shipment.selection)
         shipment.files[variant] = path
         sess = session(path, threads)
         rows[variant] = {"variant": variant, "model": LABELS[variant], "precision": PRECISION[variant],
@@ -182,6 +183,7 @@ def ship(shipment: Shipment, variants=VARIANTS, out_dir: Path | None = None, thr
                          **check_variant(shipment, onnx_predict(sess, shipment.test_images))}
         if variant == "int8":
             rows[variant]["float_ops"] = quantization_notes(path)
+            rows[variant]["int8_weights"] = file_metadata(path).get("mnist_lab.int8_weights", "")
         models[variant] = (lambda s: lambda x: s.run(None, {"pixels": x})[0])(sess)
     say(f"Timing {len(models)} models, interleaved ({ROUNDS} rounds, {threads} thread(s))...")
     for name, figures in time_models(models, shipment.test_images).items():
@@ -217,14 +219,26 @@ def pytorch_latency_ms(clf, calls: int = 30) -> float:
     return 1000 * statistics.median(times)
 
 
-def calibration_digits(config, dataset, count: int = 300) -> np.ndarray:
-    """`count` digits of a run's training split (seeded), as (N, 1, 28, 28) float32 in [0, 1]:
-    what int8 quantization calibrates on (never the test set the variants are checked on)."""
+def split_digits(config, dataset, count: int = 300, selection: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """`count` digits of a run's training split, what int8 calibrates on, and up to `selection`
+    digits of its validation split, what chooses between per-tensor and per-channel weights
+    (both seeded, as (N, 1, 28, 28) float32 in [0, 1]); never the test set the variants are
+    checked on."""
     from core.training import split_indices
 
-    train_idx, _ = split_indices(config, dataset.train_labels)
-    pick = np.sort(np.random.default_rng(0).permutation(train_idx)[:count])
-    return (dataset.train_images[pick].astype(np.float32) / 255.0)[:, None]
+    train_idx, val_idx = split_indices(config, dataset.train_labels)
+    rng = np.random.default_rng(0)
+
+    def pick(idx, n):
+        return (dataset.train_images[np.sort(rng.permutation(idx)[:n])].astype(np.float32) / 255.0)[:, None]
+
+    return pick(train_idx, count), pick(val_idx, selection)
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
 def int8_for_classifier(clf, dataset, out: Path) -> Path:
@@ -232,4 +246,4 @@ def int8_for_classifier(clf, dataset, out: Path) -> Path:
     calibrated on its training split of `dataset`."""
     info = ExportInfo(clf.run_dir.name, clf.mean, clf.std, clf.classes)
     return write_variant(ShippedModel(clf.model, clf.mean, clf.std), info, "int8", Path(out),
-                         calibration_digits(clf.config, dataset))
+                         *split_digits(clf.config, dataset))

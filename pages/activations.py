@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.concepts import (ACTIVATION_FACTS, activation_frame, neuron, sigmoid, softmax, toy_data, train_toy)
+from core.concepts import (ACTIVATION_FACTS, activation_frame, fitted_line_accuracy, line_accuracy, neuron, sigmoid,
+                           softmax, toy_data, train_toy)
 from ui.navigation import header
 
 header("Neurons and activation functions", "What a neuron computes, a = f(w·x + b), and how the choice of f "
@@ -82,8 +83,10 @@ right.altair_chart((alt.Chart(pts).mark_circle(size=40).encode(
     x=alt.X("x1:Q", title="x₁"), y=alt.Y("x2:Q", title="x₂"), color=alt.Color("class:N"),
     tooltip=["x1", "x2", "class", "side"]) + alt.Chart(line).mark_line(color="black").encode(x="x1:Q", y="x2:Q")
 ).properties(height=260, title="Decision boundary w₁x₁ + w₂x₂ + b = 0"), width="stretch")
-correct = max(((pts["side"] == "positive") == (y == 1)).mean(), ((pts["side"] == "positive") == (y == 0)).mean())
-st.caption(f"One straight line separates {correct:.0%} of these points at best: one neuron draws one line.")
+correct = line_accuracy(X, y, [w1, w2], b)
+st.caption(f"Your line puts {correct:.0%} of these points on their class's side. The line a logistic regression "
+           f"fits to them gets {fitted_line_accuracy(X, y):.0%}: one neuron draws one straight line, and the moons "
+           "curl around each other.")
 
 # --- why non-linearity --------------------------------------------------------------------------
 st.subheader("Why a non-linearity matters")

@@ -13,6 +13,7 @@ from core import backprop as bp
 from core.config import RunConfig
 from core.experiments import gradient_norms_frame
 from core.launch import launch_activation_comparison
+from ui import charts
 from ui.navigation import header
 from ui.state import dataset, executor, store
 from ui.widgets import group_view, launch
@@ -29,7 +30,8 @@ def _reset():
     for name, value in bp.START.items():
         st.session_state[f"bp_{name}"] = value
     st.session_state.update(bp_x1=bp.START_INPUTS[0], bp_x2=bp.START_INPUTS[1], bp_t1=bp.START_TARGETS[0],
-                            bp_t2=bp.START_TARGETS[1], bp_lr=0.5, bp_stage=0, bp_losses=[], bp_last=None)
+                            bp_t2=bp.START_TARGETS[1], bp_lr=0.5, bp_stage=0, bp_losses=[], bp_last=None,
+                            bp_biases=False)
 
 
 if "bp_stage" not in st.session_state:
@@ -57,7 +59,7 @@ def _next():
         p = params()
         grads = bp.autograd_gradients(p, x, t, s["bp_act"])
         s["bp_last"] = {"before": p, "grads": grads, "loss": bp.loss(p, x, t, s["bp_act"])}
-        _set_params(bp.sgd_step(p, grads, float(s["bp_lr"])))
+        _set_params(bp.sgd_step(p, grads, float(s["bp_lr"]), bool(s["bp_biases"])))
         s["bp_losses"] = s["bp_losses"] + [s["bp_last"]["loss"]]
     s["bp_stage"] = (s["bp_stage"] + 1) % 4
 
@@ -65,7 +67,7 @@ def _next():
 def _run_n():
     s = st.session_state
     x, t = inputs()
-    p, losses = bp.train_steps(params(), x, t, float(s["bp_lr"]), int(s["bp_n"]), s["bp_act"])
+    p, losses = bp.train_steps(params(), x, t, float(s["bp_lr"]), int(s["bp_n"]), s["bp_act"], bool(s["bp_biases"]))
     _set_params(p)
     s["bp_losses"] = s["bp_losses"] + losses[:-1]
     s["bp_stage"], s["bp_last"] = 0, None
@@ -84,6 +86,8 @@ c3.button("Next step", type="primary", icon=":material/skip_next:", on_click=_ne
 with c4:
     st.number_input("N", 1, 10_000, 100, key="bp_n", label_visibility="collapsed")
     st.button("Run N steps", on_click=_run_n, key="bp_run")
+st.toggle("Update the biases too", key="bp_biases", on_change=_edited,
+          help="Matt Mazur's worked example updates the weights only; a framework's optimizer moves the biases too.")
 with st.expander("Edit the network: inputs, targets, weights and biases"):
     cols = st.columns(4)
     for i, (name, label) in enumerate([("x1", "input i1"), ("x2", "input i2"), ("t1", "target of o1"),
@@ -151,15 +155,27 @@ else:
     last = st.session_state.get("bp_last")
     if last:
         rows = [{"parameter": k, "before": last["before"][k], "gradient": last["grads"][k],
-                 "after = before − lr·gradient": p[k]} for k in bp.PARAMS]
-        st.markdown(f"**Update.** Every parameter moves against its gradient with learning rate "
+                 "after": p[k]} for k in bp.PARAMS]
+        moved = "weight and bias" if st.session_state["bp_biases"] else "weight (the biases stay, as in Mazur's example)"
+        st.markdown(f"**Update.** Every {moved} moves against its gradient with learning rate "
                     f"{st.session_state['bp_lr']}: the loss went from {last['loss']:.9f} to **{current_loss:.9f}**.")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        x_now, t_now = inputs()
+        if (last["before"] == bp.START and (x_now, t_now) == (bp.START_INPUTS, bp.START_TARGETS)
+                and float(st.session_state["bp_lr"]) == 0.5 and not st.session_state["bp_biases"]):
+            st.caption(f"This is Matt Mazur's first update: his post prints the same updated weights (w5 = "
+                       f"{p['w5']:.8f}, w1 = {p['w1']:.9f}) and the new loss as {bp.MAZUR_PRINTED_LOSS:.9f}; the loss "
+                       f"of those weights, computed here, is {current_loss:.9f}.")
 
 losses = st.session_state["bp_losses"] + [current_loss]
 if len(losses) > 1:
+    # The domain hugs the losses (a log axis left to Vega spans 0.1-1 for two nearby losses and labels it
+    # "0.00-1.00"); ticks with three significant digits.
+    lo, hi = min(losses), max(losses)
     st.altair_chart(alt.Chart(pd.DataFrame({"step": range(len(losses)), "loss": losses})).mark_line(point=True).encode(
-        x=alt.X("step:Q", title="update"), y=alt.Y("loss:Q", title="loss (squared error)", scale=alt.Scale(type="log")),
+        x=alt.X("step:Q", title="update", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("loss:Q", title="loss (squared error)", axis=alt.Axis(format=".3~g"),
+                scale=alt.Scale(type="log", domain=[lo / 1.02, hi * 1.02], nice=False) if lo > 0 else alt.Scale()),
         tooltip=["step", alt.Tooltip("loss:Q", format=".9f")]).properties(height=220, title="The loss going down"),
         width="stretch")
 st.caption("To see it as an animation, the lecture points to MLU-Explain's neural-network essay "
@@ -197,7 +213,8 @@ def gradients(runs: list[dict]) -> None:
         st.markdown(" · ".join(f"**{run}**: the first layer's gradient is {value:.3g}x the last layer's"
                                for run, value in shrink.items()))
     st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)), y=alt.Y("norm:Q", scale=alt.Scale(type="log"), title="norm"),
+        x=charts.epoch_x(frame["epoch"]), y=alt.Y("norm:Q", scale=charts.value_scale(frame["norm"], log=True),
+                                                  title="norm"),
         color=alt.Color("layer:N"), strokeDash=alt.StrokeDash("run:N", title="activation"),
         tooltip=["run", "layer", "epoch", alt.Tooltip("norm:Q", format=".2e")],
     ).properties(height=240, title="Over training"), width="stretch")

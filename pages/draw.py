@@ -18,7 +18,7 @@ from core.store import RunStoreError
 from ui import access, charts
 from ui.navigation import header
 from ui.state import ACTIVE, classifier, dataset, datasets_here, executor, safe_get, store
-from ui.widgets import run_label, show_error
+from ui.widgets import query_run, run_label, show_error
 
 CANVAS = 280
 
@@ -86,7 +86,7 @@ if not runs:
     st.stop()
 
 by_id = {r["id"]: r for r in runs}
-wanted = st.query_params.get("run")
+wanted = query_run(list(by_id), None)
 run_id = st.selectbox("Model", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0, key="d_run",
                       format_func=lambda i: run_label(by_id[i]), help="Finished runs, best test accuracy first.")
 try:
@@ -220,10 +220,13 @@ st.subheader("My handwriting")
 st.caption("Label what you drew and keep it: a personal test set, stored with the runs, to evaluate any model on.")
 hw = HandwritingSet(store().root)
 c1, c2, c3 = st.columns([1, 1, 2])
-label = c1.selectbox("What you drew", list(range(10)), key="d_label")
+# No default: a drawing saved without a choice would be filed as a 0 (a wrong label in the test set).
+label = c1.selectbox("What you drew", list(range(10)), index=None, placeholder="pick the digit", key="d_label")
 if c2.button("Save drawing", key="d_save"):
     if st.session_state.get("d_last") is None:
         st.warning("Draw a digit first: the canvas is empty.")
+    elif label is None:
+        st.warning("Say which digit you drew first (\"What you drew\"), so it is kept with the right label.")
     else:
         n = hw.add(st.session_state["d_last"], int(label))
         st.toast(f"Saved as a {label}; your set has {n} drawings.")

@@ -18,7 +18,7 @@ from core.devices import DeviceError
 from core.experiments import config_diff, curves_frame, hyperparameter_frame, runs_table, smooth
 from core.launch import launch_group
 from core.store import RunStoreError
-from ui import access
+from ui import access, charts
 from ui.navigation import header
 from ui.state import ACTIVE, dataset, devices, executor, store
 from ui.widgets import run_label, show_error
@@ -86,16 +86,18 @@ if chosen:
     df = curves_frame({i: store().history(i) for i in chosen}, {i: by_id[i]["name"] for i in chosen})
     df = df[df.metric == metric].copy()
     df["smoothed"] = df.groupby(["run", "split"])["value"].transform(lambda v: smooth(v.to_numpy(), weight))
-    scale = alt.Scale(type="log") if (log and metric == "loss") else alt.Scale(zero=False)
+    scale = charts.value_scale(pd.concat([df["value"], df["smoothed"]]), log=log and metric == "loss")
     base = alt.Chart(df).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+        x=charts.epoch_x(df["epoch"]),
         color=alt.Color("label:N", title="run"),
         strokeDash=alt.StrokeDash("split:N", scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]]),
                                   title="split"),
         tooltip=["label", "split", "epoch", alt.Tooltip("value:Q", format=".4f"),
                  alt.Tooltip("smoothed:Q", format=".4f")],
     )
-    raw = base.mark_line(opacity=0.25 if weight > 0 else 1.0).encode(y=alt.Y("value:Q", title=metric, scale=scale))
+    # points too: a run of one epoch (a sweep's pruned trial) is a point, not an invisible line
+    raw = base.mark_line(opacity=0.25 if weight > 0 else 1.0, point=weight == 0).encode(
+        y=alt.Y("value:Q", title=metric, scale=scale))
     chart = raw + base.mark_line(point=True).encode(y=alt.Y("smoothed:Q", scale=scale)) if weight > 0 else raw
     st.altair_chart(chart.properties(height=340, title=f"{metric.capitalize()} per epoch (solid: train, dashed: "
                                                        "validation)"), width="stretch")

@@ -55,8 +55,9 @@ def results(runs: list[dict]) -> None:
                              "loss": h[key]})
     if rows:
         df = pd.DataFrame(rows)
-        st.altair_chart(alt.Chart(df).mark_line().encode(
-            x=alt.X("epoch:Q", title="epoch"), y=alt.Y("loss:Q", title="loss (cross-entropy)", scale=alt.Scale(type="log")),
+        st.altair_chart(alt.Chart(df).mark_line(point=True).encode(
+            x=charts.epoch_x(df["epoch"]), y=alt.Y("loss:Q", title="loss (cross-entropy)",
+                                                   scale=charts.value_scale(df["loss"], log=True)),
             color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
             tooltip=["units", "epoch", "split", alt.Tooltip("loss:Q", format=".4f")],
         ).properties(height=180, width=220).facet(facet=alt.Facet("units:N", sort=alt.SortField("cap")), columns=4,
@@ -108,8 +109,8 @@ def regularization_results(runs: list[dict]) -> None:
         return
     curves = pd.DataFrame([{"arm": arms[rid], "epoch": h["epoch"], "validation loss": h["val_loss"]}
                            for rid, hs in histories.items() for h in hs])
-    st.altair_chart(alt.Chart(curves).mark_line().encode(
-        x=alt.X("epoch:Q"), y=alt.Y("validation loss:Q", scale=alt.Scale(zero=False)),
+    st.altair_chart(alt.Chart(curves).mark_line(point=True).encode(
+        x=charts.epoch_x(curves["epoch"]), y=alt.Y("validation loss:Q", scale=charts.value_scale(curves["validation loss"])),
         color=alt.Color("arm:N", sort=["none", "L2", "dropout", "L2 + dropout"], title=None),
         tooltip=["arm", "epoch", alt.Tooltip("validation loss:Q", format=".4f")],
     ).properties(height=280, title="Validation loss per epoch: without regularization it turns up"), width="stretch")

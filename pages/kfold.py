@@ -13,16 +13,17 @@ from core.data import kfold_assignments
 from core.experiments import fold_balance, fold_grid, kfold_summary
 from core.models import PRESETS
 from core.launch import launch_kfold
+from ui import charts
 from ui.charts import SPLIT_SCALE
 from ui.navigation import header
 from ui.state import dataset, executor, store
-from ui.widgets import executor_picker, group_view, launch
+from ui.widgets import executor_picker, group_view, launch, query_int
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
                                   "validated on the remaining one.")
 
 c1, c2, c3, c4 = st.columns(4)
-k = c1.slider("k (number of folds)", 2, 10, int(st.query_params.get("k", 5)), key="k_k")
+k = c1.slider("k (number of folds)", 2, 10, query_int("k", 5, 2, 10), key="k_k")
 stratified = c2.toggle("Stratified (same class balance in every fold)", True, key="k_strat")
 seed = c3.number_input("Seed", 0, 10_000, 0, key="k_seed")
 show = c4.slider("Samples drawn in the grid", 20, 100, 60, 10, key="k_show")
@@ -83,9 +84,10 @@ def results(runs: list[dict]) -> None:
             rows.append({"fold": f"fold {fold}", "epoch": h["epoch"], "validation accuracy": h["val_accuracy"],
                          "validation loss": h["val_loss"]})
     if rows:
-        st.altair_chart(alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
-            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y("validation accuracy:Q", scale=alt.Scale(zero=False)),
+        frame = pd.DataFrame(rows)
+        st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
+            x=charts.epoch_x(frame["epoch"]),
+            y=alt.Y("validation accuracy:Q", scale=charts.value_scale(frame["validation accuracy"])),
             color=alt.Color("fold:N"), tooltip=["fold", "epoch", alt.Tooltip("validation accuracy:Q", format=".4f")],
         ).properties(height=280, title="Validation accuracy per epoch, one line per fold"), width="stretch")
     st.dataframe(pd.DataFrame([{"fold": store().config(r["id"]).kfold[1] + 1, "status": r["status"],

@@ -17,9 +17,11 @@ from core.models import first_layer_weights
 from ui import charts
 from ui.navigation import header
 from ui.state import classifier, finished_runs, predictions, store, test_images_for
-from ui.widgets import no_runs_hint, pick_run, waiting_for_starters
+from ui.widgets import link_warning, no_runs_hint, pick_run, waiting_for_starters
 
 SUBSET = 1000  # test digits the embedding and the robustness views use (a fixed, seeded subset)
+# Every view here uses the run's final weights (weights_last.pt), the ones its stored test predictions
+# came from, so the header's accuracy and the robustness view's clean accuracy are of one model.
 
 
 def subset_index(n: int) -> np.ndarray:
@@ -34,7 +36,7 @@ def embedding_for(run_id: str, version: float, layer: str, method: str) -> pd.Da
     p = predictions(run_id)
     idx = subset_index(len(p["labels"]))
     x = images[idx].astype(np.float32) / 255.0
-    xy = learned.embedding(learned.activations(classifier(run_id), x, layer), method)
+    xy = learned.embedding(learned.activations(classifier(run_id, "last"), x, layer), method)
     return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "true": p["labels"][idx].astype(str),
                          "predicted": p["preds"][idx].astype(str),
                          "result": np.where(p["labels"][idx] == p["preds"][idx], "right", "wrong"),
@@ -46,7 +48,7 @@ def robustness_for(run_id: str, version: float, kind: str) -> pd.DataFrame:
     images, _ = test_images_for(run_id)
     p = predictions(run_id)
     idx = subset_index(len(p["labels"]))
-    return R.accuracy_curve(classifier(run_id), images[idx] / 255.0, p["labels"][idx], kind, R.AMOUNTS[kind])
+    return R.accuracy_curve(classifier(run_id, "last"), images[idx] / 255.0, p["labels"][idx], kind, R.AMOUNTS[kind])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -105,8 +107,12 @@ def image_grid(indices, limit: int) -> None:
 
 # Only the open tab runs and draws (lazy tabs, bound to ?view= so a link opens a given view):
 # drawing every tab's charts and images at once made a first visit slow in the browser.
-tabs = st.tabs(["Training curves", "Confusion matrix", "Prediction gallery", "Per-class table", "ROC and PR curves",
-                "Threshold", "What it learned", "Robustness"], key="view", bind="query-params")
+VIEWS = ["Training curves", "Confusion matrix", "Prediction gallery", "Per-class table", "ROC and PR curves",
+         "Threshold", "What it learned", "Robustness"]
+if st.query_params.get("view") is not None and st.query_params["view"] not in VIEWS:
+    link_warning("view", st.query_params["view"], f"one of {', '.join(VIEWS)}", VIEWS[0])
+    del st.query_params["view"]
+tabs = st.tabs(VIEWS, key="view", bind="query-params")
 
 if tabs[0].open:
     with tabs[0]:
@@ -206,7 +212,7 @@ if tabs[5].open:
 
 if tabs[6].open:
     with tabs[6]:
-        clf = classifier(run_id)
+        clf = classifier(run_id, "last")
         weights = first_layer_weights(clf.model)
         if weights is not None:
             kind = "unit" if weights.shape[1] == 28 else "filter"
@@ -241,16 +247,19 @@ if tabs[7].open:
                             format_func=lambda k: {"noise": "Gaussian noise", "rotation": "rotation",
                                                    "fgsm": "FGSM adversarial"}[k])
             top = float(R.AMOUNTS[kind][-1])
-            amount = c2.slider(R.LABELS[kind], 0.0, top, top / 3, top / 60 if kind != "rotation" else 1.0,
-                               key=f"m_rob_{kind}")
-            clf = classifier(run_id)
+            # Steps the slider can show exactly (0.01, or 1 degree), so its label and the caption agree.
+            step = 1.0 if kind == "rotation" else 0.01
+            amount = c2.slider(R.LABELS[kind], 0.0, top, round(top / 3, 2), step, key=f"m_rob_{kind}",
+                               format="%d" if kind == "rotation" else "%.2f")
+            clf = classifier(run_id, "last")
             idx = subset_index(len(labels))
             clean = images[idx] / 255.0
             changed = R.perturb(clf, clean, labels[idx], kind, amount) if amount else clean
             acc = R.accuracy(clf, changed, labels[idx])
             m = st.columns(2)
             m[0].metric("Accuracy on the clean digits", f"{R.accuracy(clf, clean, labels[idx]):.2%}")
-            m[1].metric(f"Accuracy at {R.LABELS[kind]} = {amount:g}", f"{acc:.2%}")
+            m[1].metric(f"Accuracy at {R.LABELS[kind]} = {amount:.0f}" if kind == "rotation" else
+                        f"Accuracy at {R.LABELS[kind]} = {amount:.2f}", f"{acc:.2%}")
             curve = robustness_for(run_id, version, kind)
             st.altair_chart(charts.robustness_chart(curve, R.LABELS[kind], amount, acc), width="stretch")
             probs8 = clf.predict_proba(changed[:8]).argmax(1)

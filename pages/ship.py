@@ -78,6 +78,7 @@ st.subheader("The variants, measured on this machine")
 table = pd.DataFrame({
     "model": rows.model,
     "file (KB)": rows.bytes / KB,
+    "weights (KB)": rows.weight_bytes / KB,
     "smaller than fp32": fp32_bytes / rows.bytes,
     "test accuracy (%)": 100 * rows.test_accuracy,
     "agreement (%)": 100 * rows.agreement,
@@ -86,6 +87,7 @@ table = pd.DataFrame({
 })
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "file (KB)": st.column_config.NumberColumn(format="%.1f"),
+    "weights (KB)": st.column_config.NumberColumn(format="%.1f", help="The weights inside the file, without its graph"),
     "smaller than fp32": st.column_config.NumberColumn(format="%.2fx"),
     "test accuracy (%)": st.column_config.NumberColumn(format="%.2f"),
     "agreement (%)": st.column_config.NumberColumn(format="%.2f", help="Test digits whose predicted class is the "
@@ -108,8 +110,9 @@ for col, variant, label in zip(cols, ("none", "fp16", "int8"), ("fp32", "fp16", 
 st.caption("Each file needs nothing from the lab: input `pixels`, float32 (N, 1, 28, 28) in [0, 1]; output "
            "`probabilities` (N, classes); the normalisation and the softmax are inside. "
            "`python -m core export RUN --quantize int8 --json` writes the same from the command line.")
-if int8.get("float_ops"):
-    with st.expander(f"What int8 leaves in float ({len(int8.float_ops)} operations)"):
+with st.expander(f"How int8 was made: what it leaves in float ({len(int8.float_ops)} operations)"):
+    st.markdown(f"Calibrated on 300 digits of the run's training split. Weights: {int8.int8_weights}.")
+    if int8.float_ops:
         st.dataframe(pd.DataFrame(int8.float_ops), hide_index=True, width="stretch")
 
 st.subheader("On the hardware it will run on")

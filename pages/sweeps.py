@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import sweeps
 from core.config import RunConfig
+from core.experiments import readable
 from core.launch import launch_run, launch_sweep, resume_sweep
 from core.models import PRESETS
 from ui.navigation import header
@@ -136,7 +137,8 @@ def view():
         st.info("Waiting for the first trial...")
         return
     table = pd.DataFrame([{"trial": t["trial"], "status": t["status"], "val accuracy": t["value"],
-                           "epochs": t["epochs"], "node": t["node"], **t["params"], "run": t["run_id"]}
+                           "epochs": t["epochs"], "node": t["node"],
+                           **{k: readable(v) for k, v in t["params"].items()}, "run": t["run_id"]}
                           for t in result["trials"]])
     st.dataframe(table, hide_index=True, width="stretch")
     curve = sweeps.best_so_far(result)

@@ -76,6 +76,27 @@ def open_page(page: str, query: dict | None = None, timeout: int = 90):
     return at.run()
 
 
+def vega_nodes(at) -> list:
+    """Every Altair chart element an AppTest run drew, in page order. AppTest has no public
+    accessor for chart elements, so this walks its element tree (`_tree`); the one place the
+    tests do."""
+    def walk(node):
+        yield node
+        children = getattr(node, "children", None)
+        if isinstance(children, dict):
+            for child in children.values():
+                yield from walk(child)
+
+    return [node for node in walk(at._tree) if getattr(node, "type", "") == "vega_lite_chart"]
+
+
+def chart_specs(at) -> list[dict]:
+    """The Vega-Lite spec of every Altair chart an AppTest run drew (what the browser renders)."""
+    import json
+
+    return [json.loads(node.proto.spec) for node in vega_nodes(at)]
+
+
 @pytest.fixture(scope="session")
 def trained_root(tmp_path_factory, sample):
     """A run store holding two finished short runs on the offline sample (MLP, small CNN)."""

@@ -19,26 +19,13 @@ from core.config import RunConfig
 from core.inference import load_classifier
 from core.experiments import activation_configs, gradient_norms_frame, regularization_configs
 from core.store import RunStore
-from tests.conftest import ROOT, open_page, subprocess_env
+from tests.conftest import ROOT, open_page, subprocess_env, vega_nodes
 
 
 def chart_frames(at) -> list:
     """The data of every Altair chart an AppTest run drew (decoded from the Arrow bytes
-    Streamlit sends to the browser), in page order. AppTest has no public accessor for chart
-    elements, so this walks its element tree (`_tree`); the one place the tests do."""
-    def walk(node):
-        yield node
-        children = getattr(node, "children", None)
-        if isinstance(children, dict):
-            for child in children.values():
-                yield from walk(child)
-
-    frames = []
-    for node in walk(at._tree):
-        if getattr(node, "type", "") == "vega_lite_chart":
-            for ds in node.proto.datasets:
-                frames.append(pa.ipc.open_stream(ds.data.data).read_pandas())
-    return frames
+    Streamlit sends to the browser), in page order."""
+    return [pa.ipc.open_stream(ds.data.data).read_pandas() for node in vega_nodes(at) for ds in node.proto.datasets]
 
 
 def torch_gradients(p: dict, x, t, activation: str) -> dict:
@@ -100,17 +87,46 @@ def test_backprop_page_steps_forward_loss_backward_update():
         assert table.loc[name, "autograd ∂L/∂w"] == f"{expected[name]:.9f}"
         assert table.loc[name, "chain rule product"] == f"{expected[name]:.9f}"
     assert table["equal"].all()
-    at = at.button(key="bp_next").click().run()  # 4. the update, with learning rate 0.5
+    at = at.button(key="bp_next").click().run()  # 4. the update, with learning rate 0.5: weights only, as Mazur
     update = at.dataframe[0].value.set_index("parameter")
     for name in bp.PARAMS:
-        assert update.loc[name, "after = before − lr·gradient"] == pytest.approx(p[name] - 0.5 * expected[name])
+        moved = p[name] - 0.5 * expected[name] if name.startswith("w") else p[name]
+        assert update.loc[name, "after"] == pytest.approx(moved)
     assert at.number_input(key="bp_w5").value == pytest.approx(0.35891648, abs=1e-8)
+    new_loss = bp.loss(bp.sgd_step(p, bp.autograd_gradients(p, x, t), 0.5), x, t)
+    assert any(f"{new_loss:.9f}" in m.value for m in at.markdown)
+    note = " ".join(c.value for c in at.caption)
+    assert "0.291027924" in note and f"{new_loss:.9f}" in note  # his post's figure, and the computed one
     losses = chart_frames(at)[-1]["loss"].tolist()
     assert losses[1] < losses[0]
     at.number_input(key="bp_n").set_value(200)
     at = at.button(key="bp_run").click().run()
     losses = chart_frames(at)[-1]["loss"].to_numpy()
     assert len(losses) == 202 and np.all(np.diff(losses) < 0)  # the loss going down, every step
+
+
+def test_mazurs_example_updates_the_weights_and_the_biases_only_when_asked():
+    p, x, t = bp.START, bp.START_INPUTS, bp.START_TARGETS
+    grads = bp.autograd_gradients(p, x, t)
+    # The weights his post prints after one update (biases fixed), and the loss they give: 0.291027774
+    # (his post prints 0.291027924 for it; the page says both).
+    mazur = {"w1": 0.149780716, "w2": 0.19956143, "w3": 0.24975114, "w4": 0.29950229, "w5": 0.35891648,
+             "w6": 0.408666186, "w7": 0.511301270, "w8": 0.561370121}
+    after = bp.sgd_step(p, grads, 0.5)
+    for name, value in mazur.items():
+        assert after[name] == pytest.approx(value, abs=1e-8)
+    assert bp.loss(after, x, t) == pytest.approx(0.291027774, abs=1e-9)
+    assert bp.loss({**p, **mazur}, x, t) == pytest.approx(0.291027774, abs=1e-9)
+    with_biases = bp.sgd_step(p, grads, 0.5, update_biases=True)
+    assert with_biases["b1"] == pytest.approx(p["b1"] - 0.5 * grads["b1"])
+    assert bp.loss(with_biases, x, t) == pytest.approx(0.280471447, abs=1e-9)
+    at = open_page("pages/backprop.py")
+    at.toggle(key="bp_biases").set_value(True).run()
+    for _ in range(3):
+        at = at.button(key="bp_next").click().run()
+    update = at.dataframe[0].value.set_index("parameter")
+    assert update.loc["b1", "after"] == pytest.approx(with_biases["b1"])
+    assert any("0.280471447" in m.value for m in at.markdown)
 
 
 def test_backprop_page_takes_edited_inputs_weights_and_learning_rate():
@@ -219,8 +235,9 @@ def test_fgsm_accuracy_on_the_page_equals_a_direct_computation(trained_store, sa
     at = at.run()
     assert not at.exception
     shown = {m.label: m.value for m in at.metric}
-    # directly: x + 0.2·sign(∇x cross-entropy), clipped, with the model's own input normalisation
-    clf = load_classifier(trained_store.run_dir(run["id"]))
+    # directly: x + 0.2·sign(∇x cross-entropy), clipped, with the model's own input normalisation, on the
+    # weights whose test predictions the page's header shows (the run's final weights)
+    clf = load_classifier(trained_store.run_dir(run["id"]), "last")
     x = torch.from_numpy(sample.test_images.astype(np.float32) / 255.0).requires_grad_(True)
     y = torch.from_numpy(sample.test_labels.astype(np.int64))
     torch.nn.functional.cross_entropy(clf.model(clf.normalize(x[:, None])), y).backward()
@@ -228,7 +245,7 @@ def test_fgsm_accuracy_on_the_page_equals_a_direct_computation(trained_store, sa
     with torch.no_grad():
         acc = float((clf.model(clf.normalize(adv[:, None])).argmax(1) == y).float().mean())
         clean = float((clf.model(clf.normalize(x.detach()[:, None])).argmax(1) == y).float().mean())
-    assert shown["Accuracy at FGSM ε = 0.2"] == f"{acc:.2%}"
+    assert shown["Accuracy at FGSM ε = 0.20"] == f"{acc:.2%}"  # as the slider shows it
     assert shown["Accuracy on the clean digits"] == f"{clean:.2%}"
     assert acc < clean - 0.2  # the attack works
     curve = chart_frames(at)[0]

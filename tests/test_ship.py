@@ -190,6 +190,10 @@ def test_fp16_and_int8_variants_are_smaller_agree_and_say_what_stays_float(prese
     ops = {n["op"]: n["why"] for n in rows["int8"]["float_ops"]}
     assert "one-channel input" in ops["Conv"] and "Softmax" in ops  # the first conv, kept float on purpose
     assert "Gemm" not in ops  # the dense layers are int8
+    # per-tensor or per-channel weights, chosen on validation digits by agreement with fp32, said in the file
+    chosen = ship.file_metadata(shipment.files["int8"])["mnist_lab.int8_weights"]
+    assert chosen.startswith(("per tensor", "per channel")) and "validation digits" in chosen
+    assert rows["int8"]["int8_weights"] == chosen
     for row in rows.values():
         assert row["latency_ms"] > 0 and row["throughput"] > 0
 

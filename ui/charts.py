@@ -17,6 +17,34 @@ VAL_COLOR = "#ff7f0e"     # ... and one for validation, on every page
 SPLIT_SCALE = {"domain": ["train", "validation"], "range": [TRAIN_COLOR, VAL_COLOR]}
 
 
+def epoch_x(epochs, title: str = "epoch") -> alt.X:
+    """An epoch axis that reads the same after one epoch as after ten: whole-number ticks, and
+    a domain from the first epoch to at least the one after it (a one-point domain made Vega
+    print "1.000000" and spread its ticks over nothing)."""
+    values = [float(e) for e in epochs] or [1.0]
+    lo = int(np.floor(min(values)))
+    hi = max(int(np.ceil(max(values))), lo + 1)
+    return alt.X("epoch:Q", title=title, scale=alt.Scale(domain=[lo, hi], nice=False),
+                 axis=alt.Axis(tickMinStep=1, format="d"))
+
+
+def value_scale(values, log: bool = False) -> alt.Scale:
+    """A value axis whose domain is the values' range with room at both ends (5%, or 5% of the
+    value when they are all one number): points never sit on or past the plot's edge, and one
+    epoch's pair of points still gets a readable axis."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if log:
+        v = v[v > 0]
+    if not len(v):
+        return alt.Scale(type="log") if log else alt.Scale(zero=False)
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        ratio = max((hi / lo) ** 0.05, 1.05)
+        return alt.Scale(type="log", domain=[lo / ratio, hi * ratio], nice=False)
+    pad = 0.05 * (hi - lo) or 0.05 * abs(lo) or 0.05
+    return alt.Scale(zero=False, domain=[lo - pad, hi + pad], nice=False)
+
+
 def history_frame(history: list[dict]) -> pd.DataFrame:
     """One run's history as long rows (epoch, split, metric, value)."""
     return curves_frame({"run": history})[["epoch", "split", "metric", "value"]]
@@ -27,10 +55,10 @@ def curves(history: list[dict], metric: str, log_loss: bool = False, marks: list
     """Train vs validation `metric` per epoch; optional vertical rules (`marks`: epoch, text)."""
     df = history_frame(history)
     df = df[df.metric == metric]
-    y_scale = alt.Scale(type="log") if (metric == "loss" and log_loss) else alt.Scale(zero=False)
+    y_scale = value_scale(df["value"], log=metric == "loss" and log_loss)
     title = "loss (cross-entropy)" if metric == "loss" else "accuracy"
     chart = alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+        x=epoch_x(df["epoch"]),
         y=alt.Y("value:Q", title=title, scale=y_scale),
         color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
         tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f", title=metric)],

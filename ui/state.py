@@ -146,18 +146,20 @@ def groups(prefix: str) -> list[str]:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model...")
-def _classifier(run_dir: str, version: float):
+def _classifier(run_dir: str, version: float, which: str = "best"):
     from core.inference import load_classifier
 
-    return load_classifier(run_dir)
+    return load_classifier(run_dir, which)
 
 
-def classifier(run_id: str):
+def classifier(run_id: str, which: str = "best"):
     """A stored run's model for inference, loaded once per weights file version and shared
-    (finished models are never trained further, so sharing them is safe)."""
+    (finished models are never trained further, so sharing them is safe). `which="last"` is
+    the model the run's stored test predictions came from (the metrics page's, so that every
+    number on it is of one model); "best" the best validation epoch's (the draw page's)."""
     folder = store().folder(run_id)
-    weights = folder.weights_path("best")
-    return _classifier(str(folder.path), weights.stat().st_mtime if weights.exists() else 0.0)
+    weights = folder.weights_path(which)
+    return _classifier(str(folder.path), weights.stat().st_mtime if weights.exists() else 0.0, which)
 
 
 @st.cache_resource(show_spinner=False)

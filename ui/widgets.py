@@ -28,6 +28,38 @@ def run_label(run: dict) -> str:
     return f"{run['name']} ({run['model']}, {run['status']}{acc})"
 
 
+def link_warning(name: str, value: str, allowed: str, default) -> None:
+    """The one warning every page gives for a bad address-bar parameter (the train page's words)."""
+    st.warning(f"The shared link has a bad setting, so the default is shown instead: {name}: {allowed}, "
+               f"got {value[:40]!r} (showing {default})", icon=":material/link_off:")
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    """An integer address-bar parameter (`?k=5`), or `default` with a warning when it is not a
+    whole number from `low` to `high`."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        link_warning(name, raw, f"must be a whole number from {low} to {high}", default)
+        return default
+    return value
+
+
+def query_run(ids: list[str], fallback: str | None) -> str | None:
+    """The run `?run=` names when it is one of `ids`; otherwise a warning (for a run not here)
+    and `fallback`."""
+    wanted = st.query_params.get("run")
+    if wanted and wanted not in ids:
+        link_warning("run", wanted, "no such finished run here", "the default run")
+        return fallback
+    return wanted or fallback
+
+
 def pick_run(label: str, runs: list[dict], key: str, default: str | None = None) -> str | None:
     """A selectbox of runs that remembers its choice across pages (plain session_state key,
     since widget state is dropped when a page is left) and follows `?run=` in the URL."""
@@ -35,7 +67,7 @@ def pick_run(label: str, runs: list[dict], key: str, default: str | None = None)
         return None
     ids = [r["id"] for r in runs]
     by_id = {r["id"]: r for r in runs}
-    wanted = st.query_params.get("run") or st.session_state.get("current_run") or default
+    wanted = query_run(ids, st.session_state.get("current_run") or default)
     index = ids.index(wanted) if wanted in ids else 0
     choice = st.selectbox(label, ids, index=index, format_func=lambda i: run_label(by_id[i]), key=key)
     st.session_state["current_run"] = choice

@@ -56,7 +56,7 @@ def cmd_export(args) -> int:
            "max_probability_difference": row["max_probability_difference"], "latency_ms": row["latency_ms"],
            "throughput": row["throughput"], "pytorch_latency_ms": torch_row["latency_ms"],
            "pytorch_throughput": torch_row["throughput"], "threads": row["threads"],
-           "float_ops": row.get("float_ops", [])}
+           "float_ops": row.get("float_ops", []), "int8_weights": row.get("int8_weights")}
     text = (f"exported {args.run} as {LABELS[args.quantize]} to {out['path']} ({out['bytes']:,} bytes)\n"
             f"test accuracy {out['test_accuracy']:.2%}, agreement with the run's PyTorch predictions "
             f"{out['agreement']:.2%}\none digit {out['latency_ms']:.3f} ms (PyTorch {out['pytorch_latency_ms']:.3f} ms), "

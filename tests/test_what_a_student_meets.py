@@ -1,0 +1,178 @@
+"""What a student or a teacher meets first (issue 24), each defect as the test that found it:
+charts after one epoch, numbers that must agree on one page, lesson texts computed from what
+the page shows, drawings saved with the label picked, and address-bar parameters checked."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from core import backprop as bp
+from core.concepts import fitted_line_accuracy, line_accuracy, toy_data
+from core.config import RunConfig
+from core.experiments import config_diff, readable
+from core.handwriting import HandwritingSet
+from tests.conftest import chart_specs, open_page
+
+BAD_RUN = "20990101-000000-abcdef"
+
+
+def titled(at, words: str) -> dict:
+    def title(spec):
+        t = spec.get("title")
+        return (t.get("text") if isinstance(t, dict) else t) or ""
+
+    return next(spec for spec in chart_specs(at) if words in title(spec))
+
+
+# --- charts after one epoch ----------------------------------------------------------------------
+
+def test_curves_after_one_epoch_read_whole_epochs_and_hold_their_points(kept):
+    run = kept.list()[0]
+    history = kept.history(run["id"])
+    assert len(history) == 1  # a one-epoch run: what every live run is after its first epoch
+    at = open_page("pages/metrics.py", query={"run": run["id"]})
+    assert not at.exception
+    for metric, key in (("Loss", "loss"), ("Accuracy", "accuracy")):
+        spec = titled(at, f"{metric} per epoch")
+        x = spec["encoding"]["x"]
+        assert x["scale"]["domain"] == [1, 2] and x["axis"]["format"] == "d"  # ticks 1, 2 (not "1.000000")
+        lo, hi = spec["encoding"]["y"]["scale"]["domain"]
+        for value in (history[0][f"train_{key}"], history[0][f"val_{key}"]):
+            assert lo < value < hi  # the points sit inside the plot
+
+
+def test_experiments_overlay_draws_a_one_epoch_run_as_a_point(kept):
+    at = open_page("pages/experiments.py")
+    spec = titled(at, "per epoch (solid: train")
+    layers = spec.get("layer", [spec])
+    assert any(isinstance(layer["mark"], dict) and layer["mark"].get("point") for layer in layers)
+    for layer in layers:
+        x = layer.get("encoding", spec.get("encoding", {})).get("x")
+        assert x["axis"]["format"] == "d" and x["scale"]["domain"] == [1, 2]
+
+
+# --- numbers on one page agree ---------------------------------------------------------------------
+
+def test_robustness_clean_accuracy_is_of_the_model_the_header_shows(trained_root, monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(trained_root, root)
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(root))
+    from core.store import RunStore
+
+    store = RunStore(root)
+    run = next(r for r in store.list() if r["name"] == "cnn short")
+    folder = store.folder(run["id"])
+    # the best epoch's weights differ from the final ones (as they do whenever validation peaked earlier)
+    best = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in folder.load_weights("last").items()}
+    torch.save(best, folder / "weights_best.pt")
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Robustness"})
+    assert not at.exception
+    p = store.predictions(run["id"])
+    shown = {m.label: m.value for m in at.metric}
+    header = f"{(p['labels'] == p['preds']).mean():.2%}"
+    assert shown["Test accuracy"] == header
+    assert shown["Accuracy on the clean digits"] == header  # 1,000 sample test digits: the same digits
+
+
+def test_the_fgsm_slider_and_its_label_show_the_same_epsilon(trained_store):
+    run = next(r for r in trained_store.list() if r["name"] == "cnn short")
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Robustness"})
+    at.radio(key="m_rob_kind").set_value("fgsm").run()
+    slider = at.slider(key="m_rob_fgsm")
+    assert slider.proto.step == pytest.approx(0.01) and slider.proto.format == "%.2f"
+    assert slider.value == pytest.approx(0.1)  # a third of 0.3, a value the slider can show
+    slider.set_value(0.13).run()
+    assert any(m.label == "Accuracy at FGSM ε = 0.13" for m in at.metric)
+
+
+def test_learning_rates_read_rounded_in_tables():
+    assert readable(0.0016756813861488488) == 0.001676
+    assert readable(3) == 3 and readable("adam") == "adam" and readable(0.0) == 0.0
+    a = RunConfig.from_preset("mlp", lr=0.0016756813861488488)
+    diff = config_diff({"a": a, "b": RunConfig.from_preset("mlp")})
+    assert diff.loc["lr", "a"] == 0.001676
+
+
+# --- lesson texts -----------------------------------------------------------------------------------
+
+def test_the_one_neuron_caption_states_the_lines_score_and_the_fitted_lines():
+    at = open_page("pages/activations.py")
+    at.slider(key="a_w1").set_value(0.5)
+    at.slider(key="a_w2").set_value(-1.0)
+    at.slider(key="a_b").set_value(0.3).run()
+    X, y = toy_data("moons", 200, seed=0)
+    mine, fitted = line_accuracy(X, y, [0.5, -1.0], 0.3), fitted_line_accuracy(X, y)
+    caption = next(c.value for c in at.caption if "Your line" in c.value)
+    assert f"Your line puts {mine:.0%}" in caption and f"gets {fitted:.0%}" in caption
+    assert fitted > mine  # the old text called this line's score the best one line can do
+
+
+def test_the_backprop_loss_chart_hugs_the_losses():
+    at = open_page("pages/backprop.py")
+    for _ in range(3):
+        at = at.button(key="bp_next").click().run()
+    spec = titled(at, "The loss going down")
+    p, x, t = bp.START, bp.START_INPUTS, bp.START_TARGETS
+    losses = [bp.loss(p, x, t), bp.loss(bp.sgd_step(p, bp.autograd_gradients(p, x, t), 0.5), x, t)]
+    lo, hi = spec["encoding"]["y"]["scale"]["domain"]
+    assert lo == pytest.approx(min(losses) / 1.02) and hi == pytest.approx(max(losses) * 1.02)  # not 0.1-1
+    assert spec["encoding"]["x"]["axis"]["format"] == "d"
+
+
+# --- the draw page ----------------------------------------------------------------------------------
+
+def test_a_drawing_is_saved_only_with_the_label_picked(trained_root, monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(trained_root, root)
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(root))
+    at = open_page("pages/draw.py")
+    assert at.selectbox(key="d_label").value is None  # no default: it used to be 0
+    at.number_input(key="d_sample").set_value(3).run()
+    at.button(key="d_save").click().run()
+    assert any("Say which digit you drew" in w.value for w in at.warning)
+    assert len(HandwritingSet(root)) == 0
+    at.selectbox(key="d_label").set_value(5).run()
+    at.button(key="d_save").click().run()
+    images, labels = HandwritingSet(root).load()
+    assert list(labels) == [5]
+
+
+# --- address-bar parameters -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", ["abc", "50", "1", "3.5", ""])
+def test_a_kfold_link_with_a_bad_k_warns_and_shows_the_default(k):
+    at = open_page("pages/kfold.py", query={"k": k})
+    assert not at.exception and not at.error
+    assert at.slider(key="k_k").value == 5
+    assert any("k: must be a whole number from 2 to 10" in w.value and "bad setting" in w.value for w in at.warning)
+
+
+def test_a_kfold_link_with_a_good_k_opens_on_it():
+    at = open_page("pages/kfold.py", query={"k": "3"})
+    assert at.slider(key="k_k").value == 3 and not at.warning
+
+
+@pytest.mark.parametrize("page, key", [("pages/metrics.py", "m_run"), ("pages/draw.py", "d_run")])
+def test_a_link_to_a_run_that_is_not_here_warns_and_opens_the_default(trained_store, page, key):
+    at = open_page(page, query={"run": BAD_RUN})
+    assert not at.exception
+    assert any("run: no such finished run here" in w.value for w in at.warning)
+    assert at.selectbox(key=key).value in {r["id"] for r in trained_store.list()}
+
+
+def test_a_metrics_link_with_an_unknown_view_warns_and_opens_the_curves(trained_store):
+    run = trained_store.list()[0]
+    at = open_page("pages/metrics.py", query={"run": run["id"], "view": "nonsense"})
+    assert not at.exception
+    assert any("view: one of Training curves" in w.value for w in at.warning)
+    assert at.checkbox(key="m_log") is not None  # the first view, the curves, is the one drawn
+
+
+@pytest.mark.slow
+def test_a_ship_link_to_a_run_that_is_not_here_warns(trained_store):
+    at = open_page("pages/ship.py", query={"run": BAD_RUN}, timeout=240)
+    assert not at.exception
+    assert any("run: no such finished run here" in w.value for w in at.warning)

@@ -9,6 +9,8 @@ if __name__ == "__main__":
 
         background_priority()  # the app's pages before background training (see its docstring)
         argv = ["worker", *wait_from_argv(argv[1:])]
+        if argv[-2:] == ["--waited", "cancelled"]:
+            sys.exit(0)  # cancelled while queued, and recorded so (core.executors.queue): nothing to import
     from core.cli import main
 
     sys.exit(main(argv))

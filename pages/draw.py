@@ -94,8 +94,14 @@ try:
 except (RunStoreError, OSError) as exc:
     show_error(exc)
     st.stop()
-if not clf.config.augment:
-    st.caption("This model was trained without augmentation; the draw model (augmented) reads drawings better.")
+chosen = by_id[run_id]
+best = runs[0]  # digit_runs() sorts by test accuracy
+data_name = {"mnist-sample": "the offline sample (4,000 training digits)", "mnist": "full MNIST (60,000 digits)"}.get(
+    chosen["dataset"], chosen["dataset"])
+st.caption(f"{'The most accurate finished model here' if run_id == best['id'] else 'Your pick'}: "
+           f"**{chosen['name']}**, trained on {data_name}, {chosen['test_accuracy']:.2%} on its test digits."
+           + ("" if clf.config.augment else " It was trained without augmentation; an augmented model (the draw "
+                                               "model) reads drawings better."))
 
 
 

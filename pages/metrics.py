@@ -16,8 +16,8 @@ from core import robustness as R
 from core.models import first_layer_weights
 from ui import charts
 from ui.navigation import header
-from ui.state import classifier, finished_runs, predictions, store, test_images_for
-from ui.widgets import link_warning, no_runs_hint, pick_run, waiting_for_starters
+from ui.state import classifier, predictions, store, test_images_for
+from ui.widgets import finished_runs_or_stop, link_warning, pick_run
 
 SUBSET = 1000  # test digits the embedding and the robustness views use (a fixed, seeded subset)
 # Every view here uses the run's final weights (weights_last.pt), the ones its stored test predictions
@@ -63,11 +63,7 @@ def curves_for(run_id: str, version: float, n_classes: int):
 header("Metrics", "How good is a trained model, and where does it go wrong? All numbers come from the run's "
                   "stored test predictions.")
 
-runs = finished_runs()
-if not runs:
-    if not waiting_for_starters(lambda: bool(finished_runs())):
-        no_runs_hint("evaluate")
-    st.stop()
+runs = finished_runs_or_stop("evaluate")
 
 run_id = pick_run("Run", runs, key="m_run")
 pred = predictions(run_id)

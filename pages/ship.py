@@ -17,8 +17,8 @@ from core import cost, ship
 from core.export import ExportError
 from core.store import RunStoreError
 from ui.navigation import header
-from ui.state import classifier, data_dir, devices, finished_runs, store
-from ui.widgets import no_runs_hint, pick_run, show_error, waiting_for_starters
+from ui.state import classifier, data_dir, devices, store
+from ui.widgets import finished_runs_or_stop, pick_run, show_error
 
 KB = 1024
 
@@ -55,11 +55,7 @@ def weights_version(run_id: str) -> float:
 header("Ship", "Inference: model → ship. Export a run to ONNX, make it smaller (fp16, int8), and see what it "
                "costs on the hardware it will run on.")
 
-runs = finished_runs()
-if not runs:
-    if not waiting_for_starters(lambda: bool(finished_runs())):
-        no_runs_hint("ship")
-    st.stop()
+runs = finished_runs_or_stop("ship")
 
 run_id = pick_run("Run", runs, key="s_run")
 try:

@@ -324,8 +324,25 @@ def _stop(run_id: str):
 def _resume(run_id: str):
     try:
         executor().resume(run_id)
+        spawned = store().get(run_id)  # its worker recorded; the run still reads as stopped
     except RunStoreError as exc:
         st.session_state["train_error"] = str(exc)
+        return
+    # The worker marks the run running only once it has loaded torch and the data (seconds): until
+    # it changes the run, the view says it is resuming and keeps polling, instead of showing the
+    # run as still cancelled.
+    st.session_state["t_resuming"] = {"id": run_id, "updated": spawned["updated"]}
+
+
+def resuming(run: dict) -> bool:
+    """Whether `run` was just resumed from this page and its worker has not yet changed it."""
+    flag = st.session_state.get("t_resuming")
+    if not flag or flag["id"] != run["id"]:
+        return False
+    if run["updated"] != flag["updated"]:
+        st.session_state.pop("t_resuming", None)
+        return False
+    return True
 
 
 def first_layer(run_id: str) -> None:
@@ -351,12 +368,17 @@ def live_view(run_id: str) -> None:
     if first is None:
         st.session_state.pop("train_run", None)
         return
-    was_active = first["status"] in ACTIVE
+    was_active = first["status"] in ACTIVE or resuming(first)
 
     @st.fragment(run_every=1.0 if was_active else None)
     def view():
         run = safe_get(run_id)
         if run is None:
+            return
+        if resuming(run):
+            st.markdown(f"**{run['name']}** · status **resuming** · device `{run['device']}`")
+            st.info("Resuming from the last checkpoint: starting the worker (it loads the data and the weights "
+                    "first)...", icon=":material/restart_alt:")
             return
         if was_active and run["status"] not in ACTIVE:
             st.rerun()  # the whole page once more: stops polling and shows the results
@@ -369,6 +391,8 @@ def live_view(run_id: str) -> None:
             slots = slots_for(run["device"])
             st.info(f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) busy): "
                     f"number {pos} in its queue." if pos else "Starting the worker...")
+            st.button("Cancel", icon=":material/cancel:", key="t_cancel", on_click=_stop, args=(run_id,),
+                      help="Takes the run out of the queue; nothing was trained yet.")
         prog = run.get("progress")
         if run["status"] == "running":
             epochs = int(json.loads(run["config"])["epochs"])
@@ -418,7 +442,8 @@ def steps_caption(environment: dict) -> str | None:
 
 run_id = st.session_state.get("train_run")
 if run_id is None:  # a new tab or a reload: re-attach to the newest active run, else show the newest run
-    every = runs_to_show(store().list())  # in classroom mode a student's own runs only
+    # in classroom mode a student's own runs only; never a fresh lab's starter run, as if it were theirs
+    every = [r for r in runs_to_show(store().list()) if not r.get("starter")]
     active = [r for r in every if r["status"] in ACTIVE]
     run_id = (active or every or [{"id": None}])[0]["id"]
     if run_id:

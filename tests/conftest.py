@@ -121,6 +121,20 @@ def trained_store(trained_root, monkeypatch):
 
 
 @pytest.fixture
+def trained_copy(trained_root, tmp_path, monkeypatch):
+    """A private copy of the trained store (also the app's, through MNIST_LAB_RUNS), for a test
+    that changes it."""
+    import shutil
+
+    from core.store import RunStore
+
+    root = tmp_path / "runs"
+    shutil.copytree(trained_root, root)
+    monkeypatch.setenv("MNIST_LAB_RUNS", str(root))
+    return RunStore(root)
+
+
+@pytest.fixture
 def kept(tmp_path, small, monkeypatch):
     """A store (also the app's, through MNIST_LAB_RUNS) with one finished run named "kept",
     which refused actions and bad input must leave as it is."""

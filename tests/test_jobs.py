@@ -156,3 +156,66 @@ def test_background_priority_is_set_by_MNIST_LAB_WORKER_NICE_and_0_turns_it_off(
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parents[1])
         assert out.stdout.split() == expected.split(), value
+
+
+# --- a person's run never waits behind a fresh lab's starter runs ---------------------------------
+
+def _queued(store, name, starter=False):
+    return store.create(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, name=name, device="cpu",
+                                              extra={"starter": True} if starter else {}), status="queued")
+
+
+def test_a_persons_run_goes_ahead_of_queued_starters(tmp_path):
+    store = RunStore(tmp_path)
+    starters = [_queued(store, f"starter {i}", starter=True) for i in range(3)]
+    mine = _queued(store, "mine")  # created last
+    assert store.queue_position(mine) == 1 and store.queue_position(starters[0]) == 2
+    assert not store.claim_slot([starters[0]], "cpu", 1)  # a starter takes no slot while a person's run waits
+    assert store.claim_slot([mine], "cpu", 1)
+    assert store.claim_slot([starters[0]], "cpu", 2)  # nobody waits now: starters take the free slots
+
+
+def test_a_persons_run_starts_beside_a_starter_that_holds_the_only_slot(tmp_path):
+    store = RunStore(tmp_path)
+    starter = _queued(store, "starter", starter=True)
+    assert store.claim_slot([starter], "cpu", 1)
+    mine = _queued(store, "mine")
+    assert store.claim_slot([mine], "cpu", 1)  # starters do not count against a person's slots
+    other = _queued(store, "someone else's")
+    assert not store.claim_slot([other], "cpu", 1)  # people's runs still share the device's slots
+    late_starter = _queued(store, "starter 2", starter=True)
+    store.request_cancel(other)
+    assert not store.claim_slot([late_starter], "cpu", 1)  # the device is full: a starter waits
+
+
+def test_an_index_from_before_the_starter_column_learns_which_runs_are_starters(tmp_path):
+    store = RunStore(tmp_path)
+    starter, mine = _queued(store, "s", starter=True), _queued(store, "m")
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.execute("ALTER TABLE runs DROP COLUMN starter")
+    db.commit()
+    db.close()
+    store = RunStore(tmp_path)
+    assert store.get(starter)["starter"] == 1 and store.get(mine)["starter"] == 0
+
+
+def test_cli_cancels_queued_runs_and_refuses_ended_ones(tmp_path):
+    import json as _json
+    import subprocess
+    import sys as _sys
+
+    from tests.conftest import subprocess_env
+
+    store = RunStore(tmp_path)
+    a, b = _queued(store, "a"), _queued(store, "b")
+    p = subprocess.run([_sys.executable, "-m", "core", "runs", "cancel", a, b, "--runs-dir", str(tmp_path), "--json"],
+                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = _json.loads(p.stdout.strip().splitlines()[-1])
+    assert [o["status"] for o in out] == ["cancelled", "cancelled"]
+    c = _queued(store, "c")
+    p = subprocess.run([_sys.executable, "-m", "core", "runs", "cancel", c, a, "--runs-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert p.returncode == 2 and p.stderr.startswith("error: nothing was cancelled") and f"run {a} is cancelled" in p.stderr
+    assert store.get(c)["status"] == "queued"  # one refused run refuses the whole command
+    store.request_cancel(c)

@@ -185,9 +185,37 @@ def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sampl
     at = open_page("pages/train.py")  # a new session shows the newest run, with what happened to it
     assert any("The run stopped (interrupted)" in w.value for w in at.warning)
     at.button(key="t_resume").click().run()
+    # at once, before the worker has loaded torch: the page says it is resuming (it showed "interrupted")
+    assert any("Resuming from the last checkpoint" in i.value for i in at.info)
     wait_for(at, lambda a: RunStore().get(run["id"])["status"] == "finished", timeout=120)
     done = RunStore().get(run["id"])
     assert done["epochs_done"] == 4 and len(RunStore().history(run["id"])) == 4
+    wait_for(at, lambda a: any("status **finished**" in m.value for m in a.markdown))
+    assert next(m.value for m in at.metric if m.label == "Epochs done") == "4"
+
+
+def test_the_page_opens_on_the_persons_latest_run_never_on_a_starter(kept, small):
+    from core.config import RunConfig
+
+    mine = kept.list()[0]["id"]
+    starter = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, name="starter: x",
+                                                extra={"starter": True}), status="queued")
+    assert kept.get(starter)["starter"] == 1
+    at = open_page("pages/train.py")
+    assert at.session_state["train_run"] == mine  # the newest run is the starter; the page opens on the person's
+    kept.request_cancel(starter)
+
+
+def test_a_queued_run_is_cancelled_from_the_page(kept):
+    from core.config import RunConfig
+
+    queued = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, name="waiting"),
+                         status="queued")
+    at = open_page("pages/train.py")
+    assert at.session_state["train_run"] == queued
+    at.button(key="t_cancel").click().run()
+    assert kept.get(queued)["status"] == "cancelled"
+    assert kept.get(kept.list()[-1]["id"])["status"] == "finished"  # the other run is untouched
 
 
 def test_the_page_says_whether_a_gpu_run_trained_as_a_cuda_graph_or_why_not(kept):

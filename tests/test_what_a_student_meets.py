@@ -4,8 +4,6 @@ the page shows, drawings saved with the label picked, and address-bar parameters
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -56,13 +54,8 @@ def test_experiments_overlay_draws_a_one_epoch_run_as_a_point(kept):
 
 # --- numbers on one page agree ---------------------------------------------------------------------
 
-def test_robustness_clean_accuracy_is_of_the_model_the_header_shows(trained_root, monkeypatch, tmp_path):
-    root = tmp_path / "runs"
-    shutil.copytree(trained_root, root)
-    monkeypatch.setenv("MNIST_LAB_RUNS", str(root))
-    from core.store import RunStore
-
-    store = RunStore(root)
+def test_robustness_clean_accuracy_is_of_the_model_the_header_shows(trained_copy):
+    store = trained_copy
     run = next(r for r in store.list() if r["name"] == "cnn short")
     folder = store.folder(run["id"])
     # the best epoch's weights differ from the final ones (as they do whenever validation peaked earlier)
@@ -124,10 +117,8 @@ def test_the_backprop_loss_chart_hugs_the_losses():
 
 # --- the draw page ----------------------------------------------------------------------------------
 
-def test_a_drawing_is_saved_only_with_the_label_picked(trained_root, monkeypatch, tmp_path):
-    root = tmp_path / "runs"
-    shutil.copytree(trained_root, root)
-    monkeypatch.setenv("MNIST_LAB_RUNS", str(root))
+def test_a_drawing_is_saved_only_with_the_label_picked(trained_copy):
+    root = trained_copy.root
     at = open_page("pages/draw.py")
     assert at.selectbox(key="d_label").value is None  # no default: it used to be 0
     at.number_input(key="d_sample").set_value(3).run()
@@ -176,3 +167,11 @@ def test_a_ship_link_to_a_run_that_is_not_here_warns(trained_store):
     at = open_page("pages/ship.py", query={"run": BAD_RUN}, timeout=240)
     assert not at.exception
     assert any("run: no such finished run here" in w.value for w in at.warning)
+
+
+def test_the_draw_page_says_which_model_it_uses_and_on_what_data(trained_store):
+    at = open_page("pages/draw.py")
+    best = max(trained_store.list(), key=lambda r: r["test_accuracy"])
+    caption = next(c.value for c in at.caption if "trained on" in c.value)
+    assert caption.startswith("The most accurate finished model here") and f"**{best['name']}**" in caption
+    assert "the offline sample" in caption and f"{best['test_accuracy']:.2%}" in caption

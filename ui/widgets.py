@@ -10,7 +10,7 @@ from core.data import Dataset, DataError
 from core.devices import DeviceError
 from core.models import ArchitectureError
 from core.store import RunStoreError
-from ui.state import ACTIVE, group_runs, groups
+from ui.state import ACTIVE, finished_runs, group_runs, groups
 
 USER_ERRORS = (ConfigError, DeviceError, DataError, ArchitectureError, RunStoreError, ValueError)
 
@@ -78,6 +78,17 @@ def pick_run(label: str, runs: list[dict], key: str, default: str | None = None)
 def no_runs_hint(what: str) -> None:
     st.info(f"No finished run yet to {what}. Train one first.", icon=":material/model_training:")
     st.page_link("pages/train.py", label="Go to the train page", icon=":material/model_training:")
+
+
+def finished_runs_or_stop(what: str) -> list[dict]:
+    """The finished runs a page works on; without any, the starters' progress (while a fresh
+    lab's starter runs train) or a hint to train first, and the page stops there."""
+    runs = finished_runs()
+    if not runs:
+        if not waiting_for_starters(lambda: bool(finished_runs())):
+            no_runs_hint(what)
+        st.stop()
+    return runs
 
 
 def waiting_for_starters(ready) -> bool:

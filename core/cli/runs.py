@@ -1,4 +1,4 @@
-"""`python -m core runs list|show|delete|export|import|resume|reindex`, each with --runs-dir and --json."""
+"""`python -m core runs list|show|cancel|delete|export|import|resume|reindex`, each with --runs-dir and --json."""
 
 from __future__ import annotations
 
@@ -37,6 +37,24 @@ def cmd_show(args) -> int:
             f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f} ({h['seconds']:.1f} s)"
             for h in out["history"])
     emit(out, args.json, text)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    """Cancel queued or running runs: a queued one is cancelled at once (its worker, waiting for
+    a slot, exits), a running one stops within one batch and keeps its finished epochs. Every
+    run is checked first: one that is not queued or running refuses the whole command."""
+    store = open_store(args.runs_dir)
+    runs = [store.get(r) for r in args.runs]  # an unknown run id is refused before anything changes
+    done = [r for r in runs if r["status"] not in ("queued", "running")]
+    if done:
+        raise RunStoreError("nothing was cancelled: " + "; ".join(f"run {r['id']} is {r['status']}, not queued or "
+                                                                  "running" for r in done))
+    for r in runs:
+        store.request_cancel(r["id"])
+    out = [{"run_id": r["id"], "was": r["status"], "status": store.get(r["id"])["status"]} for r in runs]
+    emit(out, args.json, "\n".join(f"cancelled {o['run_id']} (was {o['was']})" if o["was"] == "queued" else
+                                   f"asked {o['run_id']} to stop (it stops within one batch)" for o in out))
     return 0
 
 
@@ -107,6 +125,8 @@ def add_parsers(sub) -> None:
     lst.add_argument("--tag")
     verb("show", cmd_show, "one run: status, config, metrics, history", "run")
     verb("delete", cmd_delete, "delete a run and its files", "run")
+    cancel = verb("cancel", cmd_cancel, "cancel queued runs, or stop running ones within one batch")
+    cancel.add_argument("runs", nargs="+", metavar="RUN")
     verb("export", cmd_export, "export a run as one zip", "run", "file")
     verb("import", cmd_import, "import a run from an exported zip", "file")
     verb("reindex", cmd_reindex, "rebuild the index from the run folders")

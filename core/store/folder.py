@@ -183,4 +183,5 @@ class RunFolder:
             "host": meta.get("host"), "node": meta.get("node"), "executor": meta.get("executor"),
             "progress": None, "config": json.dumps(config, indent=2, sort_keys=True), "grp": meta.get("grp"),
             "vectorized": json.dumps(meta["vectorized"]) if meta.get("vectorized") else None,
+            "starter": 1 if isinstance(config.get("extra"), dict) and config["extra"].get("starter") is True else 0,
         }

@@ -36,11 +36,16 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
 # Columns added after the first version of the schema: added to an older index when it opens.
-ADDED_COLUMNS = {"node": "TEXT", "executor": "TEXT", "vectorized": "TEXT"}
+ADDED_COLUMNS = {"node": "TEXT", "executor": "TEXT", "vectorized": "TEXT",
+                 # 1 for a fresh lab's starter runs (core.starters): they queue behind every run a person starts
+                 "starter": "INTEGER NOT NULL DEFAULT 0"}
 COLUMNS = ("id", "name", "status", "created", "updated", "model", "dataset", "device", "optimizer", "lr",
            "batch_size", "epochs", "epochs_done", "params", "seconds", "best_val_accuracy", "last_val_accuracy",
            "test_accuracy", "test_loss", "tags", "note", "error", "pid", "pid_start", "host", "progress", "config",
            "grp", *ADDED_COLUMNS)
+
+
+QUEUE_ORDER = "starter, created, id"  # people's runs first, each kind first come, first served
 
 
 class IndexBroken(Exception):
@@ -97,6 +102,8 @@ class RunIndex:
                 for name, kind in ADDED_COLUMNS.items():
                     if name not in have:
                         db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                if "starter" not in have:  # an index from before the column: its starter runs, from their configs
+                    db.execute("UPDATE runs SET starter = 1 WHERE config LIKE '%\"starter\": true%'")
                 db.execute("SELECT COUNT(*) FROM runs").fetchone()
         except sqlite3.Error as exc:
             if _broken(exc):
@@ -160,11 +167,19 @@ class RunIndex:
 
         One statement, so SQLite serializes it against every other claim. A job is one worker
         process: running runs are counted by distinct worker pid, so a group of five runs
-        trained together takes one slot."""
+        trained together takes one slot.
+
+        A fresh lab's starter runs never keep a person waiting: the queue puts them behind every
+        run a person started, and a person's job counts only the slots other people's jobs hold,
+        so it starts at once beside a starter that is training (which runs at the lowest CPU
+        priority: core.executors.queue). A starter takes a slot only when nobody's run waits."""
         marks = ", ".join("?" * len(run_ids))
+        starter = self._run(lambda db: db.execute(
+            f"SELECT MIN(starter) FROM runs WHERE id IN ({marks})", run_ids).fetchone()[0])
+        busy = "status='running' AND device=?" + ("" if starter else " AND starter=0")
         sql = (f"UPDATE runs SET status='running', updated=? WHERE id IN ({marks}) AND status='queued'"
-               " AND (SELECT COUNT(DISTINCT COALESCE(pid, id)) FROM runs WHERE status='running' AND device=?) < ?"
-               f" AND (SELECT id FROM runs WHERE status='queued' AND device=? ORDER BY created, id LIMIT 1)"
+               f" AND (SELECT COUNT(DISTINCT COALESCE(pid, id)) FROM runs WHERE {busy}) < ?"
+               f" AND (SELECT id FROM runs WHERE status='queued' AND device=? ORDER BY {QUEUE_ORDER} LIMIT 1)"
                f" IN ({marks})")
         args = [time.time(), *run_ids, device, limit, device, *run_ids]
         return self._run(lambda db: db.execute(sql, args).rowcount) > 0
@@ -172,7 +187,7 @@ class RunIndex:
     def queued(self, device: str) -> list[dict]:
         """The device's queue, first in line first."""
         rows = self._run(lambda db: db.execute(
-            "SELECT * FROM runs WHERE status='queued' AND device=? ORDER BY created, id", (device,)).fetchall())
+            f"SELECT * FROM runs WHERE status='queued' AND device=? ORDER BY {QUEUE_ORDER}", (device,)).fetchall())
         return [dict(r) for r in rows]
 
     def running_jobs(self, device: str) -> int:

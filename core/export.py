@@ -7,7 +7,8 @@ softmax inside. The weights are inside the one file. Metadata names the run, the
 version and the preprocessing.
 
 Before export the network is rewritten for inference, exactly (the ONNX file is then checked
-against PyTorch on the whole test set, core.ship): dropout is dropped, batch norm is folded
+against PyTorch on the whole test set, core.ship): dropout and linear activations are dropped,
+batch norm is folded
 into the dense or unpadded convolution it feeds (or the one it follows), and a batch norm
 between a ReLU and a pooling layer moves after the pooling (a per-channel affine commutes with
 average pooling, and with max pooling when its scale is positive). The lab's CNNs put batch
@@ -113,7 +114,7 @@ def _rewrite_one(layers: list[nn.Module]) -> bool:
 def inference_layers(model) -> list[nn.Module]:
     """The model's layers in order, rewritten for inference (see the module docstring); the
     model itself is not changed."""
-    layers = [m for m in copy.deepcopy(model).layers_in_order() if not isinstance(m, nn.Dropout)]
+    layers = [m for m in copy.deepcopy(model).layers_in_order() if not isinstance(m, (nn.Dropout, nn.Identity))]
     while _rewrite_one(layers):
         pass
     return layers

@@ -33,9 +33,15 @@ st.markdown(f"Categorical cross-entropy is −log(p of the true class) = −log(
             "the model is sure and right, growing without bound as it becomes sure and wrong. Binary cross-entropy is "
             "the same for one yes/no output. MSE punishes a confident mistake far less, which is why classifiers "
             "are trained with cross-entropy.")
+true_sq = (1 - confidence) ** 2
+other_sq = ((1 - confidence) / 9) ** 2
+st.markdown(f"The mean squared error averages over all 10 outputs: the true class's squared error "
+            f"(1 − {confidence:.2f})² = **{true_sq:.4f}** (the curve below) plus each of the 9 others' "
+            f"({(1 - confidence) / 9:.4f})² = {other_sq:.6f}, divided by 10: ({true_sq:.4f} + 9 × {other_sq:.6f}) / 10 "
+            f"= **{mse:.4f}**.")
 curve = pd.DataFrame({"p": np.linspace(0.01, 0.99, 99)})
 curve["cross-entropy"] = -np.log(curve.p)
-curve["squared error"] = (1 - curve.p) ** 2
+curve["squared error of the true class"] = (1 - curve.p) ** 2
 long = curve.melt("p", var_name="loss", value_name="value")
 st.altair_chart((alt.Chart(long).mark_line().encode(
     x=alt.X("p:Q", title="probability given to the true class"), y=alt.Y("value:Q", title="loss"),

@@ -4,6 +4,7 @@ the page shows, drawings saved with the label picked, and address-bar parameters
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,17 @@ def test_the_draw_page_says_which_model_it_uses_and_on_what_data(trained_store):
     caption = next(c.value for c in at.caption if "trained on" in c.value)
     assert caption.startswith("The most accurate finished model here") and f"**{best['name']}**" in caption
     assert "the offline sample" in caption and f"{best['test_accuracy']:.2%}" in caption
+
+
+def test_the_losses_page_explains_its_mean_squared_error_from_the_curves_value():
+    from core.concepts import mean_squared_error
+
+    at = open_page("pages/losses.py")
+    at.slider(key="o_conf").set_value(0.7).run()
+    probs = np.full(10, 0.3 / 9)
+    probs[3] = 0.7
+    mse = mean_squared_error(3, probs)
+    assert next(m.value for m in at.metric if m.label == "Mean squared error") == f"{mse:.4f}"
+    text = " ".join(m.value for m in at.markdown)
+    assert "(1 − 0.70)² = **0.0900** (the curve below)" in text and f"= **{mse:.4f}**" in text
+    assert (0.09 + 9 * (0.3 / 9) ** 2) / 10 == pytest.approx(mse)  # what the sentence adds up

@@ -83,9 +83,10 @@ right.altair_chart((alt.Chart(pts).mark_circle(size=40).encode(
     x=alt.X("x1:Q", title="x₁"), y=alt.Y("x2:Q", title="x₂"), color=alt.Color("class:N"),
     tooltip=["x1", "x2", "class", "side"]) + alt.Chart(line).mark_line(color="black").encode(x="x1:Q", y="x2:Q")
 ).properties(height=260, title="Decision boundary w₁x₁ + w₂x₂ + b = 0"), width="stretch")
+fitted = st.cache_data(fitted_line_accuracy, show_spinner=False)  # the same points on every slider move
 correct = line_accuracy(X, y, [w1, w2], b)
 st.caption(f"Your line puts {correct:.0%} of these points on their class's side. The line a logistic regression "
-           f"fits to them gets {fitted_line_accuracy(X, y):.0%}: one neuron draws one straight line, and the moons "
+           f"fits to them gets {fitted(X, y):.0%}: one neuron draws one straight line, and the moons "
            "curl around each other.")
 
 # --- why non-linearity --------------------------------------------------------------------------

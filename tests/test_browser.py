@@ -186,8 +186,10 @@ def test_draw_a_seven_and_read_the_right_prediction(server, page, shots):
     assert label.input_value() == "7"
     page.get_by_role("button", name="Save drawing").click()
     wait_idle(page)
-    assert metric_value(page, "Drawings in your set") == "1"
-    assert "reads **100.0%**".replace("**", "") in page.inner_text("body")
+    assert metric_value(page, "Drawings in your set") == "1", [
+        w.inner_text() for w in page.locator('[data-testid="stAlert"]').all()]
+    # the score is drawn after the count, at the end of the same run: wait for it, not for a quiet page
+    page.wait_for_function("document.body.innerText.includes('reads 100.0%')", timeout=30_000)
 
 
 @pytest.mark.parametrize("path, control", [("activations", "Temperature"), ("layers", "Kernel length"),

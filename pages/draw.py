@@ -107,7 +107,7 @@ st.caption(f"{'The most accurate finished model here' if run_id == best['id'] el
 
 
 @st.cache_resource(max_entries=4, show_spinner="Exporting and quantizing the model to int8 (a few seconds)...")
-def shipped_int8(run_dir: str, version: float):
+def shipped_int8(model_run: str, version: float):
     """The draw model as the Ship page ships it: an int8 ONNX file of the same weights, in an
     ONNX Runtime session (one per weights version, shared)."""
     import tempfile
@@ -115,7 +115,7 @@ def shipped_int8(run_dir: str, version: float):
 
     from core.ship import int8_for_classifier, session
 
-    model = classifier(run_id)
+    model = classifier(model_run)
     with tempfile.TemporaryDirectory(prefix="mnist-lab-draw-int8-") as tmp:
         path = int8_for_classifier(model, dataset(model.config.dataset), Path(tmp) / "int8.onnx")
         return session(path, 1)
@@ -135,7 +135,7 @@ def show_prediction(steps: dict) -> None:
         from core.ship import onnx_predict
 
         weights = store().folder(run_id).weights_path("best")
-        sess = shipped_int8(str(clf.run_dir), weights.stat().st_mtime if weights.exists() else 0.0)
+        sess = shipped_int8(run_id, weights.stat().st_mtime if weights.exists() else 0.0)
         q = onnx_predict(sess, x[None, None].astype(np.float32))[0]
         c1, c2, c3 = st.columns([1, 1, 2])
         c1.metric("PyTorch fp32", str(top), f"{probs[top]:.1%} sure", delta_color="off")

@@ -164,7 +164,9 @@ def graph_frames(p: dict, x, t, activation: str = "sigmoid", grads: dict | None 
     edges = []
     for w, (src, dst) in EDGES.items():
         (x0, y0), (x1, y1) = POSITIONS[src], POSITIONS[dst]
-        frac = 0.3 if y0 != y1 else 0.5
+        # Crossing edges are labelled near their source, except h1 -> o2: h1's two-line text sits
+        # under h1 where that label would be (the browser tour checks no two labels overlap).
+        frac = 0.5 if y0 == y1 else 0.75 if (src, dst) == ("h1", "o2") else 0.3
         label = f"{w} = {p[w]:.3f}" + (f"\n∂L/∂{w} = {grads[w]:+.5f}" if grads else "")
         edges.append({"weight": w, "x": x0, "y": y0, "x2": x1, "y2": y1, "value": p[w],
                       "gradient": grads[w] if grads else 0.0,

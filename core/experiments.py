@@ -73,6 +73,15 @@ def smooth(values, weight: float) -> np.ndarray:
     return out
 
 
+def distinct_labels(names: dict[str, str]) -> dict[str, str]:
+    """Run id -> a legend label: the run's name, with the end of its id where two runs share a
+    name (a chart colours by label: two "mlp" runs would otherwise be one line of one colour)."""
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {run_id: name if counts[name] == 1 else f"{name} ({run_id[-6:]})" for run_id, name in names.items()}
+
+
 def curves_frame(histories: dict[str, list[dict]], labels: dict[str, str] | None = None) -> pd.DataFrame:
     """Long table for curve charts: run, label, epoch, split (train/validation), metric, value."""
     rows = []
@@ -261,24 +270,41 @@ def overfit_epoch(history: list[dict]) -> int | None:
     return history[best]["epoch"] if rises and train_falls else None
 
 
-def diagnose(train_error: float, val_error: float, high: float = 0.1, gap: float = 0.03) -> str:
+DIAGNOSIS_HIGH = 0.1  # a training error this high is "high" in the course's table
+
+
+def diagnose(train_error: float, val_error: float, high: float = DIAGNOSIS_HIGH, gap: float = 0.03,
+             achievable: float | None = None) -> str:
     """The course's table: underfitting (high train and validation error), overfitting (low
-    train error, high validation error: a gap), a good fit (both low)."""
+    train error, high validation error), a good fit (both low).
+
+    A validation error is "high" when it is `gap` above the training error, or, with
+    `achievable` (the lowest validation error other models reached on the same data), `gap`
+    above that: on a few hundred digits no model gets near its training error, and the
+    course's "good fit" is the balance the data allows, not a zero gap."""
     if train_error >= high:
         return "underfitting"
-    if val_error - train_error >= gap:
+    floor = train_error if achievable is None else max(train_error, achievable)
+    if val_error - floor >= gap:
         return "overfitting"
     return "good fit"
 
 
 def capacity_frame(runs: list[dict], histories: dict[str, list[dict]], configs: dict[str, RunConfig]) -> pd.DataFrame:
-    """Final train and validation error of each run of a capacity study, with the diagnosis."""
+    """Final train and validation error of each run of a capacity study, with the diagnosis.
+
+    Each model is judged against the others of the study (`diagnose`'s `achievable`: the
+    lowest validation error another model that fits its training set reached on the same
+    data): one wide enough to learn the task and as good on new digits as this data allows is a
+    good fit; one that learned its training digits and is clearly worse on new ones overfits."""
     rows = []
     for r, _, last in _with_history(runs, histories):
         cap = configs[r["id"]].extra.get("capacity")
         train_err, val_err = 1 - last["train_accuracy"], 1 - last["val_accuracy"]
         rows.append({"run": r["id"], "capacity": cap, "params": r["params"], "status": r["status"],
                      "train_error": train_err, "val_error": val_err,
-                     "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-                     "regime": diagnose(train_err, val_err)})
+                     "train_loss": last["train_loss"], "val_loss": last["val_loss"]})
+    for row in rows:
+        others = [o["val_error"] for o in rows if o is not row and o["train_error"] < DIAGNOSIS_HIGH]
+        row["regime"] = diagnose(row["train_error"], row["val_error"], achievable=min(others) if others else None)
     return pd.DataFrame(rows).sort_values("capacity") if rows else pd.DataFrame(rows)

@@ -11,7 +11,9 @@ evaluated on it.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,19 @@ def default_config(dataset: str = "mnist", **overrides) -> RunConfig:
 
 
 class HandwritingSet:
-    """Labelled 28x28 drawings in [0, 1], stored in one npz file."""
+    """Labelled 28x28 drawings in [0, 1], stored in one npz file: `handwriting.npz` in the run
+    store for one user's lab; in classroom mode each person has their own
+    (`handwriting/<owner>.npz`), so one student's drawings and clearing touch nobody else's."""
 
-    def __init__(self, root: str | Path):
-        self.path = Path(root) / "handwriting.npz"
+    def __init__(self, root: str | Path, owner: str | None = None):
+        if owner is None:
+            self.path = Path(root) / "handwriting.npz"
+        else:
+            # a file name from the name a person typed: letters, digits, '-', '_' only, and a
+            # hash of the exact name so "Ana" and "ana" stay two sets
+            slug = re.sub(r"[^A-Za-z0-9_-]+", "-", owner).strip("-")[:40] or "person"
+            digest = hashlib.sha256(owner.encode()).hexdigest()[:8]
+            self.path = Path(root) / "handwriting" / f"{slug}-{digest}.npz"
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.path.exists():
@@ -54,6 +65,7 @@ class HandwritingSet:
         images, labels = self.load()
         images = np.concatenate([images, image[None]])
         labels = np.append(labels, int(label))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_npz(self.path, images=images, labels=labels)
         return len(labels)
 

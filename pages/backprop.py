@@ -191,7 +191,7 @@ epochs = c1.number_input("Epochs", 1, 20, 3, key="bp_epochs")
 data_name = c2.selectbox("Data set", ["mnist-sample", "mnist"], key="bp_data")
 if st.button("Train the course MLP with sigmoid and with ReLU", key="bp_go"):
     launch(lambda: launch_activation_comparison(executor(), RunConfig.from_preset(
-        "mlp", dataset=data_name, epochs=int(epochs), name="course MLP"), dataset=dataset(data_name)))
+        "mlp", dataset=data_name, epochs=int(epochs), name="course MLP"), dataset=dataset(data_name)), show_in="bp_group")
 
 
 def gradients(runs: list[dict]) -> None:
@@ -204,9 +204,9 @@ def gradients(runs: list[dict]) -> None:
     last = frame[frame.epoch == epoch]
     st.altair_chart(alt.Chart(last).mark_line(point=True).encode(
         x=alt.X("depth:O", title="layer (1 = nearest the input)"),
-        y=alt.Y("norm:Q", scale=alt.Scale(type="log"), title="mean gradient norm of the layer's weights (log)"),
+        y=alt.Y("norm:Q", scale=alt.Scale(type="log"), title="gradient norm (log)"),
         color=alt.Color("run:N", title="activation"), tooltip=["run", "layer", alt.Tooltip("norm:Q", format=".2e")],
-    ).properties(height=300, title=f"Gradient norm per layer, epoch {epoch}"), width="stretch")
+    ).properties(height=300, title=f"Mean gradient norm of each layer's weights, epoch {epoch}"), width="stretch")
     ratio = last.pivot_table(index="run", columns="depth", values="norm")
     if 1 in ratio and ratio.columns.max() > 1:
         shrink = ratio[1] / ratio[ratio.columns.max()]
@@ -215,9 +215,11 @@ def gradients(runs: list[dict]) -> None:
     st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
         x=charts.epoch_x(frame["epoch"]), y=alt.Y("norm:Q", scale=charts.value_scale(frame["norm"], log=True),
                                                   title="norm"),
-        color=alt.Color("layer:N"), strokeDash=alt.StrokeDash("run:N", title="activation"),
+        color=alt.Color("layer:N", legend=alt.Legend(orient="top")),
+        strokeDash=alt.StrokeDash("run:N", title="activation", legend=alt.Legend(
+            orient="top", symbolType="stroke", symbolStrokeColor="black", symbolStrokeWidth=2)),
         tooltip=["run", "layer", "epoch", alt.Tooltip("norm:Q", format=".2e")],
-    ).properties(height=240, title="Over training"), width="stretch")
+    ).properties(height=300, title="Over training"), width="stretch")
 
 
 group_view("grad-", "Comparison", "bp_group", gradients)

@@ -53,6 +53,16 @@ def upscale(img: np.ndarray, factor: int) -> np.ndarray:
     return np.kron(img, np.ones((factor, factor), np.float32))
 
 
+def in_square(img: np.ndarray) -> np.ndarray:
+    """`img` centred on a black square: the steps' row shows four squares of one height (a
+    tall "1" cropped to its strokes, stretched to its column's width, ran far below the row)."""
+    h, w = img.shape
+    side = max(h, w)
+    out = np.zeros((side, side), np.float32)
+    out[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img
+    return out
+
+
 # --- the model ------------------------------------------------------------------------------------
 runs = digit_runs()
 training = [r for r in store().list() if r["status"] in ACTIVE and (r["name"] or "").startswith("draw model")]
@@ -151,7 +161,7 @@ def show_prediction(steps: dict) -> None:
     st.markdown("**What the model sees** — the steps MNIST's digits went through")
     cols = st.columns(4)
     cols[0].image(steps["ink"], caption="your drawing", clamp=True, width="stretch")
-    cols[1].image(steps["cropped"], caption="cropped to the strokes", clamp=True, width="stretch")
+    cols[1].image(in_square(steps["cropped"]), caption="cropped to the strokes", clamp=True, width="stretch")
     padded = np.zeros((20, 20), np.float32)  # shown in its 20x20 box
     sh, sw = steps["scaled"].shape
     padded[(20 - sh) // 2:(20 - sh) // 2 + sh, (20 - sw) // 2:(20 - sw) // 2 + sw] = steps["scaled"]
@@ -169,7 +179,8 @@ def look_inside(x: np.ndarray) -> None:
         x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
         color=alt.Color("saliency:Q", scale=alt.Scale(scheme="inferno"), title="|gradient|"),
         tooltip=["row", "col", alt.Tooltip("saliency:Q", format=".2f")],
-    ).properties(width=280, height=280, title=f"Saliency: which pixels move the score of {cls}"), width="content")
+    ).properties(width=280, height=280, title=alt.Title(["Saliency: the pixels that move", f"the score of {cls} most"],
+                                                        anchor="start")), width="content")
     for name, kind, value in clf.features(x):
         if kind == "conv" and value.ndim == 3:
             st.image(upscale(tile(value), 3), caption=f"{name}: {value.shape[0]} feature maps "
@@ -224,19 +235,23 @@ drawing_area()
 # --- my handwriting ---------------------------------------------------------------------------------
 st.subheader("My handwriting")
 st.caption("Label what you drew and keep it: a personal test set, stored with the runs, to evaluate any model on.")
-hw = HandwritingSet(store().root)
+# classroom mode: one set per student (and the teacher's); a student with no name yet has none
+nameless = access.classroom() and access.owner() is None
+hw = HandwritingSet(store().root, access.owner())
 c1, c2, c3 = st.columns([1, 1, 2])
 # No default: a drawing saved without a choice would be filed as a 0 (a wrong label in the test set).
 label = c1.selectbox("What you drew", list(range(10)), index=None, placeholder="pick the digit", key="d_label")
 if c2.button("Save drawing", key="d_save"):
-    if st.session_state.get("d_last") is None:
+    if nameless:
+        st.warning("Type your name under the page's title first: your drawings are kept under it.")
+    elif st.session_state.get("d_last") is None:
         st.warning("Draw a digit first: the canvas is empty.")
     elif label is None:
         st.warning("Say which digit you drew first (\"What you drew\"), so it is kept with the right label.")
     else:
         n = hw.add(st.session_state["d_last"], int(label))
         st.toast(f"Saved as a {label}; your set has {n} drawings.")
-images, labels = hw.load()
+images, labels = (np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)) if nameless else hw.load()
 c3.metric("Drawings in your set", len(labels))
 if len(labels):
     ev = hw.evaluate(clf)
@@ -247,13 +262,12 @@ if len(labels):
     e1, e2 = st.columns(2)
     e1.download_button("Export my handwriting (.npz)", hw.export, "my-handwriting.npz",  # built on click
                        mime="application/octet-stream", key="d_export")
-    if e2.button("Clear my handwriting…", key="d_clear_set", disabled=not access.is_teacher(),
-                 help=None if access.is_teacher() else "Classroom mode: only the teacher can clear the set."):
+    if e2.button("Clear my handwriting…", key="d_clear_set"):
         st.session_state["d_confirm_clear"] = True
     if st.session_state.get("d_confirm_clear"):
         st.warning(f"Delete all {len(labels)} saved drawings? This cannot be undone.")
         y, n, _ = st.columns([1, 1, 4])
-        if y.button("Yes, clear", key="d_clear_yes", type="primary") and access.allowed("clear the handwriting set"):
+        if y.button("Yes, clear", key="d_clear_yes", type="primary"):  # this person's own set only
             hw.clear()
             st.session_state.pop("d_confirm_clear")
             st.rerun()

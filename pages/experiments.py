@@ -15,7 +15,7 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.devices import DeviceError
-from core.experiments import config_diff, curves_frame, hyperparameter_frame, runs_table, smooth
+from core.experiments import config_diff, curves_frame, distinct_labels, hyperparameter_frame, runs_table, smooth
 from core.launch import launch_group
 from core.store import RunStoreError
 from ui import access, charts
@@ -83,13 +83,15 @@ if chosen:
     weight = c2.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="x_smooth",
                        help="Exponential moving average; the raw values stay visible, faint.")
     log = c3.checkbox("Log scale", key="x_log", disabled=metric != "loss")
-    df = curves_frame({i: store().history(i) for i in chosen}, {i: by_id[i]["name"] for i in chosen})
+    df = curves_frame({i: store().history(i) for i in chosen}, distinct_labels({i: by_id[i]["name"] for i in chosen}))
     df = df[df.metric == metric].copy()
     df["smoothed"] = df.groupby(["run", "split"])["value"].transform(lambda v: smooth(v.to_numpy(), weight))
     scale = charts.value_scale(pd.concat([df["value"], df["smoothed"]]), log=log and metric == "loss")
     base = alt.Chart(df).encode(
         x=charts.epoch_x(df["epoch"]),
-        color=alt.Color("label:N", title="run"),
+        # the whole name under the chart (on the right, Vega cuts labels at 160 px: long names
+        # that share a start, as a group's do, read the same)
+        color=alt.Color("label:N", title="run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)),
         strokeDash=alt.StrokeDash("split:N", scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]]),
                                   title="split"),
         tooltip=["label", "split", "epoch", alt.Tooltip("value:Q", format=".4f"),
@@ -99,7 +101,7 @@ if chosen:
     raw = base.mark_line(opacity=0.25 if weight > 0 else 1.0, point=weight == 0).encode(
         y=alt.Y("value:Q", title=metric, scale=scale))
     chart = raw + base.mark_line(point=True).encode(y=alt.Y("smoothed:Q", scale=scale)) if weight > 0 else raw
-    st.altair_chart(chart.properties(height=340, title=f"{metric.capitalize()} per epoch (solid: train, dashed: "
+    st.altair_chart(chart.properties(height=320 + 22 * len(chosen), title=f"{metric.capitalize()} per epoch (solid: train, dashed: "
                                                        "validation)"), width="stretch")
 
     configs = {}
@@ -148,8 +150,10 @@ new_name = c1.text_input("Name", run["name"], key=f"x_name_{run_id}", max_chars=
 new_tags = c2.text_input("Tags (comma separated)", ", ".join(run["tags"]), key=f"x_tags_{run_id}")
 note = st.text_area("Note", run["note"], key=f"x_note_{run_id}")
 b1, b2, b3 = st.columns(3)
-if b1.button("Save name, tags and note", key="x_save"):
+if b1.button("Save name, tags and note", key="x_save", disabled=not access.may_edit(run),
+             help=None if access.may_edit(run) else "Classroom mode: a student edits only the runs they started."):
     try:
+        access.check_may_edit(run, "rename, tag or annotate")
         store().rename(run_id, new_name)
         store().set_tags(run_id, [t.strip() for t in new_tags.split(",")])
         store().set_note(run_id, note)

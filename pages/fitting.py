@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import RunConfig
-from core.experiments import capacity_frame, diagnose, overfit_epoch, regularization_base, regularization_frame
+from core.experiments import DIAGNOSIS_HIGH, capacity_frame, diagnose, overfit_epoch, regularization_base, regularization_frame
 from core.launch import launch_capacity, launch_regularization
 from ui import charts
 from ui.charts import SPLIT_SCALE
@@ -37,7 +37,26 @@ if st.button(f"Train {len(units)} models", type="primary", key="f_go", disabled=
     launch(lambda: launch_capacity(executor(), RunConfig.from_preset("mlp", dataset=data_name, epochs=int(epochs),
                                                                      train_subset=int(subset), lr_schedule="constant",
                                                                      lr=1e-3, batch_size=32), sorted(units),
-                                   dataset=dataset(data_name)))
+                                   dataset=dataset(data_name)), show_in="f_group")
+
+
+# Two panels a row: a facet cannot stretch to its column, and two of this width fit the main column
+# of a 1280-pixel projector next to the sidebar (the browser tour checks it).
+FACET_WIDTH = 250
+
+
+def capacity_caption(frame: pd.DataFrame) -> str:
+    """How the regimes were judged, with this study's numbers."""
+    fitted = frame[frame["train_error"] < DIAGNOSIS_HIGH]
+    text = (f"High training error means {DIAGNOSIS_HIGH:.0%} or more. A validation error counts as high when it is "
+            "3 points or more above the lowest validation error the other models reached on the same digits "
+            "(what this much data allows), and above the model's own training error.")
+    if len(fitted):
+        best = fitted.loc[fitted["val_error"].idxmin()]
+        text += (f" Here the lowest is {best['val_error']:.2%}, by {int(best['capacity'])} units, while the training "
+                 f"errors of the models that fit reach {fitted['train_error'].min():.2%}: the gap that is left is what "
+                 "more training digits would close.")
+    return text
 
 
 def results(runs: list[dict]) -> None:
@@ -60,8 +79,9 @@ def results(runs: list[dict]) -> None:
                                                    scale=charts.value_scale(df["loss"], log=True)),
             color=alt.Color("split:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
             tooltip=["units", "epoch", "split", alt.Tooltip("loss:Q", format=".4f")],
-        ).properties(height=180, width=220).facet(facet=alt.Facet("units:N", sort=alt.SortField("cap")), columns=4,
-                                                   title="Train and validation loss per epoch"))
+        ).properties(height=170, width=FACET_WIDTH).facet(
+            facet=alt.Facet("units:N", sort=alt.SortField("cap"), title=None), columns=2,
+            title="Train and validation loss per epoch").configure_legend(orient="top"))
     frame = capacity_frame(runs, histories, configs)
     if not frame.empty:
         long = frame.melt(id_vars=["capacity", "regime"], value_vars=["train_error", "val_error"],
@@ -79,6 +99,7 @@ def results(runs: list[dict]) -> None:
         st.altair_chart((line + labels).properties(height=320, title="Final error against capacity"),
                         width="stretch")
         st.dataframe(frame[["capacity", "params", "train_error", "val_error", "regime"]], hide_index=True)
+        st.caption(capacity_caption(frame))
 
 
 group_view("fit-", "Experiment", "f_group", results)
@@ -97,7 +118,7 @@ r_subset = st.number_input("Training digits", 200, 10_000, 1000, 100, key="r_sub
 if st.button("Train the four models", type="primary", key="r_go"):
     launch(lambda: launch_regularization(executor(), regularization_base("mnist-sample", int(r_epochs), int(r_subset)),
                                          int(r_units), float(r_l2), float(r_dropout),
-                                         dataset=dataset("mnist-sample")))
+                                         dataset=dataset("mnist-sample")), show_in="r_group")
 
 
 def regularization_results(runs: list[dict]) -> None:

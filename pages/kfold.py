@@ -24,20 +24,27 @@ header("K-fold cross-validation", "Every sample is validated exactly once: k mod
 
 c1, c2, c3, c4 = st.columns(4)
 k = c1.slider("k (number of folds)", 2, 10, query_int("k", 5, 2, 10), key="k_k")
-stratified = c2.toggle("Stratified (same class balance in every fold)", True, key="k_strat")
+stratified = c2.toggle("Stratified folds", True, key="k_strat",
+                       help="StratifiedKFold: the same class balance in every fold. Off: KFold.")
 seed = c3.number_input("Seed", 0, 10_000, 0, key="k_seed")
 show = c4.slider("Samples drawn in the grid", 20, 100, 60, 10, key="k_show")
 st.query_params["k"] = str(k)
+
+# The chart's height includes its title, axis title and legend (Streamlit fits the whole chart to it):
+# a fixed frame plus a row per fold, so k = 2 still draws two rows of cells.
+GRID_ROW, GRID_FRAME = 30, 110
 
 ds = dataset("mnist-sample")
 folds = kfold_assignments(ds.train_labels, k, seed=seed, stratified=stratified)
 grid = fold_grid(folds, show)
 st.altair_chart(alt.Chart(grid).mark_rect(stroke="white", strokeWidth=0.5).encode(
     x=alt.X("sample:O", title=f"training sample (the first {show} of {len(folds):,})", axis=alt.Axis(labels=False)),
-    y=alt.Y("iteration:N", title="iteration (fold held out)", sort=None),
+    # no axis title: a rotated title longer than two rows of cells pushed the chart's title out of its box
+    y=alt.Y("iteration:N", title=None, sort=None),
     color=alt.Color("role:N", scale=alt.Scale(**SPLIT_SCALE), title=None),
     tooltip=["iteration", "sample", "role"],
-).properties(height=36 * k + 40, title=f"{'StratifiedKFold' if stratified else 'KFold'} with k = {k}"),
+).properties(height=GRID_ROW * k + GRID_FRAME,
+                 title=f"{'StratifiedKFold' if stratified else 'KFold'} with k = {k}: each row holds one fold out"),
     width="stretch")
 
 balance = fold_balance(ds.train_labels, folds)
@@ -68,7 +75,7 @@ if st.button(f"Train {k} folds", type="primary", key="k_go"):
     launch(lambda: launch_kfold(executor(where), RunConfig.from_preset(preset, dataset=data_name, epochs=int(epochs),
                                                                   seed=int(seed), precision=precision,
                                                                   name=f"{preset} {k}-fold"),
-                                k, stratified, dataset=dataset(data_name)))
+                                k, stratified, dataset=dataset(data_name)), show_in="k_group")
 
 
 def results(runs: list[dict]) -> None:

@@ -45,7 +45,7 @@ curve["squared error of the true class"] = (1 - curve.p) ** 2
 long = curve.melt("p", var_name="loss", value_name="value")
 st.altair_chart((alt.Chart(long).mark_line().encode(
     x=alt.X("p:Q", title="probability given to the true class"), y=alt.Y("value:Q", title="loss"),
-    color=alt.Color("loss:N", title=None), tooltip=["loss", alt.Tooltip("p:Q", format=".2f"),
+    color=alt.Color("loss:N", title=None, legend=alt.Legend(orient="top", labelLimit=0)), tooltip=["loss", alt.Tooltip("p:Q", format=".2f"),
                                                     alt.Tooltip("value:Q", format=".3f")])
     + alt.Chart(pd.DataFrame({"p": [confidence]})).mark_rule(strokeDash=[4, 4]).encode(x="p:Q")
 ).properties(height=220), width="stretch")

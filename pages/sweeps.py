@@ -23,47 +23,49 @@ header("Sweeps", "Let Optuna search the hyperparameters: grid, random or TPE, wi
                  "Every trial is a normal run on the experiments and metrics pages.")
 
 # --- 1. the space ------------------------------------------------------------------------------------
+# The form keeps what the person set while they look at a sweep or visit another page.
+KEEP = "session"
 c1, c2, c3 = st.columns(3)
-model = c1.selectbox("Model", list(PRESETS), key="s_model")
-data_name = c2.selectbox("Data set", ["mnist-sample", "mnist"], key="s_data")
-epochs = c3.number_input("Epochs per trial", 1, 50, 3, key="s_epochs")
+model = c1.selectbox("Model", list(PRESETS), key="s_model", persist_state=KEEP)
+data_name = c2.selectbox("Data set", ["mnist-sample", "mnist"], key="s_data", persist_state=KEEP)
+epochs = c3.number_input("Epochs per trial", 1, 50, 3, key="s_epochs", persist_state=KEEP)
 mlp = model.startswith("mlp")
 
 st.markdown("**Search space**")
 space: dict = {}
 a, b = st.columns(2)
-if a.checkbox("Learning rate (log-uniform)", True, key="s_lr_on"):
+if a.checkbox("Learning rate (log-uniform)", True, key="s_lr_on", persist_state=KEEP):
     lo, hi = a.select_slider("range", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
-                             value=(1e-4, 1e-2), key="s_lr", format_func=lambda v: f"{v:g}")
+                             value=(1e-4, 1e-2), key="s_lr", persist_state=KEEP, format_func=lambda v: f"{v:g}")
     if lo < hi:
         space["lr"] = {"log": [lo, hi]}
-sizes = b.multiselect("Batch sizes", [16, 32, 50, 64, 128, 256], [32, 64, 128], key="s_batch")
+sizes = b.multiselect("Batch sizes", [16, 32, 50, 64, 128, 256], [32, 64, 128], key="s_batch", persist_state=KEEP)
 if sizes:
     space["batch_size"] = {"choice": sizes}
 if mlp:
     a, b = st.columns(2)
-    depth = a.slider("Hidden layers (depth)", 1, 4, (1, 3), key="s_depth")
+    depth = a.slider("Hidden layers (depth)", 1, 4, (1, 3), key="s_depth", persist_state=KEEP)
     space["depth"] = {"int": list(depth)} if depth[0] < depth[1] else {"choice": [depth[0]]}
-    widths = b.multiselect("Units per hidden layer (width)", [32, 64, 128, 256, 512], [64, 128, 256], key="s_width")
+    widths = b.multiselect("Units per hidden layer (width)", [32, 64, 128, 256, 512], [64, 128, 256], key="s_width", persist_state=KEEP)
     if widths:
         space["width"] = {"choice": widths}
     a, b = st.columns(2)
-    dropout = a.slider("Dropout", 0.0, 0.8, (0.0, 0.5), 0.05, key="s_dropout")
+    dropout = a.slider("Dropout", 0.0, 0.8, (0.0, 0.5), 0.05, key="s_dropout", persist_state=KEEP)
     if dropout[0] < dropout[1]:
         space["dropout"] = {"float": list(dropout)}
-    l2 = b.multiselect("L2 λ", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], [0.0, 1e-4, 1e-3], key="s_l2")
+    l2 = b.multiselect("L2 λ", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], [0.0, 1e-4, 1e-3], key="s_l2", persist_state=KEEP)
     if l2:
         space["l2"] = {"choice": l2}
-opts = st.multiselect("Optimizers", ["adam", "sgd"], ["adam"], key="s_opt")
+opts = st.multiselect("Optimizers", ["adam", "sgd"], ["adam"], key="s_opt", persist_state=KEEP)
 if len(opts) > 1:
     space["optimizer"] = {"choice": opts}
 
 c1, c2, c3, c4 = st.columns(4)
-strategy = c1.radio("Strategy", sweeps.STRATEGIES, index=2, key="s_strategy",
+strategy = c1.radio("Strategy", sweeps.STRATEGIES, index=2, key="s_strategy", persist_state=KEEP,
                     format_func={"grid": "grid", "random": "random", "tpe": "TPE (learns from trials)"}.get)
-trials = c2.number_input("Trials", 1, 500, 16, key="s_trials")
-minutes = c3.number_input("Minutes (0 = no limit)", 0.0, 600.0, 0.0, key="s_minutes")
-pruning = c4.toggle("Prune poor trials", True, key="s_prune",
+trials = c2.number_input("Trials", 1, 500, 16, key="s_trials", persist_state=KEEP)
+minutes = c3.number_input("Minutes (0 = no limit)", 0.0, 600.0, 0.0, key="s_minutes", persist_state=KEEP)
+pruning = c4.toggle("Prune poor trials", True, key="s_prune", persist_state=KEEP,
                     help="Optuna's median pruner: a trial whose validation accuracy after an epoch is below the "
                          "median of earlier trials at that epoch is stopped.")
 try:
@@ -159,8 +161,9 @@ def view():
         imp = importances(sweep_id, len(result["trials"]))
         if imp:
             st.altair_chart(alt.Chart(pd.DataFrame({"parameter": list(imp), "importance": list(imp.values())}))
-                            .mark_bar().encode(x="importance:Q", y=alt.Y("parameter:N", sort="-x"))
-                            .properties(height=30 * len(imp) + 40, title="Parameter importance (Optuna, fANOVA)"),
+                            .mark_bar().encode(x="importance:Q", y=alt.Y("parameter:N", sort="-x",
+                                                                         axis=alt.Axis(labelOverlap=False)))
+                            .properties(height=30 * len(imp) + 90, title="Parameter importance (Optuna, fANOVA)"),
                             width="stretch")
     if result["best"] and not live:
         best = result["best"]

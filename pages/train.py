@@ -27,7 +27,7 @@ from core.devices import DeviceError
 from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, preset_differences, summary
 from core.launch import launch_run
 from core.store import RunStoreError
-from ui import charts
+from ui import access, charts
 from ui.access import runs_to_show
 from ui.navigation import header
 from ui.state import ACTIVE, dataset, datasets_here, devices, executor, safe_get, store
@@ -76,13 +76,19 @@ def _seeded(name: str) -> str:
     return key
 
 
+def _default_config() -> RunConfig:
+    """The course MLP on the data set that will really train: full MNIST where it is found,
+    else the offline sample, labelled as such (never "MNIST" that silently trains on the sample)."""
+    return RunConfig.from_preset("mlp", dataset="mnist" if "mnist" in datasets_here() else "mnist-sample")
+
+
 if "train_cfg" not in st.session_state:
     try:
-        shared = {k: v for k, v in st.query_params.items() if k not in ("run", "view")}
-        _set_config(from_query_params(shared) if shared else RunConfig.from_preset("mlp", dataset="mnist"))
+        shared = {k: v for k, v in st.query_params.items() if k not in ("run", "view", access.STUDENT_KEY)}
+        _set_config(from_query_params(shared) if shared else _default_config())
     except ConfigError as exc:
         st.warning(f"The shared link has a bad setting, so the defaults are shown instead: {exc}")
-        _set_config(RunConfig.from_preset("mlp"))
+        _set_config(_default_config())
 
 cfg: dict = st.session_state["train_cfg"]
 layers: list[dict] = st.session_state["train_layers"]
@@ -175,10 +181,10 @@ with st.expander(f"Layers ({len(layers)}) — add, remove, reorder, edit", expan
         elif kind == "dropout":
             layer["rate"] = cols[1].number_input("rate", 0.0, 0.95, float(layer.get("rate", 0.25)), 0.05,
                                                  key=k + "rate", on_change=_edited)
-        cols[6].button("↑", key=k + "up", on_click=_move, args=(i, -1), help="move up", disabled=i == 0)
-        cols[7].button("↓", key=k + "down", on_click=_move, args=(i, 1), help="move down",
+        cols[6].button("", icon=":material/arrow_upward:", key=k + "up", on_click=_move, args=(i, -1), help="move up", disabled=i == 0)
+        cols[7].button("", icon=":material/arrow_downward:", key=k + "down", on_click=_move, args=(i, 1), help="move down",
                        disabled=i == len(layers) - 1)
-        cols[8].button("✕", key=k + "remove", on_click=_remove, args=(i,), help="remove this layer")
+        cols[8].button("", icon=":material/close:", key=k + "remove", on_click=_remove, args=(i,), help="remove this layer")
     add_cols = st.columns([2, 1, 4])
     add_cols[0].selectbox("New layer", list(LAYER_DEFAULTS), key="t_add_type")
     add_cols[1].button("Add layer", on_click=_add, key="t_add")
@@ -205,8 +211,9 @@ here = datasets_here()
 ds_options = ["mnist", "mnist-sample"] + (["fashion-mnist"] if "fashion-mnist" in here else [])
 if cfg["dataset"] not in ds_options:
     ds_options.append(cfg["dataset"])
-ds_labels = {"mnist": "MNIST (60,000 / 10,000)" + ("" if "mnist" in here else " — not found here: the offline sample "
-                                                   "is used unless it can be downloaded"),
+ds_labels = {"mnist": "MNIST (60,000 / 10,000)" + ("" if "mnist" in here else " — not found here: downloaded if the "
+                                                   "network answers, else the run trains on the offline sample "
+                                                   "and is stored as mnist-sample"),
              "mnist-sample": "Offline sample (4,000 / 1,000 real MNIST digits)",
              "fashion-mnist": "Fashion-MNIST"}
 dev_list = devices()
@@ -246,8 +253,9 @@ with st.expander("More settings"):
     cfg["momentum"] = c1.number_input("Momentum (SGD)", 0.0, 0.99, step=0.05, key=_seeded("momentum"))
     cfg["train_subset"] = c2.number_input("Use only N training digits (0 = all)", 0, 60_000, step=500,
                                           key=_seeded("train_subset"))
-    cfg["augment"] = c3.checkbox("Augment (shifts, rotations, stroke width)", key=_seeded("augment"),
-                                 help="Makes the model read hand-drawn digits better (draw page).")
+    cfg["augment"] = c3.checkbox("Augment the digits", key=_seeded("augment"),
+                                 help="Random shifts, rotations and stroke widths: makes the model read hand-drawn "
+                                      "digits better (draw page).")
     if cfg["loss"] == "binary_crossentropy":
         cfg["positive_class"] = c4.number_input("Positive class", 0, 9, key=_seeded("positive_class"))
     c1, c2 = st.columns([1, 3])
@@ -316,6 +324,7 @@ st.caption("Share this setup: copy the address bar — the link opens this model
 
 def _stop(run_id: str):
     try:
+        access.check_may_edit(store().get(run_id), "stop or cancel")
         store().request_cancel(run_id)
     except RunStoreError as exc:
         st.session_state["train_error"] = str(exc)

@@ -137,6 +137,7 @@ def test_the_password_is_compared_in_constant_time():
 def test_a_student_trains_within_the_quota_and_is_told_when_it_is_used_up(kept):
     with listening_on("0.0.0.0"):
         at = app("pages/train.py", {"teacher_password": "s3cret", "jobs_per_session": 1}).run()
+        at.text_input(key="student").set_value("ana").run()
         at.selectbox(key="t_dataset").set_value("mnist-sample").run()
         at.number_input(key="t_epochs").set_value(100).run()
         at = at.button(key="t_train").click().run()
@@ -156,6 +157,7 @@ def test_a_full_queue_is_said_clearly(kept):
         kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"queued {i}"), status="queued")
     with listening_on("0.0.0.0"):
         at = app("pages/kfold.py", {"teacher_password": "s3cret", "max_queue": 3}).run()
+        at.text_input(key="student").set_value("ana").run()
         at.selectbox(key="k_data").set_value("mnist-sample").run()
         at = at.button(key="k_go").click().run()
     assert any("the queue is full (3 jobs waiting" in e.value for e in at.error)
@@ -177,3 +179,82 @@ def test_a_student_opening_the_train_page_sees_no_classmates_run_as_their_own(ke
         assert "3. Fit" in [s.value for s in teacher.subheader]
     alone = app("pages/train.py").run()
     assert alone.session_state["train_run"] == kept.list()[0]["id"]
+
+
+# --- students kept apart (issue 24) -------------------------------------------------------------------
+
+def test_a_student_without_a_name_can_neither_train_nor_keep_drawings(kept):
+    with listening_on("0.0.0.0"):
+        at = app("pages/kfold.py", {"teacher_password": "s3cret"}).run()
+        at.selectbox(key="k_data").set_value("mnist-sample").run()
+        at = at.button(key="k_go").click().run()
+    assert any("type your name" in e.value for e in at.error)
+    assert len(kept.list()) == 1
+
+
+def test_a_student_renames_tags_and_notes_only_their_own_runs(kept):
+    theirs = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name="ana's run"), status="finished")
+    kept.set_owner(theirs, "ana")
+    other = kept.list()[-1]["id"] if kept.list()[-1]["id"] != theirs else kept.list()[0]["id"]
+    with listening_on("0.0.0.0"):
+        at = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
+        at.text_input(key="student").set_value("ana").run()
+        at.selectbox(key="x_manage").set_value(theirs).run()
+        assert not at.button(key="x_save").disabled
+        at.text_input(key=f"x_name_{theirs}").set_value("ana's best").run()
+        at = at.button(key="x_save").click().run()
+        assert kept.get(theirs)["name"] == "ana's best"
+        at.selectbox(key="x_manage").set_value(other).run()
+        assert at.button(key="x_save").disabled  # somebody else's run (here: the teacher's kept run)
+        assert at.button(key="x_delete").disabled
+    assert kept.get(other)["name"] == "kept"
+
+
+def test_the_job_quota_is_per_student_in_every_tab(kept):
+    waiting = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name="ana's queued"), status="queued")
+    kept.set_owner(waiting, "ana")  # started from ana's first tab
+    with listening_on("0.0.0.0"):
+        second_tab = app("pages/kfold.py", {"teacher_password": "s3cret", "jobs_per_session": 1}).run()
+        second_tab.text_input(key="student").set_value("ana").run()
+        second_tab.selectbox(key="k_data").set_value("mnist-sample").run()
+        second_tab = second_tab.button(key="k_go").click().run()
+    assert any("the most one student can have" in e.value for e in second_tab.error)
+    assert len(kept.list()) == 2
+
+
+def test_each_student_keeps_and_clears_their_own_handwriting(trained_copy):
+    from core.handwriting import HandwritingSet
+
+    root = trained_copy.root
+    with listening_on("0.0.0.0"):
+        for name, label in (("ana", 5), ("ben", 3)):
+            at = app("pages/draw.py", {"teacher_password": "s3cret"}).run()
+            at.text_input(key="student").set_value(name).run()
+            at.number_input(key="d_sample").set_value(3).run()
+            at.selectbox(key="d_label").set_value(label).run()
+            at = at.button(key="d_save").click().run()
+            assert any(m.label == "Drawings in your set" and m.value == "1" for m in at.metric)
+        at.button(key="d_clear_set").click().run()
+        at = at.button(key="d_clear_yes").click().run()  # ben clears his set
+    assert list(HandwritingSet(root, "ana").load()[1]) == [5]
+    assert len(HandwritingSet(root, "ben")) == 0 and len(HandwritingSet(root)) == 0
+
+
+def test_the_teachers_sign_in_survives_a_reload(kept, monkeypatch):
+    from ui import access
+
+    with listening_on("0.0.0.0"):
+        at = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
+        at.text_input(key="_teacher_pw").set_value("s3cret")
+        at = at.button(key="_teacher_in").click().run()
+        script = " ".join(str(getattr(h, "proto", h)) for h in at.get("html"))
+        assert "mnist_lab_teacher=" in script and "SameSite=Strict" in script and "s3cret" not in script
+        token = script.split("mnist_lab_teacher=")[1].split(";")[0]
+        monkeypatch.setattr(access, "_cookie_value", lambda: token)  # the browser sends it back after a reload
+        reloaded = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
+        assert not reloaded.button(key="x_delete").disabled
+        monkeypatch.setattr(access, "_cookie_value", lambda: "1." + token.split(".")[1])  # expired
+        assert app("pages/experiments.py", {"teacher_password": "s3cret"}).run().button(key="x_delete").disabled
+        monkeypatch.setattr(access, "_cookie_value", lambda: token)
+        other_password = app("pages/experiments.py", {"teacher_password": "changed"}).run()
+        assert other_password.button(key="x_delete").disabled

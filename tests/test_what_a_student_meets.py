@@ -26,6 +26,37 @@ def titled(at, words: str) -> dict:
     return next(spec for spec in chart_specs(at) if words in title(spec))
 
 
+# --- the data set a run says is the one it trained on ---------------------------------------------
+
+def test_offline_the_train_page_defaults_to_the_sample_by_its_own_name():
+    at = open_page("pages/train.py")  # no full MNIST here (conftest: offline, empty cache)
+    assert not at.exception
+    box = next(s for s in at.selectbox if s.label == "Data set")
+    assert box.value == "mnist-sample"
+
+
+def test_a_run_asked_on_mnist_offline_is_stored_and_listed_as_the_sample(tmp_path, sample):
+    from core.data import load_dataset
+    from core.executors.base import prepare
+    from core.store import RunStore
+
+    data = load_dataset("mnist")  # offline, nothing found: the sample, with a notice
+    assert data.is_sample and data.notice
+    config = prepare(RunStore(tmp_path), [RunConfig.from_preset("mlp", dataset="mnist")], data)[0]
+    assert config.dataset == "mnist-sample"
+
+
+def test_the_index_lists_the_data_a_run_trained_on_not_the_one_asked(tmp_path, small):
+    from core.store import RunStore
+
+    store = RunStore(tmp_path)
+    run_id = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist", epochs=1, train_subset=200),
+                                         small)["run_id"]  # "mnist" asked, the sample given (as offline)
+    assert store.get(run_id)["dataset"] == "mnist-sample"
+    store.rebuild_index()  # from the run folders alone
+    assert store.get(run_id)["dataset"] == "mnist-sample"
+
+
 # --- charts after one epoch ----------------------------------------------------------------------
 
 def test_curves_after_one_epoch_read_whole_epochs_and_hold_their_points(kept):
@@ -114,6 +145,72 @@ def test_the_backprop_loss_chart_hugs_the_losses():
     lo, hi = spec["encoding"]["y"]["scale"]["domain"]
     assert lo == pytest.approx(min(losses) / 1.02) and hi == pytest.approx(max(losses) * 1.02)  # not 0.1-1
     assert spec["encoding"]["x"]["axis"]["format"] == "d"
+
+
+# --- results the person asked for, and diagnoses from the numbers shown -----------------------------
+
+def test_after_train_k_folds_the_result_shown_is_the_new_cross_validation(kept, monkeypatch):
+    import core.launch
+    from core.experiments import kfold_configs
+
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
+    for config in kfold_configs(base, 2):
+        kept.create(config, status="finished", group="kfold-20260101-000000-000")  # the starter's, say
+    at = open_page("pages/kfold.py")
+    assert at.selectbox(key="k_group").value == "kfold-20260101-000000-000"
+
+    def started(executor, config, k, stratified=True, dataset=None, vectorize=True):
+        group = "kfold-20261130-120000-000"
+        return group, [kept.create(c, status="finished", group=group) for c in kfold_configs(config, k)]
+
+    monkeypatch.setattr(core.launch, "launch_kfold", started)
+    at.slider(key="k_k").set_value(3).run()
+    at.button(key="k_go").click().run()
+    assert not at.exception
+    assert at.selectbox(key="k_group").value == "kfold-20261130-120000-000"
+    assert any(m.label == "Folds done" and m.value == "0 of 3" for m in at.metric)
+
+
+def _capacity_study(errors: dict[int, tuple[float, float]]):
+    runs, histories, configs = [], {}, {}
+    for i, (cap, (train_err, val_err)) in enumerate(errors.items()):
+        rid = f"r{i}"
+        runs.append({"id": rid, "params": cap * 795, "status": "finished"})
+        histories[rid] = [{"epoch": 1, "train_accuracy": 1 - train_err, "val_accuracy": 1 - val_err,
+                           "train_loss": 0.1, "val_loss": 0.5}]
+        configs[rid] = RunConfig.from_preset("mlp", extra={"capacity": cap})
+    return runs, histories, configs
+
+
+def test_the_capacity_study_shows_all_three_rows_of_the_courses_table():
+    from core.experiments import capacity_frame
+
+    # the starter study's final errors, measured (500 training digits, 40 epochs)
+    frame = capacity_frame(*_capacity_study({2: (0.406, 0.4725), 8: (0.006, 0.13625), 128: (0.0, 0.11375),
+                                             2048: (0.0, 0.10125)}))
+    assert list(frame["regime"]) == ["underfitting", "overfitting", "good fit", "good fit"]
+    # alone, a model that memorised its digits and does worse on new ones still overfits
+    alone = capacity_frame(*_capacity_study({1: (0.6, 0.62), 512: (0.01, 0.25)}))
+    assert list(alone["regime"]) == ["underfitting", "overfitting"]
+
+
+def test_the_sweep_form_keeps_its_settings_across_pages():
+    at = open_page("pages/sweeps.py")
+    at.number_input(key="s_trials").set_value(5).run()
+    at.multiselect(key="s_batch").set_value([64]).run()
+    at.switch_page("pages/experiments.py").run()
+    at.switch_page("pages/sweeps.py").run()
+    assert at.number_input(key="s_trials").value == 5
+    assert at.multiselect(key="s_batch").value == [64]
+
+
+def test_compared_runs_with_one_name_are_told_apart_in_the_legend():
+    from core.experiments import distinct_labels
+
+    labels = distinct_labels({"20261130-000000-aaaaaa": "mlp", "20261130-000001-bbbbbb": "mlp",
+                              "20261130-000002-cccccc": "cnn"})
+    assert labels == {"20261130-000000-aaaaaa": "mlp (aaaaaa)", "20261130-000001-bbbbbb": "mlp (bbbbbb)",
+                      "20261130-000002-cccccc": "cnn"}
 
 
 # --- the draw page ----------------------------------------------------------------------------------

@@ -10,14 +10,27 @@
   with hmac.compare_digest). Students train within their quota and see a clear message when
   the queue is full.
 
+Who is who in classroom mode, without accounts or cookies for students: a student types a name
+under the page's title (a text box bound to the address bar's `?student=` parameter, so it stays
+through page switches and reloads; another tab gets it by typing the same name). The runs a
+student starts are stored with that name (`owner`), so the quota counts a student's jobs in every
+tab, the train page opens on the student's own runs, and the student may rename, tag and note
+those runs only; "my handwriting" is one set per name. Names are not passwords: a class shares
+them on trust, as it shares the machine. The teacher's sign-in is kept across reloads by a cookie
+holding an expiring HMAC of the password (`mnist_lab_teacher`, 12 hours, SameSite=Strict), never
+the password itself.
+
 Settings in secrets.toml: `teacher_password`, `jobs_per_session` (default 2: jobs of one
-student session queued or running at once), `max_queue` (default 8: queued jobs on a device
+student queued or running at once), `max_queue` (default 8: queued jobs on a device
 beyond which nobody but the teacher starts more).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
+import time
 
 import streamlit as st
 
@@ -53,16 +66,93 @@ def classroom() -> bool:
 def gate() -> None:
     """Refuse to serve the lab on the network without a teacher password (app.py calls it first)."""
     if on_network() and not _secret("teacher_password"):
-        st.error("This lab is listening on the network, but no teacher password is set, so anyone on this network "
-                 "could delete or import runs. Either start it for this computer only (`streamlit run app.py`, "
-                 "which listens on 127.0.0.1), or set a password for classroom mode: put the line "
-                 '`teacher_password = "choose-one"` in `.streamlit/secrets.toml` next to app.py and restart.',
-                 icon=":material/lock:")
+        # One hidden page: without a call to st.navigation Streamlit lists the files of pages/ in
+        # the sidebar (raw file names, links to pages that would refuse too).
+        st.navigation([st.Page(_refusal, title="MNIST Lab", default=True)], position="hidden").run()
         st.stop()
 
 
+def _refusal() -> None:
+    st.error("This lab is listening on the network, but no teacher password is set, so anyone on this network "
+             "could delete or import runs. Either start it for this computer only (`streamlit run app.py`, "
+             "which listens on 127.0.0.1), or set a password for classroom mode: put the line "
+             '`teacher_password = "choose-one"` in `.streamlit/secrets.toml` next to app.py and restart.',
+             icon=":material/lock:")
+
+
+TEACHER_COOKIE = "mnist_lab_teacher"
+TEACHER_HOURS = 12
+STUDENT_KEY = "student"  # the text box's key, and the address bar's parameter
+NAME = re.compile(r"^[\w .'-]{1,40}$")
+
+
+def _teacher_token(expiry: int) -> str:
+    password = str(_secret("teacher_password", ""))
+    return hmac.new(password.encode(), f"mnist-lab-teacher:{expiry}".encode(), hashlib.sha256).hexdigest()
+
+
+def _cookie_says_teacher() -> bool:
+    """The browser holds an unexpired token made with this password (a reload keeps the sign-in)."""
+    if st.session_state.get("_signed_out") or not _secret("teacher_password"):
+        return False
+    value = _cookie_value()
+    if not isinstance(value, str):
+        return False
+    expiry, _, signature = value.partition(".")
+    if not expiry.isdigit() or int(expiry) < time.time():
+        return False
+    return hmac.compare_digest(signature.encode(), _teacher_token(int(expiry)).encode())
+
+
+def _cookie_value() -> str | None:
+    try:
+        return st.context.cookies.get(TEACHER_COOKIE)
+    except Exception:  # noqa: BLE001 - no browser behind this run (AppTest, a bare script)
+        return None
+
+
+def _set_cookie(value: str, max_age: int) -> None:
+    # Streamlit reads cookies (st.context.cookies) but has no call to set one: a line of script
+    # does it. The value is an expiry and a hex HMAC: nothing in it needs escaping.
+    st.html(f"<script>document.cookie = '{TEACHER_COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict';"
+            "</script>", unsafe_allow_javascript=True, width=1)
+
+
 def is_teacher() -> bool:
-    return not classroom() or bool(st.session_state.get("_teacher"))
+    if not classroom():
+        return True
+    if st.session_state.get("_teacher"):
+        return True
+    if _cookie_says_teacher():
+        st.session_state["_teacher"] = True
+        return True
+    return False
+
+
+def student() -> str | None:
+    """The name this student typed (classroom mode), or None (none yet, the teacher, one user's lab)."""
+    if not classroom() or is_teacher():
+        return None
+    name = str(st.session_state.get(STUDENT_KEY) or "").strip()
+    return name if NAME.match(name) else None
+
+
+def owner() -> str | None:
+    """Whose runs and drawings these are: a student's name, "teacher", or None for one user's lab."""
+    if not classroom():
+        return None
+    return "teacher" if is_teacher() else student()
+
+
+def may_edit(run: dict) -> bool:
+    """Rename, tag, note, stop, resume: the teacher any run, a student their own runs."""
+    return is_teacher() or (student() is not None and run.get("owner") == student())
+
+
+def check_may_edit(run: dict, action: str) -> None:
+    if not may_edit(run):
+        raise AccessError(f"classroom mode: only the teacher and the student who started it can {action} "
+                          f"run {run['id']}")
 
 
 def teacher_login() -> None:
@@ -70,18 +160,33 @@ def teacher_login() -> None:
     if not classroom():
         return
     with st.container():
-        if st.session_state.get("_teacher"):
+        if st.session_state.pop("_cookie", None):
+            expiry = int(time.time()) + TEACHER_HOURS * 3600
+            _set_cookie(f"{expiry}.{_teacher_token(expiry)}", TEACHER_HOURS * 3600)
+        if st.session_state.pop("_cookie_clear", None):
+            _set_cookie("", 0)
+        if is_teacher():
             st.caption(":material/school: Classroom mode: you are signed in as the teacher.")
             if st.button("Sign out", key="_teacher_out"):
                 st.session_state.pop("_teacher")
+                st.session_state.update(_signed_out=True, _cookie_clear=True)
                 st.rerun()
             return
-        with st.expander(f":material/school: Classroom mode: you can train up to {jobs_per_session()} job(s) at a "
-                         "time; deleting and importing runs is for the teacher. Teacher login"):
+        c1, c2 = st.columns([1, 2])
+        c1.text_input("Your name", key=STUDENT_KEY, bind="query-params", max_chars=40,
+                      placeholder="type it to train and keep drawings",
+                      help="Your runs, your job quota and your handwriting set go with this name, in every tab "
+                           "(it stays in the address bar). Use the same name each time.")
+        typed = str(st.session_state.get(STUDENT_KEY) or "").strip()
+        if typed and not NAME.match(typed):
+            c1.warning("A name is 1 to 40 letters, digits, spaces, dots, apostrophes or dashes.")
+        with c2.expander(f":material/school: Classroom mode: up to {jobs_per_session()} job(s) each at a time; "
+                         "deleting and importing runs is for the teacher. Teacher login"):
             entered = st.text_input("Password", type="password", key="_teacher_pw")
             if st.button("Sign in", key="_teacher_in"):
                 if hmac.compare_digest(entered.encode(), str(_secret("teacher_password", "")).encode()):
-                    st.session_state["_teacher"] = True
+                    st.session_state.update(_teacher=True, _cookie=True)
+                    st.session_state.pop("_signed_out", None)
                     st.session_state.pop("_teacher_pw", None)
                     st.rerun()
                 else:
@@ -109,9 +214,12 @@ def check_launch(store) -> None:
     """Raise AccessError when this session may not start another job now (classroom mode)."""
     if is_teacher():
         return
+    name = student()
+    if name is None:
+        raise AccessError("type your name under the page's title first: in classroom mode your runs, your job quota "
+                          "and your handwriting go with it")
     runs = store.list()
-    mine = [r for r in runs if r["id"] in set(st.session_state.get("_my_jobs", []))
-            and r["status"] in ("queued", "running")]
+    mine = [r for r in runs if r.get("owner") == name and r["status"] in ("queued", "running")]
     if len(mine) >= jobs_per_session():
         raise AccessError(f"you already have {len(mine)} job(s) queued or running, the most one student can have at "
                           "once in classroom mode; start the next when one finishes (or cancel one)")
@@ -130,12 +238,16 @@ def runs_to_show(runs: list[dict]) -> list[dict]:
     Every run stays reachable on purpose (experiments, metrics)."""
     if is_teacher():
         return runs
-    mine = set(st.session_state.get("_my_jobs", []))
-    return [r for r in runs if r["id"] in mine]
+    name = student()
+    return [r for r in runs if name is not None and r.get("owner") == name]
 
 
-def record_launch(run_ids) -> None:
-    st.session_state["_my_jobs"] = [*st.session_state.get("_my_jobs", []), *run_ids]
+def record_launch(store, run_ids) -> None:
+    """Store who started these runs (classroom mode); nothing for one user's lab."""
+    who = owner()
+    if who is not None:
+        for run_id in run_ids:
+            store.set_owner(run_id, who)
 
 
 class SessionExecutor:
@@ -148,13 +260,13 @@ class SessionExecutor:
     def submit(self, configs, *args, **kwargs):
         check_launch(self._inner.store)
         ids = self._inner.submit(configs, *args, **kwargs)
-        record_launch(ids)
+        record_launch(self._inner.store, ids)
         return ids
 
     def resume(self, run_id: str) -> None:
+        check_may_edit(self._inner.store.get(run_id), "resume")
         check_launch(self._inner.store)
         self._inner.resume(run_id)
-        record_launch([run_id])
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -124,14 +124,18 @@ def show_error(exc: Exception) -> None:
     st.error(str(exc), icon=":material/error:")
 
 
-def launch(start) -> bool:
+def launch(start, show_in: str | None = None) -> bool:
     """Call `start()` (which starts background runs); a refused setting is shown and starts
-    nothing. Reruns the page when something started."""
+    nothing. Reruns the page when something started. With `show_in` (the key of a
+    `group_view` picker lower on the page) and a `(group, run_ids)` result, the picker moves to
+    the group just started: the result shown is the one the person asked for, not an older one."""
     try:
-        start()
+        started = start()
     except USER_ERRORS as exc:
         show_error(exc)
         return False
+    if show_in and isinstance(started, tuple) and started and isinstance(started[0], str):
+        st.session_state[show_in] = started[0]
     st.rerun()
     return True
 

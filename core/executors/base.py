@@ -74,7 +74,9 @@ class Executor(ABC):
 def prepare(store, configs: Sequence[RunConfig], dataset=None) -> list[RunConfig]:
     """Check configs before anything is stored: the device exists here and can train in the
     precision asked for, and (with `dataset`) the batch fits the training set. Returns them
-    with `auto` resolved to the device that will train."""
+    with `auto` resolved to the device that will train, and with the data set the run will
+    really train on: "mnist" asked for where only the offline sample is found is stored as
+    "mnist-sample", so the config, the index and every table say what the numbers come from."""
     from core.devices import resolve_device
     from core.training import check_against_data, check_precision
 
@@ -84,6 +86,8 @@ def prepare(store, configs: Sequence[RunConfig], dataset=None) -> list[RunConfig
         check_precision(config, device)
         config = config.replace(device=str(device))
         if dataset is not None:
+            if dataset.name != config.dataset and config.dataset == "mnist" and dataset.is_sample:
+                config = config.replace(dataset=dataset.name)
             check_against_data(config, dataset)
         out.append(config)
     return out

@@ -34,7 +34,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 # What run.json holds; the rest of an index row is derived from the other files.
 META_FIELDS = ("id", "name", "status", "created", "grp", "tags", "note", "error", "host", "node", "device",
-               "executor", "pid", "pid_start", "vectorized")
+               "executor", "pid", "pid_start", "vectorized", "owner")
 
 
 def check_run_id(run_id) -> str:
@@ -42,6 +42,15 @@ def check_run_id(run_id) -> str:
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
         raise RunStoreError(f"{run_id!r} is not a run id (expected YYYYMMDD-HHMMSS-xxxxxx)")
     return run_id
+
+
+def trained_on(saved: dict) -> str | None:
+    """The data set a run's numbers come from: the one its trainer recorded ("mnist" asked
+    for offline trains on the sample, and says so), else the one its config asked for."""
+    recorded = saved.get("dataset")
+    if isinstance(recorded, dict) and isinstance(recorded.get("name"), str):
+        return recorded["name"]
+    return (saved.get("config") or {}).get("dataset")
 
 
 def created_from_id(run_id: str) -> float:
@@ -171,7 +180,7 @@ class RunFolder:
             "status": status,
             "created": meta.get("created") or created_from_id(self.id),
             "updated": time.time(),
-            "model": config.get("model"), "dataset": config.get("dataset"),
+            "model": config.get("model"), "dataset": trained_on(saved),
             "device": meta.get("device") or saved.get("device") or config.get("device"),
             "optimizer": config.get("optimizer"), "lr": config.get("lr"), "batch_size": config.get("batch_size"),
             "epochs": config.get("epochs"), "epochs_done": len(history),
@@ -183,5 +192,6 @@ class RunFolder:
             "host": meta.get("host"), "node": meta.get("node"), "executor": meta.get("executor"),
             "progress": None, "config": json.dumps(config, indent=2, sort_keys=True), "grp": meta.get("grp"),
             "vectorized": json.dumps(meta["vectorized"]) if meta.get("vectorized") else None,
+            "owner": meta.get("owner"),
             "starter": 1 if isinstance(config.get("extra"), dict) and config["extra"].get("starter") is True else 0,
         }

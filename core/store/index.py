@@ -38,7 +38,9 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 # Columns added after the first version of the schema: added to an older index when it opens.
 ADDED_COLUMNS = {"node": "TEXT", "executor": "TEXT", "vectorized": "TEXT",
                  # 1 for a fresh lab's starter runs (core.starters): they queue behind every run a person starts
-                 "starter": "INTEGER NOT NULL DEFAULT 0"}
+                 "starter": "INTEGER NOT NULL DEFAULT 0",
+                 # classroom mode: the student (or "teacher") who started the run; NULL for one user's lab
+                 "owner": "TEXT"}
 COLUMNS = ("id", "name", "status", "created", "updated", "model", "dataset", "device", "optimizer", "lr",
            "batch_size", "epochs", "epochs_done", "params", "seconds", "best_val_accuracy", "last_val_accuracy",
            "test_accuracy", "test_loss", "tags", "note", "error", "pid", "pid_start", "host", "progress", "config",

@@ -24,7 +24,7 @@ import numpy as np
 from core.config import RunConfig
 from core.store.files import (MAX_NAME, MAX_TAG, RunStoreError, atomic_save_npz, atomic_torch_save,
                               atomic_write_json, clean_text)
-from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id
+from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id, trained_on
 from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
 from core.store.processes import environment, host, process_alive, process_start_time
@@ -188,7 +188,7 @@ class RunStore:
         atomic_write_json(folder / "environment.json", {**environment(), "device": device, "device_name": device_label,
                                                         **(extra_environment or {})})
         self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host(),
-                  node=node or host(), device=device, params=params, error=None)
+                  node=node or host(), device=device, params=params, error=None, dataset=trained_on(saved))
 
     def environment(self, run_id: str) -> dict:
         """The run's environment.json ({} before its training started, or if unreadable)."""
@@ -464,6 +464,11 @@ class RunStore:
         if not isinstance(note, str):
             raise RunStoreError(f"a note must be text, got {type(note).__name__}")
         self._set(run_id, note=note[:10000])
+
+    def set_owner(self, run_id: str, owner: str) -> None:
+        """Who started the run (classroom mode: a student's name, or "teacher")."""
+        self.get(run_id)
+        self._set(run_id, owner=clean_text(owner, MAX_NAME, "owner"))
 
     def delete(self, run_id: str) -> None:
         run = self.get(run_id)

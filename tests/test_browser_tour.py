@@ -1,0 +1,203 @@
+"""The browser tour (issue 24): every page at the narrowest width a projector shows (1280x720) and
+a laptop's (1440x900), on a store that has something for every page to draw. On each page: no
+error, no text cut short with an ellipsis, no chart wider than its column, and no text of a chart
+outside its drawing or shortened by Vega ("…"). Then the defects a person saw, one by one: the
+k-fold grid at k = 2, the backpropagation drawing's labels, the gradient legend, the steps of a
+drawn "1" in one row, the saliency title.
+
+Skipped, with the reason, where no Chromium is installed (as tests/test_browser.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.config import RunConfig
+from core.data import Dataset, load_sample
+from core.executors.inline import InlineExecutor
+from core.launch import launch_activation_comparison, launch_capacity, launch_kfold
+from core.store import RunStore
+from tests.browser import (CHROMIUM_ARGS, ONE, PAGES, app_server, chromium_path, draw_strokes, errors_on,
+                           metric_value, wait_idle)
+from tests.conftest import ROOT, subprocess_env
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None,
+                                reason="no Chromium found (apt-get install chromium, or set MNIST_LAB_CHROMIUM)")]
+
+VIEWPORTS = [(1280, 720), (1440, 900)]
+
+# Per chart: its drawing inside its column, every text of it inside the chart's box and whole.
+CHARTS = """() => Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]')).flatMap((box, i) => {
+  const svg = box.querySelector('svg');
+  if (!svg) return [];
+  const b = box.getBoundingClientRect(), s = svg.getBoundingClientRect(), out = [];
+  if (s.right > b.right + 1 || s.left < b.left - 1) out.push(`chart ${i}: ${s.width}px wide in a ${b.width}px column`);
+  for (const t of svg.querySelectorAll('text')) {
+    const r = t.getBoundingClientRect();
+    if (!t.textContent.trim()) continue;
+    if (t.textContent.includes('…')) out.push(`chart ${i}: "${t.textContent}" shortened`);
+    // 6 px of slack: Vega sets axis titles flush with the edge (a pixel or two over it, still drawn)
+    if (r.left < b.left - 6 || r.right > b.right + 6 || r.top < b.top - 6 || r.bottom > b.bottom + 6)
+      out.push(`chart ${i}: "${t.textContent}" outside its box`);
+  }
+  return out;
+})"""
+# Text Streamlit shortens with an ellipsis (a label wider than its column).
+CUT = """() => Array.from(document.querySelectorAll('[data-testid="stMain"] *')).filter(el => {
+  if (el.tagName === 'INPUT') return false;
+  const cs = getComputedStyle(el);
+  return cs.textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth + 1;
+}).map(el => el.textContent.slice(0, 80))"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a store with a k-fold, a capacity study, the sigmoid/ReLU comparison, a
+    finished sweep and a model to draw with: every page has something to draw."""
+    runs = tmp_path_factory.mktemp("tour") / "runs"
+    store = RunStore(runs)
+    sample = load_sample()
+    small = Dataset("mnist-sample", sample.train_images[:1000], sample.train_labels[:1000], sample.test_images,
+                    sample.test_labels, source="tour subset", fingerprint=sample.fingerprint)
+    inline = InlineExecutor(store)
+    base = RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=2)
+    launch_kfold(inline, base.replace(name="tour 2-fold"), 2, dataset=small)
+    launch_capacity(inline, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=300),
+                    [2, 128], dataset=small)
+    launch_activation_comparison(inline, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=2,
+                                                               name="course MLP"), dataset=small)
+    inline.submit([RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, name="draw model (tour)")],
+                  dataset=small)
+    subprocess.run([sys.executable, "-m", "core", "sweep", "--dataset", "mnist-sample", "--runs-dir", str(runs),
+                    "--model", "mlp-fast", "--trials", "4", "--epochs", "1", "--strategy", "random", "--json"],
+                   cwd=ROOT, env=subprocess_env(MNIST_LAB_OFFLINE="1"), check=True, capture_output=True, timeout=600)
+    with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - a Chromium that cannot start is a skip, with why
+            pytest.skip(f"Chromium at {chromium_path()} does not start: {exc}")
+        yield b
+        b.close()
+
+
+@pytest.fixture(params=VIEWPORTS, ids=lambda v: f"{v[0]}x{v[1]}")
+def page(browser, request):
+    width, height = request.param
+    context = browser.new_context(viewport={"width": width, "height": height})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def visit(page, url: str, path: str):
+    page.goto(f"{url}/{path}")
+    wait_idle(page, 120)
+    time.sleep(1.0)  # Vega draws after the script run ends
+    wait_idle(page, 120)
+
+
+def fits(page) -> list[str]:
+    return page.evaluate(CHARTS) + [f'label cut: "{t}"' for t in page.evaluate(CUT)]
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_fits_a_projector_and_a_laptop(server, page, name):
+    visit(page, server, PAGES[name])
+    assert errors_on(page) == []
+    assert fits(page) == []
+
+
+def test_the_kfold_grid_draws_a_row_per_fold_at_k_2(server, page):
+    visit(page, server, "kfold?k=2")
+    grid = page.locator('[data-testid="stVegaLiteChart"]').first
+    cells = grid.locator("g.mark-rect path").all()
+    assert len(cells) >= 2 * 20
+    tops = sorted({round(c.bounding_box()["y"]) for c in cells})
+    heights = {round(c.bounding_box()["height"]) for c in cells}
+    assert len(tops) == 2 and min(heights) >= 15  # two rows of cells, each a visible band (not one squashed line)
+    assert fits(page) == []
+
+
+def _overlaps(a: dict, b: dict) -> bool:
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"] or
+                a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def test_the_backprop_drawing_labels_do_not_overlap_and_both_activations_are_in_the_legend(server, page):
+    visit(page, server, "backprop")
+    for _ in range(2):  # to the backward pass: every weight's label has its gradient as a second line
+        page.get_by_role("button", name="Next step").click()
+        wait_idle(page)
+    time.sleep(1.0)
+    drawing = page.locator('[data-testid="stVegaLiteChart"]').first
+    boxes = [(t.text_content(), t.bounding_box()) for t in drawing.locator("g.mark-text text").all()
+             if (t.text_content() or "").strip()]
+    assert len(boxes) >= 8 + 6
+    clashes = [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:]
+               if _overlaps(ba, bb) and not (len(a) <= 2 or len(b) <= 2)]  # node names sit in their circles
+    assert clashes == []
+    over_training = page.locator('[data-testid="stVegaLiteChart"]').last
+    legend = " ".join(t.text_content() for t in over_training.locator("g.role-legend text").all())
+    assert "relu" in legend and "sigmoid" in legend
+    assert fits(page) == []
+
+
+def test_the_draw_page_shows_a_drawn_one_in_one_row_of_squares(server, page):
+    visit(page, server, "draw")
+    draw_strokes(page, ONE)
+    metric_value(page, "Prediction", timeout=60)
+    wait_idle(page)
+    time.sleep(1.0)
+    steps = [page.locator('[data-testid="stImage"]').filter(has_text=caption).first.locator("img")
+             for caption in ("your drawing", "cropped to the strokes", "(20x20 box)", "centred by mass")]
+    heights = [s.bounding_box()["height"] for s in steps]
+    assert max(heights) - min(heights) <= 2, heights  # a tall "1" no longer runs below the row
+    saliency = page.locator('[data-testid="stVegaLiteChart"]').filter(has_text="Saliency")
+    assert "the score of" in saliency.inner_text()
+    assert fits(page) == []
+
+
+def test_on_the_network_without_a_password_the_refusal_lists_no_pages(browser, tmp_path):
+    """The refusal used to leave Streamlit's own page list (the file names of pages/) in the sidebar."""
+    import os
+    import urllib.request
+
+    from tests.browser import free_port
+
+    port = free_port()
+    env = {**os.environ, "MNIST_LAB_RUNS": str(tmp_path / "runs"), "MNIST_LAB_STARTERS": "0", "MNIST_LAB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.address", "0.0.0.0",
+                             "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        for path in ("", "experiments"):
+            page.goto(f"http://127.0.0.1:{port}/{path}")
+            page.get_by_text("no teacher password is set").first.wait_for(timeout=60_000)
+            time.sleep(1.0)
+            assert page.locator('[data-testid="stSidebarNav"] a').count() == 0
+            assert "experiments" not in page.locator('[data-testid="stSidebar"]').all_inner_texts()
+        page.close()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(10)

@@ -63,12 +63,14 @@ def launch_activation_comparison(executor: Executor, base: RunConfig, dataset=No
 
 def launch_sweep(store, base: RunConfig, space: dict, strategy: str, trials: int, minutes: float | None = None,
                  executor: str = "local", data_dir=None, ray_address: str | None = None, pruning: bool = True,
-                 parallel: int = 1) -> str:
+                 parallel: int = 1, owner: str | None = None) -> str:
     """A sweep driven by a background process of this machine (`python -m core sweep --resume`),
-    so it outlives the page; returns its id at once. Its state is in the store (core.sweeps)."""
+    so it outlives the page; returns its id at once. Its state is in the store (core.sweeps).
+    `owner` (classroom mode) is stored with the sweep and with each of its trial runs."""
     from core import sweeps
 
-    spec = sweeps.new_sweep(store, base, space, strategy, trials, minutes, base.seed, executor, parallel, pruning)
+    spec = sweeps.new_sweep(store, base, space, strategy, trials, minutes, base.seed, executor, parallel, pruning,
+                            owner=owner)
     resume_sweep(store, spec.sweep_id, data_dir, ray_address)
     return spec.sweep_id
 

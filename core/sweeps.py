@@ -187,6 +187,7 @@ class SweepSpec:
     pruning: bool = True
     startup_trials: int = 4
     created: float = field(default_factory=time.time)
+    owner: str | None = None  # classroom mode: who launched it; its trial runs are stored as theirs
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -251,7 +252,7 @@ def open_study(store, spec: SweepSpec):
 
 def new_sweep(store, base: RunConfig, space: dict | None = None, strategy: str = "tpe", trials: int = 16,
               minutes: float | None = None, seed: int = 0, executor: str = "local", parallel: int = 1,
-              pruning: bool = True, startup_trials: int = 4) -> SweepSpec:
+              pruning: bool = True, startup_trials: int = 4, owner: str | None = None) -> SweepSpec:
     """Check and save a new sweep (nothing trains yet); returns its spec."""
     space = check_space(space if space is not None else default_space(base.model))
     if strategy not in STRATEGIES:
@@ -263,7 +264,7 @@ def new_sweep(store, base: RunConfig, space: dict | None = None, strategy: str =
     apply_params(base, {k: grid_values(v)[0] for k, v in space.items()})  # a trial's config can be built
     sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S-") + os.urandom(2).hex()
     spec = SweepSpec(sweep_id, base.to_dict(), space, strategy, trials, minutes, seed, executor, max(1, parallel),
-                     pruning, startup_trials)
+                     pruning, startup_trials, owner=owner)
     folder = sweep_folder(store, sweep_id)
     folder.mkdir(parents=True)
     from core.atomic import atomic_write_json
@@ -346,6 +347,8 @@ def run_sweep(store, executor, spec: SweepSpec, dataset=None, on_update=None, po
                 study.tell(trial, state=TrialState.FAIL)
                 _note(folder, f"trial {trial.number} refused: {exc}")
                 continue
+            if spec.owner:
+                store.set_owner(run_id, spec.owner)
             trial.set_user_attr("run_id", run_id)
             active[trial.number] = (trial, run_id, 0)
         executor.poll()

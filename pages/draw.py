@@ -6,10 +6,10 @@ as a personal test set ("my handwriting") to evaluate any run on.
 
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+from matplotlib import colormaps
 
 from core.handwriting import HandwritingSet, default_config
 from core.preprocess import canvas_to_mnist_steps
@@ -173,14 +173,11 @@ def show_prediction(steps: dict) -> None:
 def look_inside(x: np.ndarray) -> None:
     st.markdown("**A look inside**")
     cls, sal = clf.saliency(x)
-    df = pd.DataFrame([(r, c, float(sal[r, c]), float(x[r, c])) for r in range(28) for c in range(28)],
-                      columns=["row", "col", "saliency", "pixel"])
-    st.altair_chart(alt.Chart(df).mark_rect().encode(
-        x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
-        color=alt.Color("saliency:Q", scale=alt.Scale(scheme="inferno"), title="|gradient|"),
-        tooltip=["row", "col", alt.Tooltip("saliency:Q", format=".2f")],
-    ).properties(width=280, height=280, title=alt.Title(["Saliency: the pixels that move", f"the score of {cls} most"],
-                                                        anchor="start")), width="content")
+    # An image, not a chart of 784 cells: the browser redraws it on every stroke (interleaved with the
+    # chart in one run, on a busy machine: 0.81 s against 0.85 s median from mouse-up to prediction).
+    rgb = colormaps["inferno"](sal / sal.max() if sal.max() > 0 else sal, bytes=True)[..., :3]
+    st.image(np.repeat(np.repeat(rgb, 10, axis=0), 10, axis=1), width=280,
+             caption=f"Saliency: the pixels that move the score of {cls} most (bright: most; |∂score/∂pixel|)")
     for name, kind, value in clf.features(x):
         if kind == "conv" and value.ndim == 3:
             st.image(upscale(tile(value), 3), caption=f"{name}: {value.shape[0]} feature maps "

@@ -15,6 +15,7 @@ from core.config import RunConfig
 from core.experiments import readable
 from core.launch import launch_run, launch_sweep, resume_sweep
 from core.models import PRESETS
+from ui import access
 from ui.navigation import header
 from ui.state import dataset, data_dir, executor, store
 from ui.widgets import executor_picker, show_error
@@ -81,9 +82,7 @@ except sweeps.SweepError as exc:
 where = executor_picker("s_executor")
 if st.button("Launch the sweep", type="primary", key="s_go", disabled=not ok or not space):
     try:
-        from ui.access import check_launch
-
-        check_launch(store())
+        access.check_launch(store())
         base = RunConfig.from_preset(model, dataset=data_name, epochs=int(epochs))
         dataset(data_name)  # the data is there (a clear message otherwise)
         from core.executors import ray_address
@@ -91,7 +90,7 @@ if st.button("Launch the sweep", type="primary", key="s_go", disabled=not ok or 
         st.session_state["s_sweep"] = launch_sweep(
             store(), base, space, strategy, int(trials), minutes or None, where, data_dir(),
             ray_address() if where == "ray" else None, pruning,
-            parallel=executor(where).capacity(base.device))
+            parallel=executor(where).capacity(base.device), owner=access.owner())
         st.rerun()
     except Exception as exc:  # noqa: BLE001 - any refusal is one message, nothing started
         show_error(exc)
@@ -124,13 +123,16 @@ def view():
     m[1].metric("Pruned", sum(t["status"] == "pruned" for t in result["trials"]))
     m[2].metric("Best validation accuracy", f"{result['best']['value']:.2%}" if result["best"] else "-")
     m[3].metric("Status", "running" if live else "done")
-    if live and st.button("Cancel the whole sweep", key="s_cancel"):
+    mine = access.is_teacher() or (spec.get("owner") is not None and spec.get("owner") == access.student())
+    if live and st.button("Cancel the whole sweep", key="s_cancel", disabled=not mine,
+                          help=None if mine else "Classroom mode: only the teacher and the student who launched it."):
         sweeps.request_cancel(store(), sweep_id)
     finished_once = (sweeps.sweep_folder(store(), sweep_id) / "result.json").exists()
     if not live and not finished_once:
         st.warning("This sweep's driver stopped before the sweep was done (the app or the machine restarted?). "
                    "Its trials so far are kept.", icon=":material/pause_circle:")
-        if st.button("Resume the sweep", key="s_resume", type="primary"):
+        if st.button("Resume the sweep", key="s_resume", type="primary", disabled=not mine,
+                     help=None if mine else "Classroom mode: only the teacher and the student who launched it."):
             from core.executors import ray_address
 
             resume_sweep(store(), sweep_id, data_dir(), ray_address() if spec["executor"] == "ray" else None)

@@ -258,3 +258,17 @@ def test_the_teachers_sign_in_survives_a_reload(kept, monkeypatch):
         monkeypatch.setattr(access, "_cookie_value", lambda: token)
         other_password = app("pages/experiments.py", {"teacher_password": "changed"}).run()
         assert other_password.button(key="x_delete").disabled
+
+
+def test_a_students_sweep_trials_are_stored_as_theirs(tmp_path, small):
+    from core import sweeps
+    from core.executors.inline import InlineExecutor
+    from core.store import RunStore
+
+    store = RunStore(tmp_path)
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200)
+    spec = sweeps.new_sweep(store, base, {"lr": {"log": [1e-4, 1e-2]}}, "random", trials=2, owner="ana")
+    assert sweeps.load_spec(store, spec.sweep_id).owner == "ana"
+    sweeps.run_sweep(store, InlineExecutor(store), spec, dataset=small)
+    trials = store.list(group=spec.sweep_id)
+    assert len(trials) == 2 and {r["owner"] for r in trials} == {"ana"}

@@ -172,12 +172,20 @@ def _check(cond: bool, index: int, layer: dict, message: str) -> None:
 
 MAX_WIDTH = 16_384  # units of a dense layer, filters of a convolution: beyond it a typo, not a lab model
 MAX_LAYERS = 64
+# A model's size is bounded before anything is built (a shared link is a config: one with a
+# 512-filter 'same' convolution then dense 4096 asked 1.6 billion weights, 7 GB, of a page view).
+MAX_PARAMS = 50_000_000          # 200 MB of float32 weights; the largest preset has about 0.3 M
+MAX_VALUES_PER_DIGIT = 4_000_000  # every layer's outputs for one digit: 16 MB, 1 GB at batch 64
 
 
-def _positive_int(layer: dict, key: str, index: int, default=None) -> int:
+MAX_SPAN = 28          # a kernel, stride or pooling window: at most the digit's side
+MAX_DROPOUT = 0.99    # the editor's bounds are these (a shared link inside them never breaks a widget)
+
+
+def _positive_int(layer: dict, key: str, index: int, default=None, most: int = MAX_WIDTH) -> int:
     value = layer.get(key, default)
-    _check(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WIDTH, index, layer,
-           f"{key} must be a whole number from 1 to {MAX_WIDTH:,}, got {value!r}")
+    _check(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most, index, layer,
+           f"{key} must be a whole number from 1 to {most:,}, got {value!r}")
     return value
 
 
@@ -186,13 +194,16 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
 
     Checks the whole architecture first, so every impossible one is explained before any
     training: a kernel or pool larger than its input, a dense layer on an image without a
-    flatten, a conv after a flatten, an unknown activation or a dropout rate outside [0, 1).
+    flatten, a conv after a flatten, an unknown activation, a dropout rate outside [0, 0.99], a
+    model over MAX_PARAMS weights or MAX_VALUES_PER_DIGIT outputs per digit.
     """
     shape: tuple[int, ...] = INPUT_SHAPE
     shapes = []
     if len(layers) > MAX_LAYERS:
         raise ArchitectureError(f"{len(layers)} layers; the lab builds at most {MAX_LAYERS}")
+    params = values = 0
     for i, layer in enumerate(layers):
+        before = shape
         kind = layer.get("type")
         _check(kind in LAYER_TYPES, i, layer, f"unknown layer type {kind!r}; allowed: {', '.join(LAYER_TYPES)}")
         if "activation" in layer or kind in ("dense", "conv"):
@@ -205,8 +216,8 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
             shape = (units,)
         elif kind == "conv":
             filters = _positive_int(layer, "filters", i)
-            k = _positive_int(layer, "kernel", i)
-            s = _positive_int(layer, "stride", i, 1)
+            k = _positive_int(layer, "kernel", i, most=MAX_SPAN)
+            s = _positive_int(layer, "stride", i, 1, most=MAX_SPAN)
             padding = layer.get("padding", "valid")
             _check(padding in PADDINGS, i, layer, f"padding must be 'valid' or 'same', got {padding!r}")
             _check(len(shape) == 3, i, layer, "a convolution needs an image (CxHxW) input, but it comes after a flatten/dense layer")
@@ -219,8 +230,8 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
             else:
                 shape = (filters, math.ceil(h / s), math.ceil(w / s))
         elif kind == "pool":
-            size = _positive_int(layer, "size", i, 2)
-            stride = _positive_int(layer, "stride", i, size)
+            size = _positive_int(layer, "size", i, 2, most=MAX_SPAN)
+            stride = _positive_int(layer, "stride", i, size, most=MAX_SPAN)
             _check(layer.get("kind", "max") in POOL_KINDS, i, layer, f"kind must be 'max' or 'avg', got {layer.get('kind')!r}")
             _check(len(shape) == 3, i, layer, "pooling needs an image (CxHxW) input, but it comes after a flatten/dense layer")
             c, h, w = shape
@@ -228,10 +239,23 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
             shape = (c, (h - size) // stride + 1, (w - size) // stride + 1)
         elif kind == "dropout":
             rate = layer.get("rate", 0.5)
-            _check(isinstance(rate, (int, float)) and 0.0 <= rate < 1.0, i, layer,
-                   f"rate must be in [0, 1), got {rate!r}")
+            _check(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate <= MAX_DROPOUT, i,
+                   layer, f"rate must be in [0, 1) (at most {MAX_DROPOUT}), got {rate!r}")
         elif kind == "flatten":
             shape = (int(math.prod(shape)),)
+        if kind == "dense":
+            params += before[0] * shape[0] + shape[0]
+        elif kind == "conv":
+            params += before[0] * layer["kernel"] ** 2 * shape[0] + shape[0]
+        elif kind == "batchnorm":
+            params += 4 * before[0]  # scale, shift, running mean and variance (as Keras counts them)
+        values += int(math.prod(shape))
+        _check(params <= MAX_PARAMS, i, layer,
+               f"the model has {params:,} weights up to here; the lab builds at most {MAX_PARAMS:,} "
+               f"({MAX_PARAMS * 4 // 10**6:,} MB): fewer units or filters, or a pooling layer before the flatten")
+        _check(values <= MAX_VALUES_PER_DIGIT, i, layer,
+               f"the layers up to here output {values:,} values per digit; the lab allows at most "
+               f"{MAX_VALUES_PER_DIGIT:,}: fewer filters, or pooling")
         shapes.append(shape)
     if len(shape) != 1:
         raise ArchitectureError(
@@ -367,8 +391,9 @@ def summary(layers: list[dict], num_outputs: int = 10) -> dict:
     the course's slides. Batch norm's running mean and variance count as non-trainable
     parameters, as in Keras.
     """
-    model = build_model(layers, num_outputs)
-    shapes = output_shapes(layers, num_outputs)
+    shapes = output_shapes(layers, num_outputs)  # checks the size first
+    with torch.device("meta"):  # shapes and counts only: no weight is allocated for a summary
+        model = build_model(layers, num_outputs)
     out_act = "softmax" if num_outputs > 1 else "sigmoid"
     specs = list(layers) + [{"type": "dense", "units": num_outputs, "activation": out_act}]
     rows = []

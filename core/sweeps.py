@@ -259,8 +259,8 @@ def new_sweep(store, base: RunConfig, space: dict | None = None, strategy: str =
         raise SweepError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
     if trials < 1 or trials > 1000:
         raise SweepError(f"trials must be between 1 and 1000, got {trials}")
-    if minutes is not None and minutes <= 0:
-        raise SweepError(f"minutes must be above 0, got {minutes}")
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):  # NaN compares False: it looped forever
+        raise SweepError(f"minutes must be a number above 0, got {minutes}")
     apply_params(base, {k: grid_values(v)[0] for k, v in space.items()})  # a trial's config can be built
     sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S-") + os.urandom(2).hex()
     spec = SweepSpec(sweep_id, base.to_dict(), space, strategy, trials, minutes, seed, executor, max(1, parallel),

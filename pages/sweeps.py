@@ -82,8 +82,8 @@ except sweeps.SweepError as exc:
 where = executor_picker("s_executor")
 if st.button("Launch the sweep", type="primary", key="s_go", disabled=not ok or not space):
     try:
-        access.check_launch(store())
         base = RunConfig.from_preset(model, dataset=data_name, epochs=int(epochs))
+        access.check_launch(store(), executor(where).capacity(base.device))  # the trials it trains at once
         dataset(data_name)  # the data is there (a clear message otherwise)
         from core.executors import ray_address
 

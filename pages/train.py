@@ -24,7 +24,8 @@ from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigErr
                          from_query_params, to_query_params)
 from core.data import DataError
 from core.devices import DeviceError
-from core.models import ACTIVATIONS, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError, preset_differences, summary
+from core.models import (ACTIVATIONS, MAX_DROPOUT, MAX_SPAN, MAX_WIDTH, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError,
+                         preset_differences, summary)
 from core.launch import launch_run
 from core.store import RunStoreError
 from ui import access, charts
@@ -158,28 +159,28 @@ with st.expander(f"Layers ({len(layers)}) — add, remove, reorder, edit", expan
         cols[0].markdown(f"**{i + 1}. {kind}**")
         k = f"layer_{uid}_"
         if kind == "dense":
-            layer["units"] = cols[1].number_input("units", 1, 4096, int(layer.get("units", 64)), key=k + "units",
+            layer["units"] = cols[1].number_input("units", 1, MAX_WIDTH, int(layer.get("units", 64)), key=k + "units",
                                                   on_change=_edited)
             layer["activation"] = cols[2].selectbox("activation", ACTIVATIONS, ACTIVATIONS.index(layer.get("activation", "relu")),
                                                     key=k + "activation", on_change=_edited)
         elif kind == "conv":
-            layer["filters"] = cols[1].number_input("filters", 1, 512, int(layer.get("filters", 16)), key=k + "filters",
+            layer["filters"] = cols[1].number_input("filters", 1, MAX_WIDTH, int(layer.get("filters", 16)), key=k + "filters",
                                                     on_change=_edited)
-            layer["kernel"] = cols[2].number_input("kernel", 1, 28, int(layer.get("kernel", 3)), key=k + "kernel",
+            layer["kernel"] = cols[2].number_input("kernel", 1, MAX_SPAN, int(layer.get("kernel", 3)), key=k + "kernel",
                                                    on_change=_edited)
             layer["padding"] = cols[3].selectbox("padding", PADDINGS, PADDINGS.index(layer.get("padding", "valid")),
                                                  key=k + "padding", on_change=_edited)
-            layer["stride"] = cols[4].number_input("stride", 1, 4, int(layer.get("stride", 1)), key=k + "stride",
+            layer["stride"] = cols[4].number_input("stride", 1, MAX_SPAN, int(layer.get("stride", 1)), key=k + "stride",
                                                    on_change=_edited)
             layer["activation"] = cols[5].selectbox("activation", ACTIVATIONS, ACTIVATIONS.index(layer.get("activation", "relu")),
                                                     key=k + "activation", on_change=_edited)
         elif kind == "pool":
             layer["kind"] = cols[1].selectbox("kind", POOL_KINDS, POOL_KINDS.index(layer.get("kind", "max")),
                                               key=k + "kind", on_change=_edited)
-            layer["size"] = cols[2].number_input("size", 1, 14, int(layer.get("size", 2)), key=k + "size",
+            layer["size"] = cols[2].number_input("size", 1, MAX_SPAN, int(layer.get("size", 2)), key=k + "size",
                                                  on_change=_edited)
         elif kind == "dropout":
-            layer["rate"] = cols[1].number_input("rate", 0.0, 0.95, float(layer.get("rate", 0.25)), 0.05,
+            layer["rate"] = cols[1].number_input("rate", 0.0, MAX_DROPOUT, float(layer.get("rate", 0.25)), 0.05,
                                                  key=k + "rate", on_change=_edited)
         cols[6].button("", icon=":material/arrow_upward:", key=k + "up", on_click=_move, args=(i, -1), help="move up", disabled=i == 0)
         cols[7].button("", icon=":material/arrow_downward:", key=k + "down", on_click=_move, args=(i, 1), help="move down",

@@ -119,6 +119,7 @@ def test_classroom_mode_keeps_delete_import_and_clearing_for_the_teacher(kept):
         at = at.button(key="_teacher_in").click().run()
         assert any("Wrong password" in e.value for e in at.error)
         assert at.button(key="x_delete").disabled
+        time.sleep(1.05)  # after one wrong password the next try waits a second
         at.text_input(key="_teacher_pw").set_value("s3cret")
         at = at.button(key="_teacher_in").click().run()
         assert not at.button(key="x_delete").disabled
@@ -272,3 +273,49 @@ def test_a_students_sweep_trials_are_stored_as_theirs(tmp_path, small):
     sweeps.run_sweep(store, InlineExecutor(store), spec, dataset=small)
     trials = store.list(group=spec.sweep_id)
     assert len(trials) == 2 and {r["owner"] for r in trials} == {"ana"}
+
+
+def test_password_guesses_wait_longer_after_each_wrong_one(kept):
+    from ui import access
+
+    with listening_on("0.0.0.0"):
+        at = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
+        at.text_input(key="_teacher_pw").set_value("guess-1")
+        at = at.button(key="_teacher_in").click().run()
+        assert any("Wrong password" in e.value for e in at.error)
+        at.text_input(key="_teacher_pw").set_value("s3cret")  # right, but too soon after a wrong one
+        at = at.button(key="_teacher_in").click().run()
+        assert any("Too many wrong passwords" in e.value for e in at.error)
+        assert at.button(key="x_delete").disabled
+        assert 0 < at.session_state["_pw_until"] - time.time() <= 1
+        for fails in (2, 3, 4):  # each wrong password doubles the wait
+            at.session_state["_pw_until"] = 0.0
+            at.text_input(key="_teacher_pw").set_value(f"guess-{fails}")
+            at = at.button(key="_teacher_in").click().run()
+            assert at.session_state["_pw_until"] - time.time() == pytest.approx(2 ** (fails - 1), abs=0.5)
+    server = access._server_guesses()
+    assert server["until"] == 0.0 or len(server["times"]) > access.SERVER_FREE_GUESSES
+
+
+def test_the_teacher_password_file_is_never_committed():
+    out = subprocess.run(["git", "check-ignore", ".streamlit/secrets.toml"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert out.returncode == 0, ".streamlit/secrets.toml is not git-ignored"
+
+
+def test_the_quota_counts_the_jobs_a_click_starts(kept):
+    from ui.access import jobs_of
+
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
+    folds = [base.replace(kfold=(3, i, True)) for i in range(3)]
+    assert jobs_of(folds, vectorize=True) == 1          # a vectorised k-fold is one job
+    assert jobs_of(folds, vectorize=False) == 3
+    widths = [RunConfig.from_preset("mlp", dataset="mnist-sample", layers=None) for _ in range(4)]
+    assert jobs_of(widths, vectorize=False) == 4         # "Train 4 models": four jobs
+    with listening_on("0.0.0.0"):
+        at = app("pages/fitting.py", {"teacher_password": "s3cret", "jobs_per_session": 2}).run()
+        at.text_input(key="student").set_value("ana").run()
+        at = at.button(key="f_go").click().run()         # four widths by default
+    assert any("this starts 4 jobs" in e.value for e in at.error)
+    assert len(kept.list()) == 1

@@ -172,3 +172,31 @@ def test_tpe_finds_better_configs_than_random_with_the_same_small_budget(sample,
             later[strategy] = statistics.mean(values[4:])
         assert later["tpe"] > later["random"], (seed, later)
     assert statistics.mean(best["tpe"]) > statistics.mean(best["random"]), best
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--minutes", "nan"], "--minutes must be a number above 0, got nan"),
+    (["--minutes", "-1"], "--minutes must be a number above 0"),
+    (["--parallel", "0"], "--parallel must be 1 or more, got 0"),
+    (["--parallel", "-1"], "--parallel must be 1 or more, got -1"),
+])
+def test_a_sweep_flag_that_cannot_work_is_one_error_line_and_nothing_is_left(tmp_path, args, says):
+    r = cli("sweep", "--dataset", "mnist-sample", "--runs-dir", str(tmp_path), "--trials", "1", *args, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0]
+    assert not (tmp_path / "sweeps").exists() or not any((tmp_path / "sweeps").iterdir())
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_within_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.time()
+    r = cli("sweep", "--dataset", "mnist-sample", "--runs-dir", str(tmp_path), "--trials", "1", "--executor", "ray",
+            "--ray-address", f"127.0.0.1:{port}", timeout=120)
+    assert r.returncode == 2 and time.time() - start < 60
+    assert "cannot connect to the Ray cluster" in r.stderr and "nothing answers" in r.stderr

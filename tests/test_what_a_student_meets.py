@@ -287,3 +287,52 @@ def test_the_losses_page_explains_its_mean_squared_error_from_the_curves_value()
     text = " ".join(m.value for m in at.markdown)
     assert "(1 − 0.70)² = **0.0900** (the curve below)" in text and f"= **{mse:.4f}**" in text
     assert (0.09 + 9 * (0.3 / 9) ** 2) / 10 == pytest.approx(mse)  # what the sentence adds up
+
+
+# --- a shared link is bounded before anything is built (issue 28, item 9) -----------------------------
+
+HUGE = '[{"type":"conv","filters":512,"kernel":3,"padding":"same"},{"type":"flatten"},{"type":"dense","units":4096}]'
+
+
+def _peak_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # Linux: resets VmHWM, the process's peak resident memory
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def test_a_link_to_a_huge_model_is_refused_by_its_size_without_building_it():
+    if not _peak_reset():
+        pytest.skip("no /proc/self/clear_refs here (Linux only)")
+    before = _peak_mb()
+    at = open_page("pages/train.py", query={"model": "custom", "layers": HUGE})
+    assert not at.exception
+    assert any("1,644,176,384 weights" in w.value and "at most 50,000,000" in w.value for w in at.warning)
+    assert at.selectbox(key="t_preset").value == "mlp"  # the defaults instead
+    assert _peak_mb() - before < 500  # the 6.6 GB of weights were never allocated
+
+
+def test_the_largest_model_a_link_may_ask_for_is_summarised_without_its_weights():
+    from core.config import RunConfig
+    from core.models import MAX_WIDTH
+
+    layers = [{"type": "flatten"}, {"type": "dense", "units": MAX_WIDTH}, {"type": "dense", "units": 2048}]
+    config = RunConfig(model="custom", layers=tuple(layers), dataset="mnist-sample")
+    if not _peak_reset():
+        pytest.skip("no /proc/self/clear_refs here (Linux only)")
+    before = _peak_mb()
+    from core.config import to_query_params
+
+    at = open_page("pages/train.py", query=to_query_params(config))
+    assert not at.exception and not at.warning
+    assert any("46,438,410" in m.value for m in [*at.markdown, *at.caption])  # the summary's total
+    assert _peak_mb() - before < 500  # 186 MB of weights if they were built
+    for key in ("units",):  # the editor's bounds are the config's: the widest layer opens in it
+        assert max(n.value for n in at.number_input if n.key and n.key.endswith(key)) == MAX_WIDTH

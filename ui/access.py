@@ -184,13 +184,48 @@ def teacher_login() -> None:
                          "deleting and importing runs is for the teacher. Teacher login"):
             entered = st.text_input("Password", type="password", key="_teacher_pw")
             if st.button("Sign in", key="_teacher_in"):
-                if hmac.compare_digest(entered.encode(), str(_secret("teacher_password", "")).encode()):
+                wait = guess_wait()
+                if wait > 0:
+                    st.error(f"Too many wrong passwords: try again in {wait:.0f} s.")
+                elif hmac.compare_digest(entered.encode(), str(_secret("teacher_password", "")).encode()):
                     st.session_state.update(_teacher=True, _cookie=True)
                     st.session_state.pop("_signed_out", None)
                     st.session_state.pop("_teacher_pw", None)
                     st.rerun()
                 else:
+                    wrong_guess()
                     st.error("Wrong password.")
+
+
+# Password guessing: after each wrong password this browser session waits 1, 2, 4 ... 60 s before
+# the next try is checked; beyond 10 wrong passwords on the whole server in 10 minutes, every
+# session waits too (a class shares one server: guessing from many tabs is slowed as well).
+SERVER_FREE_GUESSES, GUESS_WINDOW_S, MAX_WAIT_S = 10, 600, 60
+
+
+@st.cache_resource
+def _server_guesses() -> dict:
+    import threading
+
+    return {"lock": threading.Lock(), "times": [], "until": 0.0}
+
+
+def guess_wait() -> float:
+    """Seconds before the next password try is checked (0: now)."""
+    server = _server_guesses()
+    return max(0.0, max(st.session_state.get("_pw_until", 0.0), server["until"]) - time.time())
+
+
+def wrong_guess() -> None:
+    now = time.time()
+    fails = st.session_state.get("_pw_fails", 0) + 1
+    st.session_state.update(_pw_fails=fails, _pw_until=now + min(MAX_WAIT_S, 2 ** (fails - 1)))
+    server = _server_guesses()
+    with server["lock"]:
+        server["times"] = [t for t in server["times"] if now - t < GUESS_WINDOW_S] + [now]
+        extra = len(server["times"]) - SERVER_FREE_GUESSES
+        if extra > 0:
+            server["until"] = now + min(MAX_WAIT_S, 2 ** (extra - 1))
 
 
 def allowed(action: str) -> bool:
@@ -210,8 +245,9 @@ def max_queue() -> int:
     return int(_secret("max_queue", DEFAULT_MAX_QUEUE))
 
 
-def check_launch(store) -> None:
-    """Raise AccessError when this session may not start another job now (classroom mode)."""
+def check_launch(store, new_jobs: int = 1) -> None:
+    """Raise AccessError when this student may not start `new_jobs` more jobs now (classroom
+    mode). Jobs, not clicks: "Train 4 models" is four jobs, a vectorised k-fold one."""
     if is_teacher():
         return
     name = student()
@@ -219,10 +255,14 @@ def check_launch(store) -> None:
         raise AccessError("type your name under the page's title first: in classroom mode your runs, your job quota "
                           "and your handwriting go with it")
     runs = store.list()
-    mine = [r for r in runs if r.get("owner") == name and r["status"] in ("queued", "running")]
-    if len(mine) >= jobs_per_session():
-        raise AccessError(f"you already have {len(mine)} job(s) queued or running, the most one student can have at "
-                          "once in classroom mode; start the next when one finishes (or cancel one)")
+    mine = len({r["pid"] or r["id"] for r in runs if r.get("owner") == name and r["status"] in ("queued", "running")})
+    quota = jobs_per_session()
+    if mine + new_jobs > quota:
+        raise AccessError(
+            (f"this starts {new_jobs} jobs and you have {mine} queued or running; " if new_jobs > 1 else
+             f"you already have {mine} job(s) queued or running; ")
+            + f"{quota} at once is the most one student can have in classroom mode: start it when some finish "
+            "(or cancel one), or ask the teacher")
     # jobs, not runs (a vectorised group is one job); the starter runs of a fresh lab do not count
     queued = len({r["pid"] or r["id"] for r in runs
                   if r["status"] == "queued" and '"starter": true' not in (r["config"] or "")})
@@ -250,6 +290,23 @@ def record_launch(store, run_ids) -> None:
             store.set_owner(run_id, who)
 
 
+def jobs_of(configs, vectorize: bool, dataset=None) -> int:
+    """How many jobs a submit starts: one for models that train together as one vectorised model,
+    else one per model (the executors' own plan, core.group_training.vectorize_plan)."""
+    configs = list(configs)
+    if vectorize and len(configs) > 1:
+        from core.devices import resolve_device
+        from core.group_training import vectorize_plan
+
+        try:
+            resolved = [c.replace(device=str(resolve_device(c.device))) for c in configs]
+            if vectorize_plan(resolved, dataset) is None:
+                return 1
+        except Exception:  # noqa: BLE001 - a config the executor will refuse anyway: count every model
+            pass
+    return len(configs)
+
+
 class SessionExecutor:
     """The pages' executor: the real one, with classroom mode's quota checked before every
     submit and resume, and this session's jobs remembered (ui.state.executor returns it)."""
@@ -257,9 +314,9 @@ class SessionExecutor:
     def __init__(self, inner):
         self._inner = inner
 
-    def submit(self, configs, *args, **kwargs):
-        check_launch(self._inner.store)
-        ids = self._inner.submit(configs, *args, **kwargs)
+    def submit(self, configs, group=None, vectorize=False, dataset=None):
+        check_launch(self._inner.store, jobs_of(configs, vectorize, dataset))
+        ids = self._inner.submit(configs, group=group, vectorize=vectorize, dataset=dataset)
         record_launch(self._inner.store, ids)
         return ids
 

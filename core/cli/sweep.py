@@ -9,6 +9,8 @@ file is one `error:` line and exit status 2.
 
 from __future__ import annotations
 
+import math
+
 import sys
 
 from core.cli.common import add_data_arguments, config_from_args, emit, load_data, note, open_store
@@ -33,6 +35,10 @@ def cmd_sweep(args) -> int:
         base = base.replace(device=str(resolve_device(base.device)))
         if args.executor == "ray" and not (args.ray_address or ray_address()):
             raise UsageError("--executor ray needs --ray-address HEAD:6379 (or MNIST_LAB_RAY_ADDRESS)")
+        if args.parallel is not None and args.parallel < 1:
+            raise UsageError(f"--parallel must be 1 or more, got {args.parallel}")
+        if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+            raise UsageError(f"--minutes must be a number above 0, got {args.minutes}")
         spec = None
     dataset = load_data(base, args.data_dir)
     executor = get_executor(args.executor if not args.resume else spec.executor, store, args.data_dir,

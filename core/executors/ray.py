@@ -41,6 +41,25 @@ def _ray():
     return ray
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse an address where nothing answers within `timeout` seconds: ray.init itself waits
+    minutes for a head that is not there (measured: no answer in 180 s)."""
+    import socket
+
+    host, _, port = str(address).removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RunStoreError(f"the Ray address must be HOST:PORT (the head's GCS port, usually 6379), got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RunStoreError(f"cannot connect to the Ray cluster at {address}: nothing answers there within "
+                            f"{timeout:.0f} s ({exc})") from exc
+
+
 def _train_task(config_dict: dict, dataset, run_id: str):
     """The body of one Ray task (a generator): train `config_dict` on `dataset` where Ray put
     it, yielding ("started", ...), ("epoch", log) per epoch and ("result", payload) at the end."""
@@ -119,6 +138,7 @@ class RayExecutor(Executor):
                                 "MNIST_LAB_RAY_ADDRESS")
         ray = _ray()
         if not ray.is_initialized():
+            reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          runtime_env={"py_modules": [str(CORE_DIR)]})

@@ -98,8 +98,8 @@ class RunConfig:
             raise ConfigError("epochs", f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}, got {self.epochs!r}")
         if not (isinstance(self.val_split, (int, float)) and 0 < self.val_split < 1):
             raise ConfigError("val_split", f"validation split must be between 0 and 1 (exclusive), got {self.val_split!r}")
-        if not (_is_int(self.seed) and self.seed >= 0):
-            raise ConfigError("seed", f"seed must be a whole number >= 0, got {self.seed!r}")
+        if not (_is_int(self.seed) and 0 <= self.seed < 2**32):  # NumPy's and scikit-learn's seed range
+            raise ConfigError("seed", f"seed must be a whole number from 0 to {2**32 - 1:,}, got {self.seed!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:

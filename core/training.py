@@ -92,8 +92,16 @@ def split_indices(config: RunConfig, labels: np.ndarray) -> tuple[np.ndarray, np
 
 
 def check_against_data(config: RunConfig, dataset: Dataset) -> None:
-    """The checks that need the data (a batch larger than the training set), before any run starts."""
-    config.check_data_size(len(split_indices(config, dataset.train_labels)[0]))
+    """The checks that need the data (a split that leaves every class on both sides, a batch
+    larger than the training set), before any run starts."""
+    try:
+        train_idx, _ = split_indices(config, dataset.train_labels)
+    except ValueError as exc:  # scikit-learn's words for a split this data cannot make
+        field = "kfold" if config.kfold else "val_split"
+        raise ConfigError(field, f"{field} {config.kfold or config.val_split} cannot split the "
+                                 f"{len(dataset.train_labels):,} training digits so that every class is on both sides "
+                                 f"({exc})") from exc
+    config.check_data_size(len(train_idx))
 
 
 def prepare_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TensorData:

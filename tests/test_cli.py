@@ -124,6 +124,11 @@ def test_corrupt_idx_files_exit_2_with_one_error_line(tmp_path, kind, message):
     (["--device", "tpu"], "unknown device 'tpu'; available: auto"),
     (["--data-dir", "/nonexistent/mnist"], "data folder /nonexistent/mnist does not exist"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    # issue 28: these were tracebacks, and fp16 on a CPU left a failed run behind
+    (["--val-split", "0.9999"], "val_split 0.9999 cannot split the 4,000 training digits"),
+    (["--val-split", "0.0001"], "val_split 0.0001 cannot split the 4,000 training digits"),
+    (["--seed", "99999999999999"], "seed must be a whole number from 0 to 4,294,967,295"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16 mixed precision needs a CUDA GPU"),
 ])
 def test_bad_arguments_exit_2_with_one_error_line(tmp_path, args, message):
     base = ["train", "--dataset", "mnist-sample", "--runs-dir", str(tmp_path)]
@@ -154,3 +159,33 @@ def test_data_dir_with_the_offline_sample_says_it_is_not_used(tmp_path):
             "300", "--no-store", "--json")
     assert r.returncode == 0, r.stderr
     assert "--data-dir is not used with --dataset mnist-sample" in r.stderr
+
+
+@pytest.mark.parametrize("where, says", [("a-file", "is a file, not a folder"), ("a-file/below", "Not a directory")])
+def test_a_runs_dir_that_cannot_be_a_folder_is_one_error_line(tmp_path, where, says):
+    (tmp_path / "a-file").write_text("not a folder")
+    r = cli("runs", "list", "--runs-dir", str(tmp_path / where))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: run store folder") and says in lines[0]
+
+
+def test_runs_list_names_the_statuses_it_knows(tmp_path):
+    r = cli("runs", "list", "--status", "foo", "--runs-dir", str(tmp_path))
+    assert r.returncode == 2 and "invalid choice: 'foo'" in r.stderr and "finished" in r.stderr
+
+
+def test_runs_export_to_a_folder_or_a_missing_folder_is_one_error_line(tmp_path, small):
+    from core.config import RunConfig
+    from core.store import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    run_id = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
+                                                               train_subset=200), small)["run_id"]
+    (tmp_path / "out").mkdir()
+    for target, says in ((tmp_path / "missing" / "x.zip", "does not exist"), (tmp_path / "out", "is a folder")):
+        r = cli("runs", "export", run_id, str(target), "--runs-dir", str(tmp_path / "runs"))
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: export to") and says in lines[0]
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "missing").exists()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from core.config import ConfigError, RunConfig
 from core.data import DATASETS, DataError
@@ -30,6 +32,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):  # noqa: D401 - argparse's hook
         raise UsageError(message)
+
+
+def writable_file(path: Path, flag: str, example: str) -> Path:
+    """`path` if a file can be written there, refused before any work otherwise (a folder, a
+    folder that does not exist, no permission): one message naming it."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; name a file, e.g. {path / example}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {path}: cannot write there (permission denied)")
+    return path
 
 
 def fail(message: str) -> int:

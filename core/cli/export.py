@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli.common import UsageError, emit, open_store
+from core.cli.common import UsageError, emit, open_store, writable_file
 
 FORMATS = ("onnx",)
 
@@ -27,14 +27,7 @@ def destination(out: str | None, run_id: str, quantize: str) -> Path:
     """Where the file goes (default: RUN.onnx, RUN.fp16.onnx or RUN.int8.onnx here), refused
     before any work when it cannot be written."""
     path = Path(out) if out else Path(f"{run_id}{'' if quantize == 'none' else '.' + quantize}.onnx")
-    if path.is_dir():
-        raise UsageError(f"--out {path}: is a folder; name a file, e.g. {path / (run_id + '.onnx')}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"--out {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"--out {path}: cannot write there (permission denied)")
-    return path
+    return writable_file(path, "--out", run_id + ".onnx")
 
 
 def cmd_export(args) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from core.cli.common import TerminalProgress, emit, open_store
+from pathlib import Path
+
+from core.cli.common import TerminalProgress, emit, open_store, writable_file
 from core.store import RunStoreError
+from core.store.folder import STATUSES
 
 LIST_FIELDS = ("id", "name", "status", "epochs_done", "epochs", "model", "dataset", "device",
                "test_accuracy", "best_val_accuracy", "seconds", "tags", "grp")
@@ -65,7 +68,9 @@ def cmd_delete(args) -> int:
 
 
 def cmd_export(args) -> int:
-    path = open_store(args.runs_dir).export_zip(args.run, args.file)
+    store = open_store(args.runs_dir)
+    store.get(args.run)  # an unknown run is named before the file is looked at
+    path = store.export_zip(args.run, writable_file(Path(args.file), "export to", f"mnist-lab-{args.run}.zip"))
     emit({"exported": args.run, "file": str(path)}, args.json, f"exported {args.run} to {path}")
     return 0
 
@@ -121,7 +126,7 @@ def add_parsers(sub) -> None:
         return p
 
     lst = verb("list", cmd_list, "list runs, newest first")
-    lst.add_argument("--status")
+    lst.add_argument("--status", choices=STATUSES)
     lst.add_argument("--tag")
     verb("show", cmd_show, "one run: status, config, metrics, history", "run")
     verb("delete", cmd_delete, "delete a run and its files", "run")

@@ -48,7 +48,12 @@ class RunStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root else default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise RunStoreError(f"run store folder {self.root} is a file, not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a folder under a file, no permission: one message naming it
+            raise RunStoreError(f"run store folder {self.root}: {exc.strerror or exc}") from exc
         self.db_path = self.root / "index.sqlite"
         self.notice: str | None = None
         self.index = RunIndex(self.db_path, on_broken=self._repair)
@@ -303,6 +308,11 @@ class RunStore:
         if dataset is None:
             dataset = load_dataset(config.dataset, data_dir)
         check_against_data(config, dataset)  # refuse before a run folder exists
+        if not resume:
+            from core.devices import resolve_device
+            from core.training import check_precision
+
+            check_precision(config, resolve_device(config.device))
         run_id = run_id or self.create(config, status="running")
         folder = self.folder(run_id)
         state = self.load_checkpoint(run_id) if resume else None

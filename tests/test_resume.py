@@ -161,3 +161,26 @@ def test_resume_uses_the_data_folder_the_run_was_trained_on_and_refuses_other_da
     assert store.get(run_id)["status"] == "interrupted"
     out = resume(store, run_id, "--data-dir", str(tmp_path / "moved"))
     assert out["status"] == "finished" and out["epochs_run"] == 5
+
+
+@pytest.mark.parametrize("status", ["running", "queued"])
+def test_a_run_whose_creator_died_before_any_worker_is_interrupted_and_resumes_from_the_start(tmp_path, status):
+    """Killed between its creation and its start (issue 28): it used to stay queued or running forever,
+    holding a slot, with `runs delete` and `runs resume` both refusing it."""
+    import subprocess
+    import sys
+
+    from core.config import RunConfig
+    from core.store import RunStore
+    from tests.conftest import ROOT, subprocess_env
+
+    code = ("import os\nfrom core.config import RunConfig\nfrom core.store import RunStore\n"
+            f"RunStore({str(tmp_path)!r}).create(RunConfig.from_preset('mlp', dataset='mnist-sample', epochs=1, "
+            f"train_subset=300), status={status!r})\nos._exit(9)\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), check=False, timeout=120)
+    store = RunStore(tmp_path)
+    (run,) = store.list()
+    assert run["status"] == "interrupted" and "died" in run["error"]
+    out = store.resume_in_this_process(run["id"])
+    assert out["status"] == "finished" and store.get(run["id"])["epochs_done"] == 1
+    assert RunConfig.from_dict(store.folder(run["id"]).saved_config()["config"]).epochs == 1

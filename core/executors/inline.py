@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from core.config import RunConfig
 from core.executors.base import Executor, prepare
-from core.store import RunStoreError
 
 
 class InlineExecutor(Executor):
@@ -35,6 +34,5 @@ class InlineExecutor(Executor):
         return ids
 
     def resume(self, run_id: str) -> None:
-        if self.store.load_checkpoint(run_id) is None:
-            raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
+        self.store.check_resumable(run_id)
         self.store.resume_in_this_process(run_id, data_dir=self.data_dir)

@@ -117,8 +117,7 @@ class LocalExecutor(Executor):
         run = self.store.get(run_id)
         if run["status"] in ("queued", "running"):
             raise RunStoreError(f"run {run_id} is {run['status']}; only a stopped run can be resumed")
-        if self.store.load_checkpoint(run_id) is None:
-            raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
+        self.store.check_resumable(run_id)
         args = ["runs", "resume", run_id]
         if self.data_dir:
             args += ["--data-dir", str(self.data_dir)]

@@ -155,8 +155,13 @@ class RunStore:
             run_id = new_run_id()
         folder = self.folder(run_id)
         now = time.time()
+        # The creating process answers for the run until a worker is recorded (record_worker,
+        # mark_started): killed in between, the run is reaped as interrupted instead of staying
+        # queued or running forever with no process behind it.
+        pid = os.getpid()
         meta = {"name": name or run_id, "status": status, "created": now, "grp": group, "tags": [], "note": "",
-                "host": host(), "device": config.device, "executor": executor}
+                "host": host(), "device": config.device, "executor": executor, "pid": pid,
+                "pid_start": process_start_time(pid)}
         folder.path.mkdir(parents=True)
         try:
             atomic_write_json(folder / "config.json", {"config": config.to_dict(), "architecture": config.architecture(),
@@ -330,15 +335,28 @@ class RunStore:
         return {"run_id": run_id, "run_dir": str(folder.path.resolve()), **result.summary(),
                 "status": self.get(run_id)["status"]}
 
+    def check_resumable(self, run_id: str) -> dict | None:
+        """The run's checkpoint; None for a run that stopped before its first epoch ended (it
+        trains again from the start: a run killed between its creation and its start is not
+        stuck); refused for a run of a vectorised group with no checkpoint (its group resumes)."""
+        checkpoint = self.load_checkpoint(run_id)
+        if checkpoint is None:
+            run = self.get(run_id)
+            if run["epochs_done"] or len(self.group_members(run_id)) > 1:
+                raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
+        return checkpoint
+
     def resume_in_this_process(self, run_id: str, callbacks=(), data_dir=None) -> dict:
         """Continue an interrupted, cancelled or failed run from its last checkpoint, on the same
         data it was trained on, to the same result it would have reached."""
         run = self.get(run_id)
         if run["status"] not in ("interrupted", "cancelled", "failed"):
             raise RunStoreError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs resume")
-        checkpoint = self.load_checkpoint(run_id)
-        if checkpoint is None:
-            raise RunStoreError(f"run {run_id} has no checkpoint (it stopped before its first epoch ended)")
+        checkpoint = self.check_resumable(run_id)
+        if checkpoint is None:  # stopped before its first epoch ended: it starts again, as the same run
+            config = self.config(run_id)
+            dataset, data_dir = self.dataset_of(run_id, data_dir)
+            return self.train_in_this_process(config, dataset, callbacks=callbacks, run_id=run_id, data_dir=data_dir)
         if checkpoint.get("group"):
             raise RunStoreError(f"run {run_id} was trained in a vectorised group; resume the group with "
                                 f"`python -m core runs resume {checkpoint['group'][0]}` (it resumes all its runs)")

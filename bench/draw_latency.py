@@ -38,6 +38,10 @@ def spin(stop) -> None:
 def round_trip(page, url: str, strokes) -> tuple[float, float]:
     page.goto(f"{url}/draw")  # a fresh, empty canvas (not timed)
     wait_idle(page, 120, settle=0.3)
+    # The canvas component reports its empty state once mounted, which reruns its fragment: a stroke
+    # drawn before that rerun ends waits behind it (0.3-0.4 s here), which a person never meets.
+    time.sleep(1.0)
+    wait_idle(page, 60, settle=0.3)
     box = page.locator("canvas").last.bounding_box()
     points = strokes[0]
     page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
@@ -74,7 +78,6 @@ def main() -> None:
             hogs = [multiprocessing.Process(target=spin, args=(stop,)) for _ in range(args.busy)]
             for h in hogs:
                 h.start()
-            time.sleep(0.5)
             try:
                 results["busy"].append(round_trip(page, url, strokes))
             finally:

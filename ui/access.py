@@ -245,6 +245,12 @@ def max_queue() -> int:
     return int(_secret("max_queue", DEFAULT_MAX_QUEUE))
 
 
+def job_key(run: dict) -> str:
+    """Runs of one job share it: a vectorised group trains as one worker, any other run alone."""
+    group = (run.get("vectorized") or {}).get("group") if isinstance(run.get("vectorized"), dict) else None
+    return group[0] if group else run["id"]
+
+
 def check_launch(store, new_jobs: int = 1) -> None:
     """Raise AccessError when this student may not start `new_jobs` more jobs now (classroom
     mode). Jobs, not clicks: "Train 4 models" is four jobs, a vectorised k-fold one."""
@@ -255,7 +261,7 @@ def check_launch(store, new_jobs: int = 1) -> None:
         raise AccessError("type your name under the page's title first: in classroom mode your runs, your job quota "
                           "and your handwriting go with it")
     runs = store.list()
-    mine = len({r["pid"] or r["id"] for r in runs if r.get("owner") == name and r["status"] in ("queued", "running")})
+    mine = len({job_key(r) for r in runs if r.get("owner") == name and r["status"] in ("queued", "running")})
     quota = jobs_per_session()
     if mine + new_jobs > quota:
         raise AccessError(
@@ -264,7 +270,7 @@ def check_launch(store, new_jobs: int = 1) -> None:
             + f"{quota} at once is the most one student can have in classroom mode: start it when some finish "
             "(or cancel one), or ask the teacher")
     # jobs, not runs (a vectorised group is one job); the starter runs of a fresh lab do not count
-    queued = len({r["pid"] or r["id"] for r in runs
+    queued = len({job_key(r) for r in runs
                   if r["status"] == "queued" and '"starter": true' not in (r["config"] or "")})
     if queued >= max_queue():
         raise AccessError(f"the queue is full ({queued} jobs waiting for this machine); try again when some "

@@ -251,12 +251,12 @@ def test_the_teachers_sign_in_survives_a_reload(kept, monkeypatch):
         script = " ".join(str(getattr(h, "proto", h)) for h in at.get("html"))
         assert "mnist_lab_teacher=" in script and "SameSite=Strict" in script and "s3cret" not in script
         token = script.split("mnist_lab_teacher=")[1].split(";")[0]
-        monkeypatch.setattr(access, "_cookie_value", lambda: token)  # the browser sends it back after a reload
+        monkeypatch.setattr(access, "teacher_cookie", lambda: token)  # the browser sends it back after a reload
         reloaded = app("pages/experiments.py", {"teacher_password": "s3cret"}).run()
         assert not reloaded.button(key="x_delete").disabled
-        monkeypatch.setattr(access, "_cookie_value", lambda: "1." + token.split(".")[1])  # expired
+        monkeypatch.setattr(access, "teacher_cookie", lambda: "1." + token.split(".")[1])  # expired
         assert app("pages/experiments.py", {"teacher_password": "s3cret"}).run().button(key="x_delete").disabled
-        monkeypatch.setattr(access, "_cookie_value", lambda: token)
+        monkeypatch.setattr(access, "teacher_cookie", lambda: token)
         other_password = app("pages/experiments.py", {"teacher_password": "changed"}).run()
         assert other_password.button(key="x_delete").disabled
 
@@ -293,7 +293,7 @@ def test_password_guesses_wait_longer_after_each_wrong_one(kept):
             at.text_input(key="_teacher_pw").set_value(f"guess-{fails}")
             at = at.button(key="_teacher_in").click().run()
             assert at.session_state["_pw_until"] - time.time() == pytest.approx(2 ** (fails - 1), abs=0.5)
-    server = access._server_guesses()
+    server = access.server_guesses()
     assert server["until"] == 0.0 or len(server["times"]) > access.SERVER_FREE_GUESSES
 
 

@@ -95,7 +95,7 @@ def _cookie_says_teacher() -> bool:
     """The browser holds an unexpired token made with this password (a reload keeps the sign-in)."""
     if st.session_state.get("_signed_out") or not _secret("teacher_password"):
         return False
-    value = _cookie_value()
+    value = teacher_cookie()
     if not isinstance(value, str):
         return False
     expiry, _, signature = value.partition(".")
@@ -104,7 +104,8 @@ def _cookie_says_teacher() -> bool:
     return hmac.compare_digest(signature.encode(), _teacher_token(int(expiry)).encode())
 
 
-def _cookie_value() -> str | None:
+def teacher_cookie() -> str | None:
+    """The token the browser sent with this session's connection (read-only in Streamlit)."""
     try:
         return st.context.cookies.get(TEACHER_COOKIE)
     except Exception:  # noqa: BLE001 - no browser behind this run (AppTest, a bare script)
@@ -204,7 +205,8 @@ SERVER_FREE_GUESSES, GUESS_WINDOW_S, MAX_WAIT_S = 10, 600, 60
 
 
 @st.cache_resource
-def _server_guesses() -> dict:
+def server_guesses() -> dict:
+    """The server's wrong passwords of the last GUESS_WINDOW_S seconds, shared by every session."""
     import threading
 
     return {"lock": threading.Lock(), "times": [], "until": 0.0}
@@ -212,7 +214,7 @@ def _server_guesses() -> dict:
 
 def guess_wait() -> float:
     """Seconds before the next password try is checked (0: now)."""
-    server = _server_guesses()
+    server = server_guesses()
     return max(0.0, max(st.session_state.get("_pw_until", 0.0), server["until"]) - time.time())
 
 
@@ -220,7 +222,7 @@ def wrong_guess() -> None:
     now = time.time()
     fails = st.session_state.get("_pw_fails", 0) + 1
     st.session_state.update(_pw_fails=fails, _pw_until=now + min(MAX_WAIT_S, 2 ** (fails - 1)))
-    server = _server_guesses()
+    server = server_guesses()
     with server["lock"]:
         server["times"] = [t for t in server["times"] if now - t < GUESS_WINDOW_S] + [now]
         extra = len(server["times"]) - SERVER_FREE_GUESSES

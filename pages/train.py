@@ -265,6 +265,17 @@ with st.expander("More settings"):
                                      "added to the loss (the slides use 0.0001). 0 = off.")
     cfg["name"] = st.text_input("Run name (optional)", key=_seeded("name"), max_chars=120)
 
+
+def share_in_address_bar(params: dict[str, str]) -> None:
+    """The setup's parameters in the address bar, the others dropped; classroom mode's `student`
+    stays (the student's name, kept there through reloads: ui.access)."""
+    for key in [k for k in st.query_params if k not in params and k != access.STUDENT_KEY]:
+        del st.query_params[key]
+    for key, value in params.items():
+        if st.query_params.get(key) != value:
+            st.query_params[key] = value
+
+
 config, config_error = None, None
 if arch_error is None:
     try:
@@ -272,7 +283,7 @@ if arch_error is None:
         if cfg["model"] == "custom":
             fields["layers"] = tuple(_clean(layers))
         config = RunConfig(**fields)
-        st.query_params.from_dict(to_query_params(config))  # the link in the address bar shares this setup
+        share_in_address_bar(to_query_params(config))  # the link in the address bar shares this setup
     except ConfigError as exc:
         config_error = exc
         st.error(f"Setting **{exc.field}**: {exc}", icon=":material/error:")

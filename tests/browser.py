@@ -38,15 +38,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(runs_dir: Path, extra_env: dict | None = None, app_dir: Path = ROOT):
-    """`streamlit run app.py` (of `app_dir`) on a free localhost port; yields its base URL."""
+def app_server(runs_dir: Path, extra_env: dict | None = None, app_dir: Path = ROOT, address: str = "127.0.0.1"):
+    """`streamlit run app.py` (of `app_dir`) on a free port, listening on `address` (0.0.0.0: the
+    network, classroom mode); yields its base URL on localhost."""
     port = free_port()
     env = {**os.environ, "MNIST_LAB_RUNS": str(runs_dir), **(extra_env or {})}
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     log = open(Path(runs_dir).parent / f"streamlit-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.address", address, "--browser.gatherUsageStats", "false"],
         cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

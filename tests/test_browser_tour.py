@@ -10,9 +10,11 @@ Skipped, with the reason, where no Chromium is installed (as tests/test_browser.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,34 +172,55 @@ def test_the_draw_page_shows_a_drawn_one_in_one_row_of_squares(server, page):
 
 def test_on_the_network_without_a_password_the_refusal_lists_no_pages(browser, tmp_path):
     """The refusal used to leave Streamlit's own page list (the file names of pages/) in the sidebar."""
-    import os
-    import urllib.request
-
-    from tests.browser import free_port
-
-    port = free_port()
-    env = {**os.environ, "MNIST_LAB_RUNS": str(tmp_path / "runs"), "MNIST_LAB_STARTERS": "0", "MNIST_LAB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "0.0.0.0",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        end = time.time() + 60
-        while time.time() < end:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
+    with app_server(tmp_path / "runs", {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"},
+                    address="0.0.0.0") as url:
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         for path in ("", "experiments"):
-            page.goto(f"http://127.0.0.1:{port}/{path}")
+            page.goto(f"{url}/{path}")
             page.get_by_text("no teacher password is set").first.wait_for(timeout=60_000)
             time.sleep(1.0)
             assert page.locator('[data-testid="stSidebarNav"] a').count() == 0
             assert "experiments" not in page.locator('[data-testid="stSidebar"]').all_inner_texts()
         page.close()
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(10)
+
+
+def classroom_copy(tmp_path: Path) -> Path:
+    """This checkout with a teacher password in .streamlit/secrets.toml (where the README puts it)."""
+    app = tmp_path / "lab"
+    shutil.copytree(ROOT, app, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.pyc"))
+    (app / ".streamlit" / "secrets.toml").write_text('teacher_password = "s3cret"\n')
+    return app
+
+
+def test_in_classroom_mode_a_name_survives_reloads_and_page_switches_and_so_does_the_teachers_sign_in(
+        browser, tmp_path):
+    with app_server(tmp_path / "runs", {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"},
+                    app_dir=classroom_copy(tmp_path), address="0.0.0.0") as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        page = context.new_page()
+        visit(page, url, "train")
+        name = page.get_by_role("textbox", name="Your name")
+        name.fill("ana")
+        name.press("Enter")
+        wait_idle(page)
+        page.wait_for_url("**student=ana**", timeout=20_000)
+        assert "model=mlp" in page.url  # the setup's link is still in the address bar, with the name
+        page.reload()
+        wait_idle(page, 120)
+        assert page.get_by_role("textbox", name="Your name").input_value() == "ana"
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Draw a digit").click()
+        page.locator('[data-testid="stMain"] h1', has_text="Draw a digit").first.wait_for()
+        wait_idle(page, 120)
+        assert page.get_by_role("textbox", name="Your name").input_value() == "ana"
+        assert "student=ana" in page.url
+        page.get_by_text("Teacher login").first.click()
+        page.get_by_role("textbox", name="Password").fill("s3cret")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("signed in as the teacher").first.wait_for(timeout=30_000)
+        cookie = next(c for c in context.cookies() if c["name"] == "mnist_lab_teacher")
+        assert "s3cret" not in cookie["value"] and cookie["sameSite"] == "Strict"
+        page.reload()
+        wait_idle(page, 120)
+        page.get_by_text("signed in as the teacher").first.wait_for(timeout=30_000)
+        assert errors_on(page) == []
+        context.close()

@@ -11,8 +11,8 @@
   the queue is full.
 
 Who is who in classroom mode, without accounts or cookies for students: a student types a name
-under the page's title (a text box bound to the address bar's `?student=` parameter, so it stays
-through page switches and reloads; another tab gets it by typing the same name). The runs a
+under the page's title (kept in the session through page switches, and in the address bar's
+`?student=` parameter through reloads; another tab gets it by typing the same name). The runs a
 student starts are stored with that name (`owner`), so the quota counts a student's jobs in every
 tab, the train page opens on the student's own runs, and the student may rename, tag and note
 those runs only; "my handwriting" is one set per name. Names are not passwords: a class shares
@@ -134,7 +134,7 @@ def student() -> str | None:
     """The name this student typed (classroom mode), or None (none yet, the teacher, one user's lab)."""
     if not classroom() or is_teacher():
         return None
-    name = str(st.session_state.get(STUDENT_KEY) or "").strip()
+    name = str(st.session_state.get("_student_name") or "").strip()
     return name if NAME.match(name) else None
 
 
@@ -174,13 +174,19 @@ def teacher_login() -> None:
                 st.rerun()
             return
         c1, c2 = st.columns([1, 2])
-        c1.text_input("Your name", key=STUDENT_KEY, bind="query-params", max_chars=40,
-                      placeholder="type it to train and keep drawings",
-                      help="Your runs, your job quota and your handwriting set go with this name, in every tab "
-                           "(it stays in the address bar). Use the same name each time.")
-        typed = str(st.session_state.get(STUDENT_KEY) or "").strip()
+        # The name lives in the session (`_student_name`: through page switches, which start each
+        # page's box afresh) and in the address bar (`?student=`: through a reload, which starts a
+        # new session that reads it back).
+        known = st.session_state.get("_student_name") or str(st.query_params.get(STUDENT_KEY) or "")[:40]
+        typed = c1.text_input("Your name", value=known, key=STUDENT_KEY, max_chars=40,
+                              placeholder="type it to train and keep drawings",
+                              help="Your runs, your job quota and your handwriting set go with this name, in every "
+                                   "tab (it stays in the address bar). Use the same name each time.").strip()
         if typed and not NAME.match(typed):
             c1.warning("A name is 1 to 40 letters, digits, spaces, dots, apostrophes or dashes.")
+        st.session_state["_student_name"] = typed if NAME.match(typed) else ""
+        if NAME.match(typed) and st.query_params.get(STUDENT_KEY) != typed:
+            st.query_params[STUDENT_KEY] = typed
         with c2.expander(f":material/school: Classroom mode: up to {jobs_per_session()} job(s) each at a time; "
                          "deleting and importing runs is for the teacher. Teacher login"):
             entered = st.text_input("Password", type="password", key="_teacher_pw")

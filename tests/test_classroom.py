@@ -319,3 +319,20 @@ def test_the_quota_counts_the_jobs_a_click_starts(kept):
         at = at.button(key="f_go").click().run()         # four widths by default
     assert any("this starts 4 jobs" in e.value for e in at.error)
     assert len(kept.list()) == 1
+
+
+@pytest.mark.parametrize("value", ["<script>", "a" * 60, "ana;drop"])
+def test_a_bad_student_name_in_the_link_is_said_and_not_used(kept, value):
+    from ui import access
+
+    with listening_on("0.0.0.0"):
+        at = app("pages/kfold.py", {"teacher_password": "s3cret"})
+        at.query_params["student"] = value
+        at = at.run()
+        assert not at.exception
+        says = "A name is 1 to 40 letters" if len(value) <= 40 else "longer than 40 characters"
+        assert any(says in w.value for w in at.warning)
+        at.selectbox(key="k_data").set_value("mnist-sample").run()
+        at = at.button(key="k_go").click().run()
+    assert any("type your name" in e.value for e in at.error)  # not taken as a name: nothing starts
+    assert len(kept.list()) == 1

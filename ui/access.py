@@ -177,7 +177,10 @@ def teacher_login() -> None:
         # The name lives in the session (`_student_name`: through page switches, which start each
         # page's box afresh) and in the address bar (`?student=`: through a reload, which starts a
         # new session that reads it back).
-        known = st.session_state.get("_student_name") or str(st.query_params.get(STUDENT_KEY) or "")[:40]
+        known = st.session_state.get("_student_name") or str(st.query_params.get(STUDENT_KEY) or "")
+        if len(known) > 40:
+            c1.warning("The name in the link is longer than 40 characters: type yours.")
+            known = ""
         typed = c1.text_input("Your name", value=known, key=STUDENT_KEY, max_chars=40,
                               placeholder="type it to train and keep drawings",
                               help="Your runs, your job quota and your handwriting set go with this name, in every "

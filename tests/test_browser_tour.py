@@ -203,24 +203,24 @@ def test_in_classroom_mode_a_name_survives_reloads_and_page_switches_and_so_does
         name.fill("ana")
         name.press("Enter")
         wait_idle(page)
-        page.wait_for_url("**student=ana**", timeout=20_000)
+        page.wait_for_url("**student=ana**", timeout=60_000)
         assert "model=mlp" in page.url  # the setup's link is still in the address bar, with the name
         page.reload()
         wait_idle(page, 120)
         assert page.get_by_role("textbox", name="Your name").input_value() == "ana"
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Draw a digit").click()
-        page.locator('[data-testid="stMain"] h1', has_text="Draw a digit").first.wait_for()
+        page.locator('[data-testid="stMain"] h1', has_text="Draw a digit").first.wait_for(timeout=60_000)
         wait_idle(page, 120)
         assert page.get_by_role("textbox", name="Your name").input_value() == "ana"
         assert "student=ana" in page.url
         page.get_by_text("Teacher login").first.click()
         page.get_by_role("textbox", name="Password").fill("s3cret")
         page.get_by_role("button", name="Sign in").click()
-        page.get_by_text("signed in as the teacher").first.wait_for(timeout=30_000)
+        page.get_by_text("signed in as the teacher").first.wait_for(timeout=60_000)
         cookie = next(c for c in context.cookies() if c["name"] == "mnist_lab_teacher")
         assert "s3cret" not in cookie["value"] and cookie["sameSite"] == "Strict"
         page.reload()
         wait_idle(page, 120)
-        page.get_by_text("signed in as the teacher").first.wait_for(timeout=30_000)
+        page.get_by_text("signed in as the teacher").first.wait_for(timeout=60_000)
         assert errors_on(page) == []
         context.close()

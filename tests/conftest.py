@@ -146,3 +146,19 @@ def kept(tmp_path, small, monkeypatch):
     store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
                                                       name="kept"), small)
     return store
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, for the real-browser tests (a skip, saying why, where
+    Playwright is not installed or Chromium does not start)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from tests.browser import CHROMIUM_ARGS, chromium_path
+
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        except Exception as exc:  # noqa: BLE001 - a Chromium that cannot start is a skip, with why
+            pytest.skip(f"Chromium at {chromium_path()} does not start: {exc}")
+        yield b
+        b.close()

@@ -20,7 +20,7 @@ from core.data import load_sample
 from core.handwriting import default_config
 from core.models import preset_layers, summary
 from core.store import RunStore
-from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
+from tests.browser import (ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_idle)
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -43,17 +43,6 @@ def server(tmp_path_factory):
     store.train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         yield url, store
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        except Exception as exc:  # noqa: BLE001 - a Chromium that cannot start is a skip, with why
-            pytest.skip(f"Chromium at {chromium_path()} does not start: {exc}")
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from core.data import Dataset, load_sample
 from core.executors.inline import InlineExecutor
 from core.launch import launch_activation_comparison, launch_capacity, launch_kfold
 from core.store import RunStore
-from tests.browser import (CHROMIUM_ARGS, ONE, PAGES, app_server, chromium_path, draw_strokes, errors_on,
+from tests.browser import (ONE, PAGES, app_server, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_idle)
 from tests.conftest import ROOT, subprocess_env
 
@@ -80,17 +80,6 @@ def server(tmp_path_factory):
                    cwd=ROOT, env=subprocess_env(MNIST_LAB_OFFLINE="1"), check=True, capture_output=True, timeout=600)
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        except Exception as exc:  # noqa: BLE001 - a Chromium that cannot start is a skip, with why
-            pytest.skip(f"Chromium at {chromium_path()} does not start: {exc}")
-        yield b
-        b.close()
 
 
 @pytest.fixture(params=VIEWPORTS, ids=lambda v: f"{v[0]}x{v[1]}")

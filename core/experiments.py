@@ -290,6 +290,20 @@ def diagnose(train_error: float, val_error: float, high: float = DIAGNOSIS_HIGH,
     return "good fit"
 
 
+def capacity_caption(frame: pd.DataFrame) -> str:
+    """How the capacity study's regimes were judged, with its numbers (the fitting page's caption)."""
+    fitted = frame[frame["train_error"] < DIAGNOSIS_HIGH]
+    text = (f"High training error means {DIAGNOSIS_HIGH:.0%} or more. A validation error counts as high when it is "
+            "3 points or more above the lowest validation error the other models reached on the same digits "
+            "(what this much data allows), and above the model's own training error.")
+    if len(fitted):
+        best = fitted.loc[fitted["val_error"].idxmin()]
+        text += (f" Here the lowest is {best['val_error']:.2%}, by {int(best['capacity'])} units, while the training "
+                 f"errors of the models that fit reach {fitted['train_error'].min():.2%}: the gap that is left is what "
+                 "more training digits would close.")
+    return text
+
+
 def capacity_frame(runs: list[dict], histories: dict[str, list[dict]], configs: dict[str, RunConfig]) -> pd.DataFrame:
     """Final train and validation error of each run of a capacity study, with the diagnosis.
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import RunConfig
-from core.experiments import DIAGNOSIS_HIGH, capacity_frame, diagnose, overfit_epoch, regularization_base, regularization_frame
+from core.experiments import capacity_caption, capacity_frame, diagnose, overfit_epoch, regularization_base, regularization_frame
 from core.launch import launch_capacity, launch_regularization
 from ui import charts
 from ui.charts import SPLIT_SCALE
@@ -43,20 +43,6 @@ if st.button(f"Train {len(units)} models", type="primary", key="f_go", disabled=
 # Two panels a row: a facet cannot stretch to its column, and two of this width fit the main column
 # of a 1280-pixel projector next to the sidebar (the browser tour checks it).
 FACET_WIDTH = 250
-
-
-def capacity_caption(frame: pd.DataFrame) -> str:
-    """How the regimes were judged, with this study's numbers."""
-    fitted = frame[frame["train_error"] < DIAGNOSIS_HIGH]
-    text = (f"High training error means {DIAGNOSIS_HIGH:.0%} or more. A validation error counts as high when it is "
-            "3 points or more above the lowest validation error the other models reached on the same digits "
-            "(what this much data allows), and above the model's own training error.")
-    if len(fitted):
-        best = fitted.loc[fitted["val_error"].idxmin()]
-        text += (f" Here the lowest is {best['val_error']:.2%}, by {int(best['capacity'])} units, while the training "
-                 f"errors of the models that fit reach {fitted['train_error'].min():.2%}: the gap that is left is what "
-                 "more training digits would close.")
-    return text
 
 
 def results(runs: list[dict]) -> None:

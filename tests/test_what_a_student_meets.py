@@ -336,3 +336,13 @@ def test_the_largest_model_a_link_may_ask_for_is_summarised_without_its_weights(
     assert _peak_mb() - before < 500  # 186 MB of weights if they were built
     for key in ("units",):  # the editor's bounds are the config's: the widest layer opens in it
         assert max(n.value for n in at.number_input if n.key and n.key.endswith(key)) == MAX_WIDTH
+
+
+def test_the_capacity_caption_states_the_studys_own_numbers():
+    from core.experiments import capacity_caption, capacity_frame
+
+    frame = capacity_frame(*_capacity_study({2: (0.406, 0.4725), 8: (0.006, 0.13625), 128: (0.0, 0.11375),
+                                             2048: (0.0, 0.10125)}))
+    text = capacity_caption(frame)
+    assert f"Here the lowest is {1 - (1 - 0.10125):.2%}, by 2048 units" in text and "reach 0.00%" in text
+    assert "10%" in text and "3 points" in text

@@ -59,14 +59,12 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """torch.save, all or nothing."""
+    """torch.save, all or nothing. Serialized in memory first: torch's own file writer reports
+    a full disk as "RuntimeError: unexpected pos", where a plain write says ENOSPC."""
+    import io
+
     import torch  # here, not at the top: a worker waiting in the queue must not pay torch's memory
 
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())

@@ -9,6 +9,7 @@ once, at the edge, and says which field is wrong, what was given and what is all
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ DEVICE_NAME = re.compile(r"[a-z]{1,10}(:\d{1,2})?")  # the syntax; which devices
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    """A real number: JSON's true/false are not numbers here, and NaN/inf are no setting."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class RunConfig:
         if not isinstance(self.layers, (list, tuple)) or not all(isinstance(layer, dict) for layer in self.layers):
             raise ConfigError("layers", "must be a list of layers, each like {\"type\": \"dense\", \"units\": 64}")
         object.__setattr__(self, "layers", tuple(dict(layer) for layer in self.layers))
+        if not isinstance(self.kfold, (tuple, list)):
+            raise ConfigError("kfold", f"must be a list (k, fold[, stratified]), got {self.kfold!r}")
         object.__setattr__(self, "kfold", tuple(self.kfold))
         try:
             output_shapes(self.architecture(), self.num_outputs)
@@ -87,16 +95,16 @@ class RunConfig:
             raise ConfigError("positive_class", f"must be a class 0..9, got {self.positive_class!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= MAX_LR):
+        if not (_is_num(self.lr) and 0 < self.lr <= MAX_LR):
             raise ConfigError("lr", f"learning rate must be > 0 and at most {MAX_LR:g}, got {self.lr!r}")
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+        if not (_is_num(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum!r}")
         if not (_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH):
             raise ConfigError("batch_size", f"batch size must be a whole number from 1 to {MAX_BATCH:,}, "
                                             f"got {self.batch_size!r}")
         if not (_is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS):
             raise ConfigError("epochs", f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}, got {self.epochs!r}")
-        if not (isinstance(self.val_split, (int, float)) and 0 < self.val_split < 1):
+        if not (_is_num(self.val_split) and 0 < self.val_split < 1):
             raise ConfigError("val_split", f"validation split must be between 0 and 1 (exclusive), got {self.val_split!r}")
         if not (_is_int(self.seed) and 0 <= self.seed < 2**32):  # NumPy's and scikit-learn's seed range
             raise ConfigError("seed", f"seed must be a whole number from 0 to {2**32 - 1:,}, got {self.seed!r}")
@@ -104,15 +112,24 @@ class RunConfig:
             raise ConfigError("precision", f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError("lr_schedule", f"unknown schedule {self.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
-        if not (isinstance(self.l2, (int, float)) and not isinstance(self.l2, bool) and 0 <= self.l2 <= 1):
+        if not (_is_num(self.l2) and 0 <= self.l2 <= 1):
             raise ConfigError("l2", f"L2 factor must be a number between 0 and 1 (Keras' l2(0.0001) is 0.0001), "
                                     f"got {self.l2!r}")
         if not (_is_int(self.early_stopping) and self.early_stopping >= 0):
             raise ConfigError("early_stopping", f"patience must be a whole number >= 0, got {self.early_stopping!r}")
         if not (_is_int(self.train_subset) and self.train_subset >= 0):
             raise ConfigError("train_subset", f"must be a whole number >= 0, got {self.train_subset!r}")
+        for name in ("restore_best", "augment"):  # a saved or imported config: "no" is not False
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.name, str):
+            raise ConfigError("name", f"must be text, got {self.name!r}")
+        if not isinstance(self.extra, dict):
+            raise ConfigError("extra", f"must be an object of notes, got {type(self.extra).__name__}")
         if self.kfold:
-            k, fold = self.kfold[0], self.kfold[1]
+            k, fold = self.kfold[0], self.kfold[1] if len(self.kfold) > 1 else None
+            if len(self.kfold) > 3 or (len(self.kfold) == 3 and not isinstance(self.kfold[2], bool)):
+                raise ConfigError("kfold", f"needs (k, fold[, stratified]), got {self.kfold!r}")
             if not (_is_int(k) and 2 <= k <= 10 and _is_int(fold) and 0 <= fold < k):
                 raise ConfigError("kfold", f"needs (k, fold) with 2 <= k <= 10 and 0 <= fold < k, got {self.kfold!r}")
         if not isinstance(self.device, str) or not DEVICE_NAME.fullmatch(self.device):

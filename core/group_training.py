@@ -612,9 +612,12 @@ def train_group_in_store(store, run_ids: list[str], data_dir=None, resume: bool 
     if resume:
         dataset, data_dir = store.dataset_of(run_ids[0], data_dir)
         path = store.folder(run_ids[0]) / GROUP_CHECKPOINT
-        if not path.exists():
+        if path.exists():
+            state = load_state_dict(path)
+        elif any(store.get(r)["epochs_done"] for r in run_ids):
             raise RunStoreError(f"group of {run_ids[0]} has no checkpoint to resume from")
-        state = load_state_dict(path)
+        else:
+            state = None  # stopped before its first epoch ended: the group trains again, as the same runs
     else:
         dataset, state = load_dataset(configs[0].dataset, data_dir), None
     for i, run_id in enumerate(run_ids):

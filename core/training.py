@@ -28,7 +28,7 @@ from core.callbacks import Callback, Cancel, EarlyStopping
 from core.config import ConfigError, RunConfig
 from core.cuda_graphs import (StepGraphs, graph_blocker, graphable_optimizer, keep_tensor_hyperparameters,
                                load_optimizer_state, plain_optimizer_state)
-from core.data import Dataset, kfold_assignments, load_dataset, to_tensor, validation_split
+from core.data import DataError, Dataset, kfold_assignments, load_dataset, to_tensor, validation_split
 from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
 from core.models import LabModel, build_model, count_parameters, kernel_parameters
@@ -93,7 +93,10 @@ def split_indices(config: RunConfig, labels: np.ndarray) -> tuple[np.ndarray, np
 
 def check_against_data(config: RunConfig, dataset: Dataset) -> None:
     """The checks that need the data (a split that leaves every class on both sides, a batch
-    larger than the training set), before any run starts."""
+    larger than the training set, a data set with no test digits), before any run starts."""
+    if len(dataset.test_labels) == 0:  # found now, not after a whole epoch of training
+        raise DataError(f"{dataset.name} from {dataset.source}: it has no test digits (t10k files of 0 images); "
+                        "a run is evaluated on them")
     try:
         train_idx, _ = split_indices(config, dataset.train_labels)
     except ValueError as exc:  # scikit-learn's words for a split this data cannot make

@@ -372,10 +372,11 @@ def first_layer(run_id: str) -> None:
     if not path.exists():
         return
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             weights, epoch = z["weights"], float(z["epoch"])
-    except (OSError, ValueError, KeyError):
-        return  # being replaced right now: the next refresh shows it
+        weights.shape[1]
+    except Exception:  # noqa: BLE001 - unreadable (damaged, or replaced right now): the picture is left out
+        return
     kind = "unit" if weights.shape[1] == 28 else "filter"
     with st.expander(f"What the first layer is learning (epoch {epoch:.1f})", expanded=True):
         st.image(learned.weight_tiles(weights, upscale=3 if kind == "unit" else 10), clamp=True,

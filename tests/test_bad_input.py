@@ -228,3 +228,37 @@ def test_a_zip_bomb_whose_headers_lie_about_its_size_is_refused(kept, tmp_path):
     with pytest.raises(RunStoreError, match="cannot be read|larger than"):
         kept.import_zip(bad)
     assert store_digest(kept.root) == before
+
+
+# --- data folders too small to train on ---------------------------------------------------------------
+
+def _idx_folder(folder, n_train: int, n_test: int, labels=None):
+    from core.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n_train, 28, 28)).astype(np.uint8))
+    write_idx(folder / "train-labels-idx1-ubyte.gz",
+              (labels if labels is not None else np.arange(n_train) % 10).astype(np.uint8))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n_test, 28, 28)).astype(np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", (np.arange(n_test) % 10).astype(np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("n_train, n_test, labels, message", [
+    (0, 20, None, "cannot split the 0 training digits"),
+    (5, 20, None, "cannot split the 5 training digits"),
+    (12, 20, None, "cannot split the 12 training digits"),
+    (60, 20, np.r_[np.arange(59) % 9, 9], "Classes with too few members are: [9]"),
+    (60, 0, None, "no test digits"),
+])
+def test_an_idx_folder_too_small_to_train_on_is_one_error_line_and_leaves_no_run(tmp_path, n_train, n_test, labels,
+                                                                                   message):
+    from tests.test_cli import cli
+
+    folder = _idx_folder(tmp_path / "data", n_train, n_test, labels)
+    runs = tmp_path / "runs"
+    result = cli("train", "--data-dir", str(folder), "--epochs", "1", "--batch-size", "4", "--runs-dir", str(runs))
+    assert result.returncode == 2 and result.stderr.startswith("error:") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert RunStore(runs).list() == []

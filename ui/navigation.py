@@ -71,3 +71,25 @@ def header(title: str, purpose: str) -> None:
     st.title(title)
     st.caption(purpose)
     teacher_login()
+
+
+def run_page(page) -> None:
+    """Run the chosen page so that one damaged run never breaks it for everyone: a run file
+    that turns out damaged while the page reads it is listed as damaged by the store
+    (core.store: RunStore.mark_damaged), and the page is drawn again without it, saying which
+    file; if the page still cannot be drawn the message stays under what it drew."""
+    from core.store import FileDamaged, RunStoreError
+
+    said = st.session_state.pop("_damaged_notice", None)
+    if said:
+        st.warning(f"A run was set aside as damaged: {said}. Its folder is kept; see Experiments.",
+                   icon=":material/report:")
+    try:
+        page.run()
+    except FileDamaged as exc:
+        if said != str(exc):  # once per damage: a second time, the page itself needs that file
+            st.session_state["_damaged_notice"] = str(exc)
+            st.rerun()
+        st.error(f"This page cannot show a damaged run: {exc}", icon=":material/report:")
+    except RunStoreError as exc:
+        st.error(str(exc), icon=":material/error:")

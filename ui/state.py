@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import os
 import sys
 import threading
@@ -109,7 +108,7 @@ def finished_runs() -> list[dict]:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _predictions(root: str, run_id: str, mtime: float) -> dict:
-    return RunStore(root).predictions(run_id)
+    return store().predictions(run_id)
 
 
 def predictions(run_id: str) -> dict:
@@ -119,7 +118,7 @@ def predictions(run_id: str) -> dict:
 
 
 def run_dataset_info(run_id: str) -> dict:
-    saved = json.loads((store().run_dir(run_id) / "config.json").read_text())
+    saved = store().saved_config(run_id)
     return saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
 
 

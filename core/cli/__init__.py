@@ -14,6 +14,7 @@ object; progress goes to stderr (a bar on a terminal, nothing otherwise).
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 from core.cli.common import USER_ERRORS, Parser, UsageError, fail
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except USER_ERRORS as exc:
         return fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a read-only folder: one line, not a traceback
+        from core.store.files import failure_text
+
+        return fail(failure_text(exc).replace("could not write the run's files", "could not write"))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

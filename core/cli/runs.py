@@ -21,9 +21,12 @@ def cmd_list(args) -> int:
     if not rows:
         print("no runs")
     for r in rows:
-        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
-        print(f"{r['id']}  {r['status']:<11} {r['epochs_done']}/{r['epochs']} epochs  {r['model']:<8} "
-              f"test acc {acc}  {r['name']}")
+        acc = f"{r['test_accuracy']:.4f}" if isinstance(r["test_accuracy"], (int, float)) else "-"
+        print(f"{r['id']}  {r['status']:<11} {r['epochs_done'] or 0}/{r['epochs'] or '?'} epochs  "
+              f"{r['model'] or '-':<8} test acc {acc}  {r['name']}")
+    for r in runs:
+        if r["status"] == "damaged":
+            print(f"{r['id']} is damaged: {r['error']}")
     return 0
 
 
@@ -32,6 +35,11 @@ def cmd_show(args) -> int:
     run = store.get(args.run)
     if run["status"] == "missing":
         raise RunStoreError(f"run {args.run}: {run['error']}")
+    problem = store.check_files(args.run)
+    if problem or run["status"] == "damaged":
+        run = store.get(args.run)
+        emit(run, args.json, "\n".join(f"{k}: {v}" for k, v in run.items() if k not in ("config", "progress")))
+        return 0
     out = {**run, "config": store.config(args.run).to_dict(), "metrics": store.metrics(args.run),
            "history": [{k: v for k, v in h.items() if k != "val_confusion"} for h in store.history(args.run)]}
     text = "\n".join(f"{k}: {v}" for k, v in out.items() if k not in ("config", "history", "progress")) + \
@@ -90,13 +98,16 @@ def cmd_reindex(args) -> int:
 def cmd_resume(args) -> int:
     """Resume a run, or the vectorised group it was trained in (all of the group's stopped runs)."""
     from core.callbacks import Progress
+    from core.store.runner import unstarted_members
 
     store = open_store(args.runs_dir)
     checkpoint = store.load_checkpoint(args.run) if store.get(args.run)["status"] != "missing" else None
-    if checkpoint and checkpoint.get("group"):
+    unstarted = unstarted_members(store, args.run) if checkpoint is None else []
+    if (checkpoint and checkpoint.get("group")) or len(unstarted) > 1:
         from core.group_training import train_group_in_store
 
-        group = list(checkpoint["group"])
+        # A group killed before its first checkpoint has none: its runs train again from the start.
+        group = list(checkpoint["group"]) if checkpoint else unstarted
         stopped = [store.get(r)["status"] for r in group]
         if any(s in ("queued", "running") for s in stopped):
             raise RunStoreError(f"the group of run {args.run} is still {'/'.join(sorted(set(stopped)))}")

@@ -15,7 +15,7 @@ so torch, while a worker waiting in the queue uses only the index and the folder
 not hold torch's ~280 MB while it waits (core.executors.queue).
 """
 
-from core.store.files import RunStoreError, atomic_save_npz, atomic_torch_save, atomic_write_json, load_state_dict
+from core.store.files import FileDamaged, RunStoreError, atomic_save_npz, atomic_torch_save, atomic_write_json, load_state_dict
 from core.store.folder import ACTIVE, RUN_ID, STATUSES, RunFolder
 
 
@@ -27,5 +27,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'core.store' has no attribute {name!r}")
 
 
-__all__ = ["ACTIVE", "RUN_ID", "STATUSES", "RunFolder", "RunStore", "RunStoreError", "atomic_save_npz",
+__all__ = ["ACTIVE", "RUN_ID", "STATUSES", "FileDamaged", "RunFolder", "RunStore", "RunStoreError", "atomic_save_npz",
            "atomic_torch_save", "atomic_write_json", "default_root", "load_state_dict", "new_run_id"]

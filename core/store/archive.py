@@ -21,6 +21,7 @@ import numpy as np
 
 from core.config import RunConfig
 from core.store.files import MAX_NAME, MAX_TAG, RunStoreError, clean_text, load_state_dict
+from core.store.schema import SchemaError, check_history, check_metrics, check_predictions, check_split
 
 EXPORT_FILES = ("config.json", "history.json", "metrics.json", "predictions.npz", "split.npz",
                 "weights_last.pt", "weights_best.pt", "environment.json")
@@ -31,9 +32,18 @@ EXPORT_FORMAT = "mnist-lab-run"
 
 
 def export_zip(store, run_id: str, file) -> Path:
-    """One zip with the run's config, history, metrics, predictions and weights."""
+    """One zip with the run's config, history, metrics, predictions and weights; a run whose
+    files are damaged is refused (an archive of it would be refused by every import)."""
     run = store.get(run_id)
     folder = store.existing_folder(run_id)
+    if run["status"] == "damaged":
+        raise RunStoreError(f"run {run_id} is damaged ({run['error']}); it cannot be exported")
+    store.config(run_id), store.history(run_id), store.metrics(run_id)  # FileDamaged: refused, listed as damaged
+    if (folder / "predictions.npz").exists():
+        store.predictions(run_id)
+    for which in ("last", "best"):
+        if (folder / f"weights_{which}.pt").exists():
+            store.load_weights(run_id, which)
     manifest = {"format": EXPORT_FORMAT, "version": 1, "id": run_id,
                 **{k: run[k] for k in ("name", "status", "tags", "note", "created", "epochs_done", "test_accuracy")}}
     file = Path(file)
@@ -65,6 +75,17 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, label) -> bytes:
                                     "once decompressed (its header said otherwise); refused")
             out.append(chunk)
     return b"".join(out)
+
+
+def _arrays(content: bytes, label, name: str) -> dict:
+    """The arrays of an .npz member (never unpickled)."""
+    import io
+
+    try:
+        with np.load(io.BytesIO(content), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - a broken npz fails in several ways
+        raise RunStoreError(f"{label}: {name} is not valid ({type(exc).__name__}: {exc})") from exc
 
 
 def import_zip(store, file) -> str:
@@ -115,15 +136,29 @@ def import_zip(store, file) -> str:
         config = RunConfig.from_dict(saved["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunStoreError(f"{label}: config.json does not hold a valid run config ({exc})") from exc
-    history = read_json("history.json") if "history.json" in data else []
-    metrics = read_json("metrics.json") if "metrics.json" in data else {}
-    if "environment.json" in data:
-        read_json("environment.json")
-    if not isinstance(history, list) or not all(isinstance(h, dict) and isinstance(h.get("val_accuracy"), (int, float))
-                                                for h in history):
-        raise RunStoreError(f"{label}: history.json is not a list of epochs with a val_accuracy")
-    if not isinstance(metrics, dict):
-        raise RunStoreError(f"{label}: metrics.json is not an object")
+    def checked(name, check, value):  # the same schema the lab's own runs are read with
+        try:
+            return check(value)
+        except SchemaError as exc:
+            raise RunStoreError(f"{label}: {name}: {exc}") from exc
+
+    if "history.json" in data:
+        checked("history.json", check_history, read_json("history.json"))
+    if "metrics.json" in data:
+        checked("metrics.json", check_metrics, read_json("metrics.json"))
+    if "environment.json" in data and not isinstance(read_json("environment.json"), dict):
+        raise RunStoreError(f"{label}: environment.json is not an object")
+    for name, check in (("predictions.npz", check_predictions), ("split.npz", check_split)):
+        if name in data:
+            checked(name, check, _arrays(data[name], label, name))
+    if "predictions.npz" in data and _arrays(data["predictions.npz"], label, "predictions.npz")["probs"].shape[1] \
+            != max(config.num_outputs, 2):
+        raise RunStoreError(f"{label}: predictions.npz has probabilities for another number of classes than "
+                            "the run's model")
+    if manifest.get("status") == "finished":
+        missing = [n for n in ("history.json", "metrics.json", "predictions.npz") if n not in data]
+        if missing:
+            raise RunStoreError(f"{label}: a finished run's archive lacks {', '.join(missing)}")
     name = manifest.get("name")
     tags = manifest.get("tags", [])
     if not isinstance(tags, list):
@@ -140,19 +175,14 @@ def import_zip(store, file) -> str:
         model = build_model(config.architecture(), config.num_outputs)
         for weights in ("weights_last.pt", "weights_best.pt"):
             if (staging / weights).exists():
-                state = load_state_dict(staging / weights)
+                try:
+                    state = load_state_dict(staging / weights)
+                except RunStoreError as exc:  # it names the staging file: name the archive
+                    raise RunStoreError(f"{label}: {weights}: {str(exc).split(': ', 1)[-1]}") from exc
                 try:
                     model.load_state_dict(state)
                 except Exception as exc:  # noqa: BLE001
                     raise RunStoreError(f"{label}: {weights} does not fit the run's architecture ({exc})") from exc
-        if "predictions.npz" in data:
-            try:
-                with np.load(staging / "predictions.npz", allow_pickle=False) as p:
-                    ok = p["probs"].ndim == 2 and p["probs"].shape[0] == p["labels"].shape[0] == p["preds"].shape[0]
-            except Exception as exc:  # noqa: BLE001
-                raise RunStoreError(f"{label}: predictions.npz is not valid ({exc})") from exc
-            if not ok:
-                raise RunStoreError(f"{label}: predictions.npz has mismatched arrays")
         status = manifest.get("status") if manifest.get("status") in ("finished", "cancelled") else "interrupted"
         return store.add_imported(staging, {"name": name, "status": status, "tags": tags,
                                             "note": str(manifest.get("note", ""))[:10000], "grp": None,

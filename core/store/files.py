@@ -17,6 +17,11 @@ class RunStoreError(ValueError):
     """A run store operation cannot be done; the message says which run and why."""
 
 
+class FileDamaged(RunStoreError):
+    """A run's file exists but cannot be read or does not hold what the lab writes (truncated,
+    edited, from a broken disk). The store lists such a run as damaged, with this message."""
+
+
 def read_json(path: str | os.PathLike, default=None):
     """A JSON file's content, `default` when the file is missing; a broken file is a RunStoreError."""
     path = Path(path)
@@ -25,7 +30,7 @@ def read_json(path: str | os.PathLike, default=None):
     except FileNotFoundError:
         return default
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise RunStoreError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise FileDamaged(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
 def load_state_dict(path: str | os.PathLike) -> dict:
@@ -39,8 +44,29 @@ def load_state_dict(path: str | os.PathLike) -> dict:
 
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every way a bad file fails is reported the same
-        raise RunStoreError(f"{path}: not a valid weights file, refused ({type(exc).__name__}: "
+        raise FileDamaged(f"{path}: not a valid weights file, refused ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''})") from exc
+
+
+def disk_text(exc: OSError) -> str:
+    """An OSError as a person reads it: a full disk says so."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{exc.strerror or exc}: the disk is full; free some space and try again"
+    return exc.strerror or str(exc)
+
+
+def failure_text(exc: BaseException) -> str:
+    """Why a run or a command failed, for a run's error field and the CLI's `error:` line."""
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"could not write the run's files{where}: {disk_text(exc)}"
+    if isinstance(exc, sqlite3.OperationalError) and ("disk" in str(exc) or "full" in str(exc)):
+        return f"could not write the run index: {exc} (is the disk full?)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 MAX_NAME = 120

@@ -26,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store.files import (RunStoreError, atomic_write_bytes, atomic_write_json, load_state_dict,
+from core.store.files import (FileDamaged, RunStoreError, atomic_write_bytes, atomic_write_json, load_state_dict,
                               read_json)
+from core.store.schema import SchemaError, check_history, check_metrics, check_predictions
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
-STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "pruned")
+# "damaged": a run folder whose files cannot be read (a deleted config.json, a truncated
+# history); listed with the reason so that one broken run never hides the others.
+STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "pruned", "damaged")
 ACTIVE = ("queued", "running")
 # What run.json holds; the rest of an index row is derived from the other files.
 META_FIELDS = ("id", "name", "status", "created", "grp", "tags", "note", "error", "host", "node", "device",
@@ -93,7 +96,7 @@ class RunFolder:
     def saved_config(self) -> dict:
         saved = read_json(self / "config.json")
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-            raise RunStoreError(f"run {self.id}: config.json is missing or does not hold a config")
+            raise FileDamaged(f"run {self.id}: config.json is missing or does not hold a config")
         return saved
 
     def config(self):
@@ -102,15 +105,21 @@ class RunFolder:
         try:
             return RunConfig.from_dict(self.saved_config()["config"])
         except (ConfigError, TypeError) as exc:
-            raise RunStoreError(f"run {self.id}: config.json holds an invalid config ({exc})") from exc
+            raise FileDamaged(f"run {self.id}: config.json holds an invalid config ({exc})") from exc
+
+    def _checked(self, name: str, check, value):
+        try:
+            return check(value)
+        except SchemaError as exc:
+            raise FileDamaged(f"{self / name}: {exc}") from exc
 
     def history(self) -> list[dict]:
-        history = read_json(self / "history.json", [])
-        return history if isinstance(history, list) else []
+        """The finished epochs ([] before the first); a FileDamaged error when the file is not
+        what the lab writes (core.store.schema)."""
+        return self._checked("history.json", check_history, read_json(self / "history.json", []))
 
     def metrics(self) -> dict:
-        metrics = read_json(self / "metrics.json", {})
-        return metrics if isinstance(metrics, dict) else {}
+        return self._checked("metrics.json", check_metrics, read_json(self / "metrics.json", {}))
 
     def predictions(self) -> dict[str, np.ndarray]:
         path = self / "predictions.npz"
@@ -118,9 +127,10 @@ class RunFolder:
             raise RunStoreError(f"run {self.id} has no stored predictions")
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise RunStoreError(f"{path}: cannot be read ({exc})") from exc
+                arrays = {k: z[k] for k in z.files}
+        except Exception as exc:  # noqa: BLE001 - a truncated zip raises any of several kinds
+            raise FileDamaged(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        return self._checked("predictions.npz", check_predictions, arrays)
 
     def weights_path(self, which: str = "best") -> Path:
         path = self / f"weights_{which}.pt"
@@ -163,12 +173,81 @@ class RunFolder:
             return "cancelled" if reason == "cancelled" else "pruned" if reason.startswith("pruned") else "finished"
         return "interrupted"
 
+    # Files checked on every listing (cheap: JSON), and with the full check (arrays, weights).
+    LISTED_FILES = ("config.json", "run.json", "history.json", "metrics.json")
+
+    def signature(self) -> tuple:
+        """What changes when one of LISTED_FILES is written, truncated or removed (stats only)."""
+        out = []
+        for name in self.LISTED_FILES:
+            try:
+                st = (self / name).stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    # What a finished run always has (the trainer writes them all before it says finished).
+    FINISHED_FILES = ("history.json", "metrics.json", "predictions.npz", "weights_last.pt")
+
+    def problem(self, row: dict, full: bool = False) -> str | None:
+        """Why this run's files are not what the lab writes, or None: every JSON file checked
+        against core.store.schema, and a finished run missing a file it always has; `full`
+        loads the arrays and weights too (`runs show`, export)."""
+        from core.store.schema import check_split
+
+        try:
+            self.config()
+            meta = self.read_meta()
+            if (meta.get("status") or row.get("status")) == "finished":
+                missing = [n for n in self.FINISHED_FILES if not (self / n).exists()]
+                if missing:
+                    return f"{self / missing[0]}: missing, while the run finished"
+            self.history()
+            self.metrics()
+            if full:
+                if (self / "predictions.npz").exists():
+                    self.predictions()
+                for name in ("weights_last.pt", "weights_best.pt", "checkpoint.pt"):
+                    if (self / name).exists():
+                        load_state_dict(self / name)
+                self._check_arrays("split.npz", check_split)
+                self._check_arrays("first_layer.npz", _check_first_layer)
+                if not isinstance(read_json(self / "environment.json", {}), dict):
+                    return f"{self / 'environment.json'}: not an object"
+        except FileDamaged as exc:
+            return str(exc)
+        return None
+
+    def _check_arrays(self, name: str, check) -> None:
+        if not (self / name).exists():
+            return
+        try:
+            with np.load(self / name, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as exc:  # noqa: BLE001 - a truncated zip raises any of several kinds
+            raise FileDamaged(f"{self / name}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        self._checked(name, check, arrays)
+
+    def damaged_row(self, reason: str) -> dict:
+        """The index row of a run whose files cannot be read: listed as damaged, with why."""
+        meta = {}
+        try:
+            meta = self.read_meta()
+        except RunStoreError:
+            pass
+        return {"id": self.id, "name": meta.get("name") if isinstance(meta.get("name"), str) else self.id,
+                "status": "damaged", "created": created_from_id(self.id), "updated": time.time(),
+                "error": reason[:2000], "config": "{}", "tags": "[]", "note": "",
+                "owner": meta.get("owner") if isinstance(meta.get("owner"), str) else None}
+
     def index_row(self) -> dict:
         """Everything the index holds about this run, read from its files (for a rebuild)."""
         import json
 
         saved = self.saved_config()
         config = saved["config"]
+        self.config()  # a config the lab could not have written makes the run damaged, not listed as fine
         meta = self.read_meta()
         history = self.history()
         metrics = self.metrics()
@@ -195,3 +274,12 @@ class RunFolder:
             "owner": meta.get("owner"),
             "starter": 1 if isinstance(config.get("extra"), dict) and config["extra"].get("starter") is True else 0,
         }
+
+
+def _check_first_layer(arrays: dict) -> dict:
+    from core.store.schema import SchemaError
+
+    weights = arrays.get("weights")
+    if weights is None or not np.issubdtype(weights.dtype, np.floating) or not np.all(np.isfinite(weights)):
+        raise SchemaError("weights are missing or not finite numbers")
+    return arrays

@@ -12,11 +12,14 @@ against every other writer: claiming a slot on a device, listing a device's queu
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+from urllib.request import pathname2url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,7 +43,9 @@ ADDED_COLUMNS = {"node": "TEXT", "executor": "TEXT", "vectorized": "TEXT",
                  # 1 for a fresh lab's starter runs (core.starters): they queue behind every run a person starts
                  "starter": "INTEGER NOT NULL DEFAULT 0",
                  # classroom mode: the student (or "teacher") who started the run; NULL for one user's lab
-                 "owner": "TEXT"}
+                 "owner": "TEXT",
+                 # the stats of the run's JSON files when they were last found sound (RunStore.list)
+                 "checked": "TEXT"}
 COLUMNS = ("id", "name", "status", "created", "updated", "model", "dataset", "device", "optimizer", "lr",
            "batch_size", "epochs", "epochs_done", "params", "seconds", "best_val_accuracy", "last_val_accuracy",
            "test_accuracy", "test_loss", "tags", "note", "error", "pid", "pid_start", "host", "progress", "config",
@@ -54,9 +59,14 @@ class IndexBroken(Exception):
     """The index file is not a readable SQLite database (corrupt, truncated, not a database)."""
 
 
-def _broken(exc: sqlite3.Error) -> bool:
-    """A corrupt file, as opposed to a busy one ('database is locked' is an OperationalError)."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+def _broken(exc: sqlite3.Error, path: Path) -> bool:
+    """A corrupt, missing or emptied file, as opposed to a busy one ('database is locked' is an
+    OperationalError too): the index was deleted, replaced by a folder or truncated behind the
+    store's back, which the store repairs instead of failing."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return True
+    text = str(exc)
+    return "no such table" in text or ("unable to open database file" in text and not path.is_file())
 
 
 class RunIndex:
@@ -68,8 +78,11 @@ class RunIndex:
         self.on_broken = on_broken
 
     @contextmanager
-    def _connect(self):
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def _connect(self, create: bool = False):
+        # Only `check` may create the file: an operation on an index deleted while the lab runs
+        # fails (and the store rebuilds it) instead of writing into a new, empty database.
+        target = self.path if create else f"file:{pathname2url(str(self.path.resolve()))}?mode=rw"
+        db = sqlite3.connect(target, timeout=30, isolation_level=None, uri=not create)
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA busy_timeout=30000")
@@ -84,7 +97,7 @@ class RunIndex:
             with self._connect() as db:
                 return fn(db)
         except sqlite3.Error as exc:
-            if not _broken(exc) or self.on_broken is None:
+            if not _broken(exc, self.path) or self.on_broken is None:
                 raise
             self.on_broken(exc)
             with self._connect() as db:
@@ -96,7 +109,7 @@ class RunIndex:
         """Create the schema if needed and check the file; raises IndexBroken when it is not a
         usable database (the caller then rebuilds it)."""
         try:
-            with self._connect() as db:
+            with self._connect(create=True) as db:
                 if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                     raise IndexBroken(f"{self.path}: integrity check failed")
                 db.executescript(SCHEMA)
@@ -108,19 +121,61 @@ class RunIndex:
                     db.execute("UPDATE runs SET starter = 1 WHERE config LIKE '%\"starter\": true%'")
                 db.execute("SELECT COUNT(*) FROM runs").fetchone()
         except sqlite3.Error as exc:
-            if _broken(exc):
+            if _broken(exc, self.path) or "unable to open database file" in str(exc):
                 raise IndexBroken(f"{self.path}: {exc}") from exc
             raise
 
-    def move_aside(self) -> Path:
-        """Keep the broken file (and its WAL files) for inspection under a dated name."""
+    def move_aside(self) -> Path | None:
+        """Keep the broken file (and its WAL files) for inspection under a dated name; None when
+        there was no file (only WAL files of a deleted index, which are removed: replayed into a
+        new index they would corrupt it)."""
+        if not self.path.exists() and not self.path.is_symlink():
+            for suffix in ("-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            return None
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        kept = self.path.with_name(f"{self.path.name}.broken-{stamp}")
+        kept = self.path.with_name(f"{self.path.name}.broken-{stamp}-{secrets.token_hex(2)}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.replace(Path(str(kept) + suffix))
         return kept
+
+    def build_aside(self, rows: list[dict]) -> Path:
+        """A complete new index holding `rows`, in a file next to this one, ready to be renamed
+        over it (readers never see a half-filled index)."""
+        path = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{secrets.token_hex(3)}")
+        new = RunIndex(path)
+        try:
+            new.check()
+            new.insert_all(rows)
+        except BaseException:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            raise
+        return path
+
+    def replace_all(self, rows_fn: Callable[[], list[dict]]) -> int:
+        """Replace every row by `rows_fn()` in one transaction that holds the write lock while
+        `rows_fn` reads the run folders: a concurrent reader sees the old rows until the new
+        ones are committed (never a missing row), and a concurrent writer waits and then
+        applies its change on top. Live progress, known only here, is kept."""
+        def swap(db):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                progress = dict(db.execute("SELECT id, progress FROM runs WHERE progress IS NOT NULL").fetchall())
+                rows = rows_fn()
+                for row in rows:
+                    row.setdefault("progress", None)
+                    row["progress"] = row["progress"] or progress.get(row["id"])
+                db.execute("DELETE FROM runs")
+                _insert_all(db, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return len(rows)
+        return self._run(swap)
 
     # --- rows --------------------------------------------------------------------------------
 
@@ -130,6 +185,14 @@ class RunIndex:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         sql = f"{verb} INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         return self._run(lambda db: db.execute(sql, [row[c] for c in cols]).rowcount == 1)
+
+    def insert_all(self, rows: list[dict]) -> None:
+        """Add or replace these rows, in one transaction."""
+        def write(db):
+            db.execute("BEGIN")
+            _insert_all(db, rows)
+            db.execute("COMMIT")
+        self._run(write)
 
     def update(self, run_id: str, **fields) -> None:
         fields["updated"] = time.time()
@@ -145,6 +208,11 @@ class RunIndex:
         cols = ", ".join(f"{k} = ?" for k in fields)
         return self._run(lambda db: db.execute(f"UPDATE runs SET {cols} WHERE id = ? AND status = ?",
                                                [*fields.values(), run_id, expected]).rowcount == 1)
+
+    def set_checked(self, run_id: str, signature: str) -> None:
+        """Record that the run's files with these stats were found sound (not an edit: the
+        row's `updated` time stays)."""
+        self._run(lambda db: db.execute("UPDATE runs SET checked = ? WHERE id = ?", (signature, run_id)))
 
     def get(self, run_id: str) -> dict | None:
         rows = self._run(lambda db: db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall())
@@ -197,3 +265,10 @@ class RunIndex:
         return self._run(lambda db: db.execute(
             "SELECT COUNT(DISTINCT COALESCE(pid, id)) FROM runs WHERE status='running' AND device=?",
             (device,)).fetchone()[0])
+
+
+def _insert_all(db, rows: list[dict]) -> None:
+    for row in rows:
+        cols = [c for c in COLUMNS if c in row]
+        db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                   [row[c] for c in cols])

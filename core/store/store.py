@@ -17,17 +17,19 @@ import os
 import secrets
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core.config import RunConfig
-from core.store.files import (MAX_NAME, MAX_TAG, RunStoreError, atomic_save_npz, atomic_torch_save,
-                              atomic_write_json, clean_text)
+from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_save_npz, atomic_torch_save,
+                              atomic_write_json, clean_text, disk_text, failure_text)
+import core.store.upkeep as upkeep
 from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id, trained_on
 from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
-from core.store.processes import environment, host, process_alive, process_start_time
+from core.store.processes import environment, host, process_start_time
 
 
 def default_root() -> Path:
@@ -58,17 +60,23 @@ class RunStore:
         self.notice: str | None = None
         self.index = RunIndex(self.db_path, on_broken=self._repair)
         existed = self.db_path.exists()
+        self.remove_leftovers()
+        upkeep.keep_reserve(self.root)
         try:
+            if not existed:
+                raise IndexBroken("no index file")
             self.index.check()
         except IndexBroken as exc:
             self._repair(exc)
+            if not existed and not self.folder_ids():
+                self.notice = None  # a new, empty store: nothing was repaired
+            elif not existed:
+                self.notice = (f"The run index was missing; it was rebuilt from {len(self.folder_ids())} run "
+                               "folder(s). Nothing was lost.")
         else:
             self._migrate()
             added = self._reconcile()
-            if added and not existed:
-                self.notice = (f"The run index was missing; it was rebuilt from {added} run folder(s). "
-                               "Nothing was lost.")
-            elif added:
+            if added:
                 self.notice = f"{added} run folder(s) the index did not know were added to it."
 
     # --- the index as a cache of the folders -----------------------------------------------------
@@ -77,52 +85,23 @@ class RunStore:
         return sorted(p.name for p in self.root.iterdir() if RUN_ID.match(p.name) and p.is_dir())
 
     def _reconcile(self) -> int:
-        """Add the run folders the index lacks (a folder being created right now, still without
-        its config, is left for later)."""
-        known = self.index.ids()
-        added = 0
-        for run_id in self.folder_ids():
-            if run_id in known:
-                continue
-            folder = RunFolder(self.root, run_id)
-            if not (folder / "config.json").exists():
-                continue
-            try:
-                row = folder.index_row()
-            except RunStoreError:
-                continue  # a folder whose config cannot be read is not a run
-            if row["status"] in ACTIVE and not process_alive(row["pid"], row["pid_start"]):
-                row.update(status="interrupted", error="its worker was gone when the index was rebuilt")
-            added += self.index.insert(row)
-        return added
+        return upkeep.reconcile(self)
 
     def _migrate(self) -> None:
-        """Give every run folder written before run.json existed its run.json, from the index
-        (name, tags, note, group and status were kept only there), so the folders alone hold
-        everything from now on."""
-        for row in self.index.all():
-            folder = RunFolder(self.root, row["id"]) if RUN_ID.match(row["id"]) else None
-            if folder is None or not folder.exists() or (folder / "run.json").exists():
-                continue
-            meta = {k: row.get(k) for k in META_FIELDS if k not in ("vectorized",)}
-            meta["tags"] = json.loads(row["tags"] or "[]")
-            try:
-                folder.write_meta(**meta)
-            except OSError:
-                return  # a read-only or full disk: the index still has it; try again next time
+        upkeep.migrate(self)
 
     def _repair(self, exc: Exception) -> None:
-        """The index file is broken: keep it aside, start a new one, fill it from the folders."""
-        kept = self.index.move_aside()
-        self.index.check()
-        count = self._reconcile()
-        self.notice = (f"The run index was unreadable ({exc}); it was rebuilt from {count} run folder(s) and the "
-                       f"broken file was kept as {kept.name}. Nothing was lost.")
+        upkeep.repair(self, exc)
+
+    def remove_leftovers(self, older_than: float = 600.0) -> int:
+        """Remove what a process killed mid-write left behind (core.store.upkeep)."""
+        return upkeep.remove_leftovers(self, older_than)
 
     def rebuild_index(self) -> int:
-        """Rebuild the index from the folders on purpose (`python -m core runs reindex`)."""
-        self._repair(RuntimeError("rebuild asked for"))
-        return len(self.index.ids())
+        """Rebuild the index from the folders on purpose (`python -m core runs reindex`): in
+        place, in one transaction, so no reader ever misses a row (core.store.upkeep)."""
+        return upkeep.rebuild(self)
+
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -162,17 +141,29 @@ class RunStore:
         meta = {"name": name or run_id, "status": status, "created": now, "grp": group, "tags": [], "note": "",
                 "host": host(), "device": config.device, "executor": executor, "pid": pid,
                 "pid_start": process_start_time(pid)}
-        folder.path.mkdir(parents=True)
+        # Written under a staging name and renamed: a process killed at its first write leaves
+        # a staging folder (removed by remove_leftovers), never a run folder without a config.
+        staging = RunFolder(self.root, run_id)
+        staging.path = self.root / f".creating-{pid}-{run_id}"
         try:
-            atomic_write_json(folder / "config.json", {"config": config.to_dict(), "architecture": config.architecture(),
-                                                       "summary": summary(config.architecture(), config.num_outputs)})
-            folder.write_meta(**meta)
-            row = folder.index_row()
+            staging.path.mkdir()
+            atomic_write_json(staging / "config.json", {"config": config.to_dict(),
+                                                        "architecture": config.architecture(),
+                                                        "summary": summary(config.architecture(), config.num_outputs)})
+            staging.write_meta(**meta)
+            row = staging.index_row()
             row["created"] = now
+            os.replace(staging.path, folder.path)
             self.index.insert(row, replace=True)
-        except BaseException:
+        except BaseException as exc:
+            shutil.rmtree(staging.path, ignore_errors=True)
             shutil.rmtree(folder.path, ignore_errors=True)
-            self.index.delete(run_id)
+            try:
+                self.index.delete(run_id)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+            if isinstance(exc, OSError):
+                raise RunStoreError(f"could not create a run in {self.root}: {disk_text(exc)}") from exc
             raise
         return run_id
 
@@ -184,6 +175,8 @@ class RunStore:
             folder.write_meta(**meta)
         if "tags" in fields and not isinstance(fields["tags"], str):
             fields["tags"] = json.dumps(fields["tags"])
+        if folder.exists():  # files the lab has just written are sound: no listing needs to check them
+            fields["checked"] = json.dumps(folder.signature())
         self.index.update(run_id, **fields)
 
     def mark_running(self, run_id: str, device: str, device_label: str, dataset: dict, params: int,
@@ -227,9 +220,17 @@ class RunStore:
     def group_members(self, run_id: str) -> list[str]:
         """The runs trained together with `run_id` as one vectorised model (itself included),
         or just [run_id]."""
-        info = self.get(run_id).get("vectorized")
+        # From run.json, the truth: a process killed between writing it and the index row
+        # leaves the index without the group, and one member resumed alone would leave the
+        # others unresumable.
+        try:
+            info = self.folder(run_id).read_meta().get("vectorized")
+        except RunStoreError:
+            info = None
+        if not isinstance(info, dict):
+            info = self.get(run_id).get("vectorized")
         members = (info or {}).get("group") if isinstance(info, dict) else None
-        return list(members) if members else [run_id]
+        return [m for m in members if isinstance(m, str) and RUN_ID.match(m)] if members else [run_id]
 
     def mark_started(self, run_id: str) -> None:
         """This process is now training the run (before the trainer knows its device)."""
@@ -296,96 +297,40 @@ class RunStore:
         self._set(run_id, status="queued", error=note[:2000], progress=None)
 
     def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
-        """Record a run that stopped without results. Best effort on a full disk: the index row
-        still says why even when run.json cannot be written."""
+        """Record a run that stopped without results. On a full disk the store's reserve file
+        is given up to make room for saying why (in run.json and the index); it comes back the
+        next time the store opens with space to spare."""
+        import sqlite3
+
         try:
             self._set(run_id, status=status, error=error[:2000], progress=None)
-        except OSError:
-            self.index.update(run_id, status=status, error=error[:2000], progress=None)
+        except (OSError, sqlite3.Error):
+            (self.root / upkeep.RESERVE).unlink(missing_ok=True)
+            self._set(run_id, status=status, error=error[:2000], progress=None)
+
+    # --- training stored runs (core.store.runner: the code that trains them) ----------------------------
 
     def train_in_this_process(self, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
                               resume: bool = False, data_dir=None) -> dict:
         """Train `config` here, writing the run into the store; returns the CLI's summary dict."""
-        from core.data import load_dataset
-        from core.store.writer import store_callbacks
-        from core.training import check_against_data, train
+        import core.store.runner as runner
 
-        if dataset is None:
-            dataset = load_dataset(config.dataset, data_dir)
-        check_against_data(config, dataset)  # refuse before a run folder exists
-        if not resume:
-            from core.devices import resolve_device
-            from core.training import check_precision
-
-            check_precision(config, resolve_device(config.device))
-        run_id = run_id or self.create(config, status="running")
-        folder = self.folder(run_id)
-        state = self.load_checkpoint(run_id) if resume else None
-        self.mark_started(run_id)
-        try:
-            result = train(config, dataset, callbacks=[*store_callbacks(self, run_id, data_dir), *callbacks],
-                           resume_state=state)
-            self.save_result(run_id, result)
-        except KeyboardInterrupt:
-            self.mark_failed(run_id, "interrupted from the keyboard", status="interrupted")
-            raise
-        except BaseException as exc:
-            self.mark_failed(run_id, _failure_text(exc))
-            raise
-        return {"run_id": run_id, "run_dir": str(folder.path.resolve()), **result.summary(),
-                "status": self.get(run_id)["status"]}
+        return runner.train_run(self, config, dataset, callbacks, run_id, resume, data_dir)
 
     def check_resumable(self, run_id: str) -> dict | None:
-        """The run's checkpoint; None for a run that stopped before its first epoch ended (it
-        trains again from the start: a run killed between its creation and its start is not
-        stuck); refused for a run of a vectorised group with no checkpoint (its group resumes)."""
-        checkpoint = self.load_checkpoint(run_id)
-        if checkpoint is None:
-            run = self.get(run_id)
-            if run["epochs_done"] or len(self.group_members(run_id)) > 1:
-                raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
-        return checkpoint
+        import core.store.runner as runner
+
+        return runner.check_resumable(self, run_id)
 
     def resume_in_this_process(self, run_id: str, callbacks=(), data_dir=None) -> dict:
-        """Continue an interrupted, cancelled or failed run from its last checkpoint, on the same
-        data it was trained on, to the same result it would have reached."""
-        run = self.get(run_id)
-        if run["status"] not in ("interrupted", "cancelled", "failed"):
-            raise RunStoreError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs resume")
-        checkpoint = self.check_resumable(run_id)
-        if checkpoint is None:  # stopped before its first epoch ended: it starts again, as the same run
-            config = self.config(run_id)
-            dataset, data_dir = self.dataset_of(run_id, data_dir)
-            return self.train_in_this_process(config, dataset, callbacks=callbacks, run_id=run_id, data_dir=data_dir)
-        if checkpoint.get("group"):
-            raise RunStoreError(f"run {run_id} was trained in a vectorised group; resume the group with "
-                                f"`python -m core runs resume {checkpoint['group'][0]}` (it resumes all its runs)")
-        config = self.config(run_id)
-        dataset, data_dir = self.dataset_of(run_id, data_dir)
-        return self.train_in_this_process(config, dataset, callbacks=callbacks, run_id=run_id, resume=True,
-                                          data_dir=data_dir)
+        import core.store.runner as runner
+
+        return runner.resume_run(self, run_id, callbacks, data_dir)
 
     def dataset_of(self, run_id: str, data_dir=None):
-        """The data set a run was trained on, loaded again: from `data_dir` if given, else from
-        the folder the run recorded, and refused when its fingerprint differs from the one
-        the run saw (resuming on other data would make it another run)."""
-        from core.data import load_dataset
+        import core.store.runner as runner
 
-        saved = self.folder(run_id).saved_config()
-        config = saved["config"]
-        recorded = saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
-        folder = data_dir or saved.get("data_dir")
-        if folder and not Path(folder).is_dir() and not data_dir:
-            folder = None  # recorded on another machine; try the usual sources
-        dataset = load_dataset(config["dataset"], folder, allow_download=False)
-        want = recorded.get("fingerprint")
-        if want and dataset.fingerprint and want != dataset.fingerprint:
-            raise RunStoreError(
-                f"run {run_id} was trained on {recorded.get('name', config['dataset'])} from "
-                f"{recorded.get('source', 'an unknown source')} (fingerprint {want}); the data found now is "
-                f"{dataset.source} (fingerprint {dataset.fingerprint}). Pass --data-dir with the folder it was "
-                "trained on.")
-        return dataset, folder
+        return runner.dataset_of(self, run_id, data_dir)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -396,17 +341,46 @@ class RunStore:
         for run in reap(self.index, self.root, rows):
             if not (self.root / run["id"]).is_dir():
                 run.update(status="missing", error="its folder is missing (deleted outside the lab?)")
-            run["tags"] = json.loads(run["tags"] or "[]")
-            run["progress"] = json.loads(run["progress"]) if run["progress"] else None
-            run["vectorized"] = json.loads(run["vectorized"]) if run.get("vectorized") else None
+            upkeep.clean_row(run)
             out.append(run)
         return out
+
+    def _check_listed(self, runs: list[dict]) -> list[dict]:
+        """The stopped runs whose JSON files changed since they were last found sound are
+        checked (core.store.folder: RunFolder.problem); a damaged one is listed as damaged with
+        the reason, so no page picks it as a finished run. Stats only for unchanged runs (the
+        index keeps the stats of the files it last found sound, for every process)."""
+        for run in runs:
+            if run["status"] in (*ACTIVE, "damaged", "missing") or not RUN_ID.match(run["id"]):
+                continue
+            folder = self.folder(run["id"])
+            signature = json.dumps(folder.signature())
+            if run.get("checked") == signature:
+                continue
+            problem = folder.problem(run)
+            if problem is None:
+                self.index.set_checked(run["id"], signature)
+                run["checked"] = signature
+            elif self.mark_damaged(run["id"], problem) or self.index.get(run["id"])["status"] == "damaged":
+                run.update(status="damaged", error=problem, progress=None)
+        return runs
+
+    def check_files(self, run_id: str) -> str | None:
+        """Every file of a stopped run checked, arrays and weights loaded (`runs show`): the
+        problem (the run is then listed as damaged), or None."""
+        run = self.get(run_id)
+        if run["status"] in ACTIVE or run["status"] == "missing":
+            return None
+        problem = self.folder(run_id).problem(run, full=True)
+        if problem:
+            self.mark_damaged(run_id, problem)
+        return problem
 
     def list(self, status: str | None = None, tag: str | None = None, text: str | None = None,
              group: str | None = None) -> list[dict]:
         """All runs, newest first, optionally filtered by status, tag, group and a text in
         name/model/note."""
-        runs = self._reap(self.index.all())
+        runs = self._check_listed(self._reap(self.index.all()))
         if status:
             runs = [r for r in runs if r["status"] == status]
         if tag:
@@ -425,26 +399,57 @@ class RunStore:
             raise RunStoreError(f"no run {run_id!r} in {self.root}")
         return self._reap([row])[0]
 
+    @contextmanager
+    def _reading(self, run_id: str):
+        """Reading a run's files: one that turns out damaged marks the run damaged in the index
+        (listed as such, with the reason, and left out of the pages' pickers from then on);
+        the FileDamaged error goes on to the caller. The folder keeps its own status, so a
+        repaired file and `runs reindex` bring the run back."""
+        try:
+            yield
+        except FileDamaged as exc:
+            self.mark_damaged(run_id, str(exc))
+            raise
+
+    def mark_damaged(self, run_id: str, reason: str) -> bool:
+        """List a run as damaged (index only); True when it was not yet. Active runs are left to
+        their worker, which reports its own failure."""
+        row = self.index.get(run_id)
+        if row is None or row["status"] in ACTIVE or row["status"] == "damaged":
+            return False
+        return self.index.update_if(run_id, row["status"], status="damaged", error=reason[:2000], progress=None)
+
+    def saved_config(self, run_id: str) -> dict:
+        """config.json as stored: the config with the data set and device the run recorded."""
+        with self._reading(run_id):
+            return self._existing(run_id).saved_config()
+
     def config(self, run_id: str) -> RunConfig:
-        return self._existing(run_id).config()
+        with self._reading(run_id):
+            return self._existing(run_id).config()
 
     def history(self, run_id: str) -> list[dict]:
         folder = self.folder(run_id)
-        return folder.history() if folder.exists() else []
+        with self._reading(run_id):
+            return folder.history() if folder.exists() else []
 
     def metrics(self, run_id: str) -> dict:
         folder = self.folder(run_id)
-        return folder.metrics() if folder.exists() else {}
+        with self._reading(run_id):
+            return folder.metrics() if folder.exists() else {}
 
     def predictions(self, run_id: str) -> dict[str, np.ndarray]:
-        return self._existing(run_id).predictions()
+        with self._reading(run_id):
+            return self._existing(run_id).predictions()
 
     def load_weights(self, run_id: str, which: str = "best") -> dict:
         """A run's weights as a state dict, loaded without unpickling code (weights_only=True)."""
-        return self._existing(run_id).load_weights(which)
+        with self._reading(run_id):
+            return self._existing(run_id).load_weights(which)
 
     def load_checkpoint(self, run_id: str) -> dict | None:
-        return self._existing(run_id).load_checkpoint()
+        with self._reading(run_id):
+            return self._existing(run_id).load_checkpoint()
 
     def load_model(self, run_id: str, which: str = "best"):
         from core.models import build_model
@@ -532,9 +537,3 @@ class RunStore:
             self.index.delete(run_id)
             raise
         return run_id
-
-
-def _failure_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return f"could not write the run's files: {exc}"
-    return f"{type(exc).__name__}: {exc}"

@@ -380,6 +380,34 @@ def test_the_index_deleted_or_broken_while_a_training_writes_does_not_stop_it(fo
         assert run["status"] == "finished" and run["epochs_done"] == 6, run
 
 
+def test_a_running_runs_files_damaged_while_it_writes_are_written_again_and_it_finishes(forkserver, store_root,
+                                                                                        tmp_path):
+    """The trainer rewrites its run's files whole (history, run.json, weights, checkpoint)
+    after each epoch: damaged in between, they are sound again when it ends."""
+    from tests.faults.kill_at_rename import run_command
+
+    ids = {r["id"] for r in RunStore(store_root).list()}
+    output = tmp_path / "out.txt"
+    proc = forkserver.Process(target=run_command, args=(
+        ["train", "--dataset", "mnist-sample", "--epochs", "6", "--model", "mlp-fast", "--name", "live files",
+         "--runs-dir", str(store_root), "--json"], 0, "before", None, str(output)))
+    proc.start()
+    end, new = time.time() + 120, []
+    while time.time() < end and not new:
+        new = [r for r in RunStore(store_root).list() if r["id"] not in ids and r["epochs_done"] >= 1]
+        time.sleep(0.05)
+    assert new, "the training did not start"
+    folder = store_root / new[0]["id"]
+    for name in ("history.json", "run.json", "weights_last.pt", "checkpoint.pt", "first_layer.npz"):
+        if (folder / name).exists():
+            DAMAGES["garbage"](folder / name)
+    proc.join(300)
+    assert proc.exitcode == 0, output.read_text()[-1000:]
+    run = RunStore(store_root).get(new[0]["id"])
+    assert run["status"] == "finished" and run["epochs_done"] == 6, run
+    assert RunStore(store_root).check_files(new[0]["id"]) is None
+
+
 def test_reindex_never_hides_a_row_from_a_concurrent_reader(store_root):
     """`runs reindex` ten times while another process lists the store again and again: every
     listing has every run, and no broken-index file is left."""

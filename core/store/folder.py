@@ -83,9 +83,10 @@ class RunFolder:
         meta = read_json(self / "run.json", {})
         return meta if isinstance(meta, dict) else {}
 
-    def write_meta(self, **changes) -> dict:
-        """Merge `changes` into run.json (written atomically) and return the whole of it."""
-        meta = self.read_meta()
+    def write_meta(self, start: dict | None = None, **changes) -> dict:
+        """Merge `changes` into run.json (or into `start`, when run.json is damaged and is
+        written again whole), atomically; returns the whole of it."""
+        meta = dict(start) if start is not None else self.read_meta()
         meta.update({k: v for k, v in changes.items() if k in META_FIELDS})
         meta["id"] = self.id
         atomic_write_json(self / "run.json", meta)

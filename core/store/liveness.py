@@ -25,7 +25,7 @@ def reap(index, root: Path, rows: list[dict]) -> list[dict]:
             if index.update_if(run["id"], run["status"], status="interrupted", error=error, progress=None):
                 try:
                     RunFolder(Path(root), run["id"]).write_meta(status="interrupted", error=error)
-                except OSError:
-                    pass
+                except (OSError, ValueError):
+                    pass  # a full disk, or a damaged run.json (listed as damaged): the index says it
             run.update(status="interrupted", error=error, progress=None)
     return rows

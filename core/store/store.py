@@ -172,7 +172,11 @@ class RunStore:
         folder = self.folder(run_id)
         meta = {k: v for k, v in fields.items() if k in META_FIELDS}
         if meta and folder.exists():
-            folder.write_meta(**meta)
+            try:
+                folder.write_meta(**meta)
+            except FileDamaged:  # run.json damaged behind the lab's back: written again whole, from the index
+                row = upkeep.clean_row(dict(self.index.get(run_id) or {"tags": None, "progress": None}))
+                folder.write_meta({k: row[k] for k in META_FIELDS if k in row}, **meta)
         if "tags" in fields and not isinstance(fields["tags"], str):
             fields["tags"] = json.dumps(fields["tags"])
         if folder.exists():  # files the lab has just written are sound: no listing needs to check them
@@ -473,7 +477,7 @@ class RunStore:
         ok = self.index.claim(run_ids, device, limit)
         if ok:
             for run_id in run_ids:
-                self.folder(run_id).write_meta(status="running")
+                self._set(run_id, status="running")
         return ok
 
     def running_jobs(self, device: str) -> int:

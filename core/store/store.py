@@ -102,7 +102,6 @@ class RunStore:
         place, in one transaction, so no reader ever misses a row (core.store.upkeep)."""
         return upkeep.rebuild(self)
 
-
     # --- paths ---------------------------------------------------------------------------------
 
     def folder(self, run_id: str) -> RunFolder:

@@ -126,12 +126,7 @@ class RunFolder:
         path = self / "predictions.npz"
         if not path.exists():
             raise RunStoreError(f"run {self.id} has no stored predictions")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except Exception as exc:  # noqa: BLE001 - a truncated zip raises any of several kinds
-            raise FileDamaged(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
-        return self._checked("predictions.npz", check_predictions, arrays)
+        return self._checked_arrays("predictions.npz", check_predictions)
 
     def weights_path(self, which: str = "best") -> Path:
         path = self / f"weights_{which}.pt"
@@ -212,23 +207,23 @@ class RunFolder:
                 for name in ("weights_last.pt", "weights_best.pt", "checkpoint.pt"):
                     if (self / name).exists():
                         load_state_dict(self / name)
-                self._check_arrays("split.npz", check_split)
-                self._check_arrays("first_layer.npz", _check_first_layer)
+                for name, check in (("split.npz", check_split), ("first_layer.npz", _check_first_layer)):
+                    if (self / name).exists():
+                        self._checked_arrays(name, check)
                 if not isinstance(read_json(self / "environment.json", {}), dict):
                     return f"{self / 'environment.json'}: not an object"
         except FileDamaged as exc:
             return str(exc)
         return None
 
-    def _check_arrays(self, name: str, check) -> None:
-        if not (self / name).exists():
-            return
+    def _checked_arrays(self, name: str, check) -> dict:
+        """An .npz file's arrays (never unpickled), checked; FileDamaged when it is not sound."""
         try:
             with np.load(self / name, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as exc:  # noqa: BLE001 - a truncated zip raises any of several kinds
             raise FileDamaged(f"{self / name}: cannot be read ({type(exc).__name__}: {exc})") from exc
-        self._checked(name, check, arrays)
+        return self._checked(name, check, arrays)
 
     def damaged_row(self, reason: str) -> dict:
         """The index row of a run whose files cannot be read: listed as damaged, with why."""

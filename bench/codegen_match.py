@@ -41,6 +41,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--presets", nargs="*", default=list(PRESETS))
     args = parser.parse_args()
+    args.data_dir = str(Path(args.data_dir).resolve())  # the programs run in a temporary folder
     data = load_dataset("mnist", args.data_dir)
     folder = Path(tempfile.mkdtemp(prefix="codegen-"))
     print(f"full MNIST, {args.epochs} epochs each, test accuracy:")

@@ -16,16 +16,23 @@ network. They normalise with the training pixels' mean and standard deviation, a
 
 from __future__ import annotations
 
+from core.augment import MAX_ROTATION_DEG, MAX_SHIFT_PX, SCALE_RANGE, STROKE_CHANGE_P
 from core.config import RunConfig
 from core.models import output_shapes
 
 DEFAULT_DATA = "data/mnist"
 
+# The course's steps, each opened by a comment "# N. step" at the start of a line: the
+# notebook (core/handover/notebook.py) cuts the program there into one cell per step.
+STEPS = {"0": "data", "1": "define", "2": "summary", "3": "compile", "4": "fit", "5": "evaluate",
+         "6": "predict and save"}
+DATA_STEP = "# 0. data: the four MNIST files, the lab's train/validation split, normalised\n"
+
 TORCH_ACT = {"relu": "nn.ReLU()", "sigmoid": "nn.Sigmoid()", "tanh": "nn.Tanh()",
              "leaky_relu": "nn.LeakyReLU(0.01)", "linear": None}
 
 # The lab's augmentation (core.augment): the same numbers in both programs.
-AUG_ROTATION, AUG_SCALE, AUG_SHIFT = 12, 0.15, 2.5
+AUG_ROTATION, AUG_SCALE, AUG_SHIFT = round(MAX_ROTATION_DEG), round(SCALE_RANGE[1] - 1, 6), MAX_SHIFT_PX
 
 # By hand, in both programs: torchvision's MNIST class reads only uncompressed files under
 # DATA/MNIST/raw and Keras' mnist.load_data() downloads an .npz; neither reads the standard
@@ -140,8 +147,7 @@ def pytorch_code(config: RunConfig, data_dir=None) -> str:
     imports = ["import copy" if config.early_stopping else None, "import gzip", "import math", "import os",
                "import struct", "", "import numpy as np", "import torch",
                "import torch.nn.functional as F" if config.augment else None,
-               "from sklearn.model_selection import train_test_split", "from torch import nn",
-               "from torchvision.transforms import v2" if config.augment else None]
+               "from sklearn.model_selection import train_test_split", "from torch import nn"]
     head = "\n".join(line for line in imports if line is not None)
 
     schedule = ""
@@ -162,17 +168,25 @@ def pytorch_code(config: RunConfig, data_dir=None) -> str:
     if config.augment:
         augment = f'''
 BLANK = float(-mean / std)  # a blank pixel after normalisation: what moves in from the border
-affine = v2.RandomAffine(degrees={AUG_ROTATION}, translate=({AUG_SHIFT} / 28, {AUG_SHIFT} / 28), scale=({1 - AUG_SCALE:g}, {1 + AUG_SCALE:g}), fill=BLANK)
 
 
 def augment(xb):
-    """A different random rotation, zoom and shift for each image (a torchvision transform
-    draws one per call), then thicker strokes for 30% of the images and thinner ones for 15%
-    (a 3x3 max or min filter), as the lab's augmentation does."""
-    xb = torch.stack([affine(image) for image in xb])
-    r = torch.rand(len(xb), 1, 1, 1, device=xb.device)
-    thick, thin = F.max_pool2d(xb, 3, 1, 1), -F.max_pool2d(-xb, 3, 1, 1)
-    return torch.where(r < 0.3, thick, torch.where(r > 0.85, thin, xb))
+    """A different random rotation (up to {AUG_ROTATION} degrees), zoom ({SCALE_RANGE[0]:g}-{SCALE_RANGE[1]:g}) and shift (up to
+    {AUG_SHIFT} pixels) for each image, in one affine_grid + grid_sample call (torchvision's v2.RandomAffine
+    draws one transform per call: per image it would be a Python loop), then thicker strokes for
+    {STROKE_CHANGE_P:.0%} of the images and thinner ones for {STROKE_CHANGE_P / 2:.0%} (a 3x3 max or min filter): the lab's
+    augmentation, drawing the same random numbers."""
+    n = len(xb)
+    angle = (torch.rand(n, device=xb.device) * 2 - 1) * math.radians({MAX_ROTATION_DEG:g})
+    scale = torch.empty(n, device=xb.device).uniform_({SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g})
+    shift = (torch.rand(n, 2, device=xb.device) * 2 - 1) * ({MAX_SHIFT_PX:g} / 14)  # 14 pixels = 1 grid unit
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(xb.shape), align_corners=False)
+    out = F.grid_sample(xb - BLANK, grid, align_corners=False, padding_mode="zeros")
+    r = torch.rand(n, 1, 1, 1, device=xb.device)
+    thick, thin = F.max_pool2d(out, 3, 1, 1), -F.max_pool2d(-out, 3, 1, 1)
+    return torch.where(r < {STROKE_CHANGE_P:g}, thick, torch.where(r > {1 - STROKE_CHANGE_P / 2:g}, thin, out)) + BLANK
 '''
     amp = ""
     scaler = ""
@@ -211,6 +225,10 @@ def augment(xb):
                 if config.precision == "bf16" else
                 "with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):"
                 if config.precision == "fp16" else "with torch.no_grad():")
+    channels_last = ""
+    if any(layer["type"] == "conv" for layer in config.architecture()):
+        channels_last = ("\nmodel = model.to(memory_format=torch.channels_last)  # convolutions run faster in this "
+                         "memory layout (as the lab's)")
     return f'''{head}
 
 DATA = {_data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
@@ -218,7 +236,8 @@ SEED = {config.seed}
 EPOCHS, BATCH = {config.epochs}, {config.batch_size}
 torch.manual_seed(SEED)
 device = {device}
-{READ_IDX}
+
+{DATA_STEP}{READ_IDX}
 {_split(config)}
 
 
@@ -233,7 +252,7 @@ X_test, Y_test = tensor(x_test), torch.tensor(y_test, device=device)
 # 1. define
 model = nn.Sequential(
 {layers}
-).to(device)
+).to(device){channels_last}
 # 2. summary
 print(model)
 print("parameters", sum(p.numel() for p in model.parameters()))
@@ -255,22 +274,36 @@ def evaluate(x, y):
 
 # 4. fit
 best_loss, best_state, wait = float("inf"), None, 0
+history = {{"loss": [], "val_loss": [], "val_accuracy": []}}  # per epoch, as Keras' History
 for epoch in range(EPOCHS):
     model.train()
-    perm = torch.randperm(len(X), device=device)  # a new order every epoch
+    # a new order every epoch, seeded from (SEED, epoch) as the lab does, with dropout's random state: the run
+    # repeats exactly (the lab draws a CUDA run's order on the GPU, so there the order differs)
+    epoch_seed = SEED * 1_000_003 + epoch + 1
+    torch.manual_seed(epoch_seed)
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(epoch_seed)).to(device)
+    total_loss = torch.zeros((), device=device)  # summed on the device: no sync per batch
     for i in range(steps_per_epoch):
         batch = perm[i * BATCH:(i + 1) * BATCH]
 {_indent(batch, 8)}
 {_indent(forward, 8)}
 {_indent(step, 8)}
+        total_loss += loss.detach().float()
     val_loss, val_accuracy = evaluate(X_val, Y_val)
+    history["loss"].append(total_loss.item() / steps_per_epoch)
+    history["val_loss"].append(val_loss)
+    history["val_accuracy"].append(val_accuracy)
     print(f"epoch {{epoch + 1}}/{{EPOCHS}}: val_loss {{val_loss:.4f}}, val_accuracy {{val_accuracy:.4f}}"){early}
 
 # 5. evaluate
 test_loss, test_accuracy = evaluate(X_test, Y_test)
 print(f"test accuracy {{test_accuracy:.4f}}")
 
-# 6. save
+# 6. predict and save
+model.eval()
+with torch.no_grad():
+    predicted = {"(model(X_test[:10]).squeeze(1) > 0).long()" if binary else "model(X_test[:10]).argmax(1)"}
+print("predicted", predicted.tolist(), "true", Y_test[:10].tolist())
 torch.save(model.state_dict(), "model.pt")  # load it with torch.load("model.pt", weights_only=True)
 '''
 
@@ -394,7 +427,8 @@ SEED = {config.seed}
 EPOCHS, BATCH, LR = {config.epochs}, {config.batch_size}, {lr:g}
 {"L2 = " + f"{config.l2:g}" + "  # kernel_regularizer=l2(L2): L2 * sum of the squared kernels added to the loss" + chr(10) if config.l2 else ""}keras.utils.set_random_seed(SEED)
 # device: Keras trains on the accelerator its backend finds (the lab's run: {config.device})
-{policy}{READ_IDX}
+{policy}
+{DATA_STEP}{READ_IDX}
 {_split(config)}
 
 
@@ -412,7 +446,8 @@ steps_per_epoch = math.ceil(len(x_tr) / BATCH)
 model = keras.Sequential([
 {layers}
 ])
-model.summary()  # 2. summary
+# 2. summary
+model.summary()
 
 # 3. compile
 optimizer = {opt}
@@ -425,6 +460,9 @@ history = model.fit(x_tr, y_tr, batch_size=BATCH, epochs=EPOCHS, validation_data
 test_loss, test_accuracy = model.evaluate(x_te, y_te, verbose=0)
 print(f"test accuracy {{test_accuracy:.4f}}")
 
-# 6. save
+# 6. predict and save
+probabilities = model.predict(x_te[:10], verbose=0)
+predicted = {"(probabilities[:, 0] > 0.5).astype(int)" if binary else "probabilities.argmax(1)"}
+print("predicted", predicted.tolist(), "true", y_test[:10].tolist())
 model.save("model.keras")
 '''

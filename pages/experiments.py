@@ -17,6 +17,8 @@ from core.config import ConfigError
 from core.devices import DeviceError
 from core.experiments import config_diff, curves_frame, distinct_labels, hyperparameter_frame, runs_table, smooth
 from core.launch import launch_group
+from core.handover import (WITH_RESULTS, HandoverError, bundle, handover_name, into_mlflow,
+                           mlflow_installed)
 from core.store import RunStoreError
 from ui import access, charts
 from ui.navigation import header
@@ -189,6 +191,43 @@ if st.session_state.get("x_confirm_delete") == run_id:
     if n.button("Cancel", key="x_delete_no"):
         st.session_state.pop("x_confirm_delete")
         st.rerun()
+
+# --- take runs elsewhere ------------------------------------------------------------------------
+st.subheader("Take runs elsewhere")
+st.caption("The chosen runs as a Jupyter notebook (the course's steps, one cell each), TensorBoard event files "
+           "(curves, hyperparameters, confusion matrix, first layer, PR curves, embedding) or into an MLflow "
+           "store. The same as `python -m core runs export RUN OUT --format notebook|tensorboard|mlflow`.")
+with_results = [r["id"] for r in shown if r["status"] in WITH_RESULTS]
+picked = st.multiselect("Runs to export", with_results, default=[i for i in chosen if i in with_results][:3],
+                        key="x_handover_runs", format_func=lambda i: run_label(by_id[i]))
+formats = {"Notebook (PyTorch)": ("notebook", "pytorch"), "Notebook (Keras)": ("notebook", "keras"),
+           "TensorBoard": ("tensorboard", "pytorch"), "MLflow": ("mlflow", "pytorch"),
+           "The lab's zip": ("zip", "pytorch")}
+how = st.radio("Format", list(formats), horizontal=True, key="x_handover_format")
+fmt, framework = formats[how]
+if fmt == "mlflow":
+    if not mlflow_installed():
+        st.info("MLflow is not installed here (it is large, so it is optional): `pip install -r "
+                "requirements-mlflow.txt`, then reload.")
+    elif access.allowed("write into an MLflow store on the server (a notebook or TensorBoard download works)"):
+        target = st.text_input("MLflow tracking URI, or a folder that becomes a store",
+                               str(store().root.resolve().parent / "mlflow"), key="x_mlflow_uri")
+        if st.button("Log into MLflow", key="x_mlflow_go", disabled=not picked):
+            try:
+                with st.spinner(f"Logging {len(picked)} run(s) into MLflow…"):
+                    logged = into_mlflow(store(), picked, target)
+                uri = logged[0]["uri"]
+                st.success(f"Logged {len(picked)} run(s) into {uri}. Open it with `mlflow ui --backend-store-uri "
+                           f"{uri}`.")
+            except (HandoverError, RunStoreError, OSError) as exc:
+                show_error(exc)
+elif picked:
+    try:
+        file_name, mime = handover_name(picked, fmt, framework)
+        st.download_button(f"Download ({how})", lambda: bundle(store(), picked, fmt, framework)[0], file_name,
+                           mime=mime, key="x_handover_download", on_click="ignore")
+    except (HandoverError, RunStoreError) as exc:
+        show_error(exc)
 
 # --- hardware comparison -------------------------------------------------------------------------
 st.subheader("Hardware comparison")

@@ -18,6 +18,7 @@ import streamlit as st
 
 from core import learned
 from core.codegen import keras_code, pytorch_code
+from core.handover.notebook import notebook_text
 from core.idx import idx_zip
 from core.experiments import device_speeds
 from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig,
@@ -511,6 +512,12 @@ if config is not None:
     torch_tab, keras_tab = st.tabs(["PyTorch", "Keras (as in the course)"])
     torch_tab.code(pytorch_code(config, folder), language="python")
     keras_tab.code(keras_code(config, folder), language="python")
+    # The same programs as Jupyter notebooks, one cell per course step (built on click).
+    nb_torch, nb_keras = st.columns(2)
+    for column, framework, label in ((nb_torch, "pytorch", "PyTorch"), (nb_keras, "keras", "Keras")):
+        column.download_button(f"{label} notebook (.ipynb)", lambda f=framework: notebook_text(config, f, folder),
+                               f"{config.name or config.model}-{framework}.ipynb", mime="application/x-ipynb+json",
+                               key=f"t_dl_nb_{framework}", on_click="ignore")
     if config.dataset == "mnist-sample":
         sample = dataset("mnist-sample")
         # Built on click (gzip of 5,000 digits): on every rerun it was a large part of the server's

@@ -14,13 +14,14 @@ from core.config import ConfigError, RunConfig
 from core.data import DATASETS, DataError
 from core.devices import DeviceError
 from core.export import ExportError
+from core.handover import HandoverError
 from core.idx import IdxError
 from core.models import ArchitectureError
 from core.store import RunStoreError
 from core.sweeps import SweepError
 
 USER_ERRORS = (ConfigError, DataError, DeviceError, IdxError, ArchitectureError, RunStoreError, SweepError,
-               ExportError)
+               ExportError, HandoverError)
 
 
 class UsageError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.cli.common import TerminalProgress, emit, open_store, writable_file
+from core.handover import FORMATS, FRAMEWORKS
 from core.store import RunStoreError
 from core.store.folder import STATUSES
 
@@ -76,10 +77,20 @@ def cmd_delete(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """A run (or a group's runs) in another format: the lab's zip (the default), a notebook,
+    TensorBoard event files, an MLflow store (core.handover)."""
+    from core.handover import export
+
     store = open_store(args.runs_dir)
-    store.get(args.run)  # an unknown run is named before the file is looked at
-    path = store.export_zip(args.run, writable_file(Path(args.file), "export to", f"mnist-lab-{args.run}.zip"))
-    emit({"exported": args.run, "file": str(path)}, args.json, f"exported {args.run} to {path}")
+    out = args.out
+    if args.format in ("zip", "notebook"):  # one file: refused before any work when it cannot be written
+        out = writable_file(Path(out), "export to", f"mnist-lab-{args.run}.zip" if args.format == "zip" else
+                            f"{args.run}-{args.framework}.ipynb")
+    result = export(store, args.run, out, args.format, args.framework, args.data_dir)
+    where = result.get("file") or result.get("folder") or result.get("uri")
+    emit(result, args.json, f"exported {args.run} ({len(result['runs'])} run(s)) as {args.format} to {where}" + "".join(
+        f"\nnote: {r['run_id']}: no {what}: {why}" for r in result.get("written", []) for what, why in
+        r.get("skipped", {}).items()))
     return 0
 
 
@@ -143,7 +154,13 @@ def add_parsers(sub) -> None:
     verb("delete", cmd_delete, "delete a run and its files", "run")
     cancel = verb("cancel", cmd_cancel, "cancel queued runs, or stop running ones within one batch")
     cancel.add_argument("runs", nargs="+", metavar="RUN")
-    verb("export", cmd_export, "export a run as one zip", "run", "file")
+    export = verb("export", cmd_export, "export a run (or a k-fold's or sweep's runs) as a zip, a notebook, "
+                                        "TensorBoard event files or into MLflow", "run", "out")
+    export.add_argument("--format", choices=FORMATS, default="zip",
+                        help="zip (the lab's archive; OUT a file), notebook (OUT.ipynb), tensorboard (OUT a folder), "
+                             "mlflow (OUT a tracking URI, or a folder that becomes a store)")
+    export.add_argument("--framework", choices=FRAMEWORKS, default="pytorch", help="the notebook's framework")
+    export.add_argument("--data-dir", help="the MNIST folder: the notebook's DATA, or the data for the embedding")
     verb("import", cmd_import, "import a run from an exported zip", "file")
     verb("reindex", cmd_reindex, "rebuild the index from the run folders")
     resume = verb("resume", cmd_resume, "resume an interrupted or cancelled run (or its vectorised group) from its "

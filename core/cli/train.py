@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from core.cli.common import TerminalProgress, add_data_arguments, config_from_args, emit, load_data, open_store
+from core.cli.common import (TerminalProgress, UsageError, add_data_arguments, config_from_args, emit, load_data,
+                             open_store)
 from core.config import LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, RunConfig
 from core.devices import list_devices
 from core.models import PRESETS
@@ -40,15 +42,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
-
-
-
-
 def cmd_train(args) -> int:
     from core.callbacks import Progress
     from core.devices import resolve_device
 
     config = config_from_args(args)
+    if args.tensorboard:
+        if args.no_store:
+            raise UsageError("--tensorboard writes a stored run's files: it does not go with --no-store")
+        folder = Path(args.tensorboard)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--tensorboard {folder}: is a file; name a folder")
+        if not (folder if folder.is_dir() else folder.parent.resolve()).is_dir():
+            raise UsageError(f"--tensorboard {folder}: the folder {folder.parent} does not exist")
     resolve_device(config.device)  # a missing device is an argument error, before loading data
     dataset = load_data(config, args.data_dir)
     progress = Progress(TerminalProgress(), every=10)
@@ -57,6 +63,17 @@ def cmd_train(args) -> int:
 
         result = train(config, dataset, callbacks=[progress])
         out = {"run_id": None, "run_dir": None, **result.summary()}
+    elif args.tensorboard:
+        from core.handover.tensorboard import TensorBoardLive, write_run
+        from core.store.runner import train_run
+
+        folder = Path(args.tensorboard)
+        store = open_store(args.runs_dir)
+        out = train_run(store, config, dataset, lambda run_id: [progress, TensorBoardLive(folder / run_id)],
+                        data_dir=args.data_dir)
+        # the rest (hyperparameters, images, PR curves, embedding) once the run is stored
+        write_run(folder / out["run_id"], store, out["run_id"], args.data_dir, scalars=False)
+        out["tensorboard"] = str(folder / out["run_id"])
     else:
         out = open_store(args.runs_dir).train_in_this_process(config, dataset, callbacks=[progress],
                                                                data_dir=args.data_dir)
@@ -102,6 +119,8 @@ def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train a model and store the run")
     add_train_arguments(t)
     t.add_argument("--no-store", action="store_true", help="train without saving a run")
+    t.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files into DIR/RUN_ID while "
+                                                        "training (as `runs export RUN DIR --format tensorboard`)")
     t.set_defaults(handler=cmd_train)
     d = sub.add_parser("devices", help="list the devices training can use")
     d.add_argument("--json", action="store_true")

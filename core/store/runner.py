@@ -15,7 +15,9 @@ from core.store.files import RunStoreError, failure_text
 
 def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
               resume: bool = False, data_dir=None) -> dict:
-    """Train `config` here, writing the run into the store; returns the CLI's summary dict."""
+    """Train `config` here, writing the run into the store; returns the CLI's summary dict.
+    `callbacks` is a list, or a function of the run id that returns one (for a callback that
+    writes where the run's id names, as `train --tensorboard DIR`)."""
     from core.data import load_dataset
     from core.store.writer import store_callbacks
     from core.training import check_against_data, train
@@ -33,7 +35,8 @@ def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str 
     state = store.load_checkpoint(run_id) if resume else None
     store.mark_started(run_id)
     try:
-        result = train(config, dataset, callbacks=[*store_callbacks(store, run_id, data_dir), *callbacks],
+        extra = callbacks(run_id) if callable(callbacks) else list(callbacks)
+        result = train(config, dataset, callbacks=[*store_callbacks(store, run_id, data_dir), *extra],
                        resume_state=state)
         store.save_result(run_id, result)
     except KeyboardInterrupt:

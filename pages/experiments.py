@@ -164,7 +164,7 @@ if b1.button("Save name, tags and note", key="x_save", disabled=not access.may_e
     except RunStoreError as exc:
         show_error(exc)
 try:
-    if run["status"] not in ACTIVE and (store().run_dir(run_id) / "weights_last.pt").exists():
+    if run["status"] not in ACTIVE and store().folder(run_id).has("weights"):
         b2.download_button("Export as zip", data=lambda: export_bytes(run_id),
                            file_name=f"mnist-lab-{run_id}.zip", mime="application/zip", key="x_export")
 except RunStoreError as exc:

@@ -71,7 +71,7 @@ labels, preds, probs = pred["labels"], pred["preds"], pred["probs"]
 n_classes = probs.shape[1]
 classes = [str(c) for c in range(n_classes)]
 config = store().config(run_id)
-version = (store().run_dir(run_id) / "predictions.npz").stat().st_mtime  # cache key: the stored file's version
+version = store().folder(run_id).version("predictions")  # cache key: the stored file's version
 history = store().history(run_id)
 if n_classes == 2:
     st.info(f"A binary run: class 1 means \"is a {config.positive_class}\", class 0 means any other digit.")

@@ -48,8 +48,7 @@ def platforms() -> dict[str, cost.Platform]:
 
 
 def weights_version(run_id: str) -> float:
-    path = store().run_dir(run_id) / "weights_last.pt"
-    return path.stat().st_mtime if path.exists() else 0.0
+    return store().folder(run_id).version("weights")
 
 
 header("Ship", "Inference: model → ship. Export a run to ONNX, make it smaller (fp16, int8), and see what it "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -293,8 +292,6 @@ if arch_error is None:
 def hardware_note(config: RunConfig) -> None:
     """Which device trained this setup fastest among the stored runs, and how many jobs the
     chosen device takes at once."""
-    from core.executors.local import slots_for
-
     speeds = device_speeds(store().list(), config)
     if len(speeds):
         best = speeds.iloc[0]
@@ -303,7 +300,7 @@ def hardware_note(config: RunConfig) -> None:
             slow = speeds.iloc[-1]
             text += f" ({best['speed-up']:.1f}x {slow['device']}'s {slow['seconds per epoch']:.2f} s)"
         st.caption(text + ". The experiments page times a config on every device.")
-    slots = slots_for(config.device)
+    slots = executor().capacity(config.device)
     busy = store().running_jobs(config.device)
     st.caption(f"`{config.device}` trains {'one job' if slots == 1 else f'up to {slots} jobs'} at once"
                f" ({busy} running now)." + (" A CPU trains one job at a time: two would only share its cores."
@@ -369,15 +366,10 @@ def resuming(run: dict) -> bool:
 
 def first_layer(run_id: str) -> None:
     """The first layer's weights as the worker last saved them (every ~2 s while it trains)."""
-    path = store().run_dir(run_id) / "first_layer.npz"
-    if not path.exists():
+    snapshot = store().folder(run_id).first_layer()
+    if snapshot is None:  # none yet, or unreadable (damaged, or replaced right now): the picture is left out
         return
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            weights, epoch = z["weights"], float(z["epoch"])
-        weights.shape[1]
-    except Exception:  # noqa: BLE001 - unreadable (damaged, or replaced right now): the picture is left out
-        return
+    weights, epoch = snapshot
     kind = "unit" if weights.shape[1] == 28 else "filter"
     with st.expander(f"What the first layer is learning (epoch {epoch:.1f})", expanded=True):
         st.image(learned.weight_tiles(weights, upscale=3 if kind == "unit" else 10), clamp=True,
@@ -408,10 +400,8 @@ def live_view(run_id: str) -> None:
         history = store().history(run_id)
         st.markdown(f"**{run['name']}** · status **{run['status']}** · device `{run['device']}`")
         if run["status"] == "queued":
-            from core.executors.local import slots_for
-
             pos = store().queue_position(run_id)
-            slots = slots_for(run["device"])
+            slots = executor().capacity(run["device"])
             st.info(f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) busy): "
                     f"number {pos} in its queue." if pos else "Starting the worker...")
             st.button("Cancel", icon=":material/cancel:", key="t_cancel", on_click=_stop, args=(run_id,),
@@ -476,7 +466,7 @@ if run_id:
     st.subheader("3. Fit")
     live_view(run_id)
     run = safe_get(run_id)
-    if run and run["status"] in ("finished", "cancelled") and (store().run_dir(run_id) / "metrics.json").exists():
+    if run and run["status"] in ("finished", "cancelled") and store().folder(run_id).has("metrics"):
         st.subheader("4. Evaluate and save")
         metrics = store().metrics(run_id)
         m = st.columns(4)
@@ -486,13 +476,12 @@ if run_id:
         m[3].metric("Training time", f"{metrics['seconds']:.1f} s")
         st.page_link("pages/metrics.py", label="Open its metrics", icon=":material/analytics:",
                      query_params={"run": run_id})
-        folder = store().run_dir(run_id)
+        folder = store().folder(run_id)
         d = st.columns(3)
-        weights = folder / "weights_best.pt" if (folder / "weights_best.pt").exists() else folder / "weights_last.pt"
         # The files are read when a button is clicked (a callable as data), not on every rerun.
-        d[0].download_button("Weights (.pt state dict)", weights.read_bytes, f"{run_id}-weights.pt",
+        d[0].download_button("Weights (.pt state dict)", lambda: folder.read_bytes("weights"), f"{run_id}-weights.pt",
                              mime="application/octet-stream", key="t_dl_weights")
-        d[1].download_button("Config (JSON)", (folder / "config.json").read_bytes, f"{run_id}-config.json",
+        d[1].download_button("Config (JSON)", lambda: folder.read_bytes("config"), f"{run_id}-config.json",
                              mime="application/json", key="t_dl_config")
         d[2].download_button("History (CSV)",
                              lambda: pd.DataFrame(store().history(run_id)).drop(columns=["val_confusion"],

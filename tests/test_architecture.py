@@ -103,3 +103,19 @@ def test_pages_hold_no_training_code():
         text = path.read_text()
         for forbidden in ("torch.optim", ".backward()", "optimizer.step"):
             assert forbidden not in text, f"{path.name} contains {forbidden}"
+
+
+def test_pages_use_the_stores_and_executors_public_api():
+    """No page or ui module builds a path to a run's files or imports an executor's internals:
+    RunFolder's accessors (has, version, read_bytes, first_layer) and Executor.capacity serve them."""
+    from core.store.folder import RunFolder
+
+    names = set(RunFolder.FILES.values()) | {"history.json", "checkpoint.pt", "split.npz", "run.json"}
+    for path in [*sources("pages"), *sources("ui"), ROOT / "app.py"]:
+        text = path.read_text()
+        for name in names:
+            assert f'"{name}"' not in text, f"{path.name} names the run file {name}"
+        assert "run_dir(" not in text, f"{path.name} builds a run's path"
+        internal = {m for m in imports(path) if m.startswith("core.executors.") and m.split(".")[2] != "base"
+                    and (ROOT / "core" / "executors" / f"{m.split('.')[2]}.py").exists()}
+        assert not internal, f"{path.name} imports {sorted(internal)}"

@@ -103,7 +103,7 @@ def safe_get(run_id: str) -> dict | None:
 def finished_runs() -> list[dict]:
     """Runs that have stored test predictions (finished, or stopped after at least one epoch)."""
     return [r for r in store().list() if r["status"] in DONE
-            and (store().run_dir(r["id"]) / "predictions.npz").exists()]
+            and store().folder(r["id"]).has("predictions")]
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -113,8 +113,7 @@ def _predictions(root: str, run_id: str, mtime: float) -> dict:
 
 def predictions(run_id: str) -> dict:
     """A run's stored test labels, predictions and probabilities (cached per file version)."""
-    path = store().run_dir(run_id) / "predictions.npz"
-    return _predictions(str(store().root), run_id, path.stat().st_mtime)
+    return _predictions(str(store().root), run_id, store().folder(run_id).version("predictions"))
 
 
 def run_dataset_info(run_id: str) -> dict:

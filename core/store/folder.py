@@ -77,6 +77,46 @@ class RunFolder:
     def exists(self) -> bool:
         return self.path.is_dir()
 
+    # --- the files pages ask about, by what they hold (pages never build a run's paths) --------
+
+    FILES = {"weights": "weights_last.pt", "best_weights": "weights_best.pt", "predictions": "predictions.npz",
+             "metrics": "metrics.json", "config": "config.json", "first_layer": "first_layer.npz"}
+
+    def _file(self, what: str) -> Path:
+        if what not in self.FILES:
+            raise ValueError(f"unknown run file {what!r}; known: {', '.join(self.FILES)}")
+        return self / self.FILES[what]
+
+    def has(self, what: str) -> bool:
+        """Whether the run has written `what` (weights, best_weights, predictions, metrics, ...)."""
+        return self._file(what).exists()
+
+    def version(self, what: str) -> float:
+        """When `what` was last written (0.0 if it was not): a cache key that changes with the file."""
+        try:
+            return self._file(what).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def read_bytes(self, what: str) -> bytes:
+        """The file's bytes, for a download (`weights` is the best weights when the run kept them)."""
+        if what == "weights" and self.has("best_weights"):
+            what = "best_weights"
+        return self._file(what).read_bytes()
+
+    def first_layer(self) -> tuple[np.ndarray, float] | None:
+        """The first layer's weights (N, H, W) as the worker last saved them while training, and
+        the epoch (fractional) they are from; None when there are none or they cannot be read
+        (damaged, or being replaced this moment)."""
+        try:
+            with np.load(self._file("first_layer"), allow_pickle=False) as z:
+                weights, epoch = z["weights"], float(z["epoch"])
+            if weights.ndim != 3:
+                return None
+        except Exception:  # noqa: BLE001 - unreadable: the picture is left out, the page goes on
+            return None
+        return weights, epoch
+
     # --- who the run is ------------------------------------------------------------------
 
     def read_meta(self) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from core.augment import MAX_ROTATION_DEG, MAX_SHIFT_PX, SCALE_RANGE, STROKE_CHANGE_P
 from core.config import RunConfig
+from core.layer_kinds import TORCH_ACT, kind_of
 from core.models import output_shapes
 
 DEFAULT_DATA = "data/mnist"
@@ -28,8 +29,6 @@ STEPS = {"0": "data", "1": "define", "2": "summary", "3": "compile", "4": "fit",
          "6": "predict and save"}
 DATA_STEP = "# 0. data: the four MNIST files, the lab's train/validation split, normalised\n"
 
-TORCH_ACT = {"relu": "nn.ReLU()", "sigmoid": "nn.Sigmoid()", "tanh": "nn.Tanh()",
-             "leaky_relu": "nn.LeakyReLU(0.01)", "linear": None}
 
 # The lab's augmentation (core.augment): the same numbers in both programs.
 AUG_ROTATION, AUG_SCALE, AUG_SHIFT = round(MAX_ROTATION_DEG), round(SCALE_RANGE[1] - 1, 6), MAX_SHIFT_PX
@@ -94,32 +93,13 @@ def _data_folder(data_dir) -> str:
 
 # --- PyTorch -----------------------------------------------------------------------------------------
 
-def _torch_layers(config: RunConfig) -> list[str]:
+def torch_layers(config: RunConfig) -> list[str]:
     layers = config.architecture()
     shapes = [(1, 28, 28), *output_shapes(layers, config.num_outputs)]
     lines = []
     for layer, in_shape in zip(layers, shapes):
-        kind = layer["type"]
-        act = None
-        if kind == "dense":
-            lines.append(f"nn.Linear({in_shape[0]}, {layer['units']}),")
-            act = TORCH_ACT[layer.get("activation", "linear")]
-        elif kind == "conv":
-            pad = "'same'" if layer.get("padding", "valid") == "same" else "0"
-            stride = layer.get("stride", 1)
-            lines.append(f"nn.Conv2d({in_shape[0]}, {layer['filters']}, kernel_size={layer['kernel']}, "
-                         f"padding={pad}{'' if stride == 1 else f', stride={stride}'}),")
-            act = TORCH_ACT[layer.get("activation", "linear")]
-        elif kind == "pool":
-            cls = "nn.MaxPool2d" if layer.get("kind", "max") == "max" else "nn.AvgPool2d"
-            lines.append(f"{cls}({layer.get('size', 2)}),")
-        elif kind == "dropout":
-            lines.append(f"nn.Dropout({layer.get('rate', 0.5)}),")
-        elif kind == "batchnorm":
-            lines.append(f"nn.BatchNorm{'2d' if len(in_shape) == 3 else '1d'}({in_shape[0]}),  "
-                         "# momentum 0.1, eps 1e-5")
-        elif kind == "flatten":
-            lines.append("nn.Flatten(),")
+        lines += kind_of(layer).torch_code(layer, in_shape)
+        act = TORCH_ACT[layer.get("activation", "linear")] if kind_of(layer).has_activation else None
         if act:
             lines.append(act + ",")
     last = shapes[len(layers)]
@@ -138,7 +118,7 @@ def _indent(text: str, spaces: int) -> str:
 def pytorch_code(config: RunConfig, data_dir=None) -> str:
     """A complete PyTorch program that trains `config` as the lab does (see the module docstring)."""
     binary = config.num_outputs == 1
-    layers = "\n".join("    " + line for line in _torch_layers(config))
+    layers = "\n".join("    " + line for line in torch_layers(config))
     if config.optimizer == "adam":
         opt = f"torch.optim.Adam(model.parameters(), lr={config.lr:g})  # eps=1e-8: PyTorch's default, the lab's"
     else:
@@ -310,7 +290,7 @@ torch.save(model.state_dict(), "model.pt")  # load it with torch.load("model.pt"
 
 # --- Keras --------------------------------------------------------------------------------------------
 
-def _keras_layers(config: RunConfig) -> list[str]:
+def keras_layers(config: RunConfig) -> list[str]:
     reg = ", kernel_regularizer=regularizers.l2(L2)" if config.l2 else ""
     lines = ["keras.Input(shape=(28, 28, 1)),"]
     if config.augment:
@@ -322,29 +302,9 @@ def _keras_layers(config: RunConfig) -> list[str]:
                   "# the lab also makes 30% of the strokes thicker and 15% thinner (a 3x3 max or min filter): "
                   "Keras has no layer for it"]
     shapes = [(1, 28, 28), *output_shapes(config.architecture(), config.num_outputs)]
-    for layer in config.architecture():
-        kind = layer["type"]
-        act = layer.get("activation", "linear")
-        act_arg = "" if act == "leaky_relu" else f", activation='{act}'"
-        if kind == "dense":
-            lines.append(f"layers.Dense({layer['units']}{act_arg}{reg}),")
-        elif kind == "conv":
-            stride = layer.get("stride", 1)
-            lines.append(f"layers.Conv2D({layer['filters']}, ({layer['kernel']}, {layer['kernel']}), "
-                         f"padding='{layer.get('padding', 'valid')}'{act_arg}"
-                         f"{'' if stride == 1 else f', strides={stride}'}{reg}),")
-        elif kind == "pool":
-            cls = "MaxPooling2D" if layer.get("kind", "max") == "max" else "AveragePooling2D"
-            s = layer.get("size", 2)
-            lines.append(f"layers.{cls}(({s}, {s})),")
-        elif kind == "dropout":
-            lines.append(f"layers.Dropout({layer.get('rate', 0.5)}),")
-        elif kind == "batchnorm":
-            lines.append("layers.BatchNormalization(momentum=0.9, epsilon=1e-5),  # PyTorch's defaults "
-                         "(its momentum 0.1 is Keras' 0.9)")
-        elif kind == "flatten":
-            lines.append("layers.Flatten(),")
-        if kind in ("dense", "conv") and act == "leaky_relu":
+    for layer, in_shape in zip(config.architecture(), shapes):
+        lines += kind_of(layer).keras_code(layer, in_shape, reg)
+        if kind_of(layer).has_activation and layer.get("activation", "linear") == "leaky_relu":
             lines.append("layers.LeakyReLU(negative_slope=0.01),  # PyTorch's slope (Keras' default is 0.2)")
     if len(shapes[len(config.architecture())]) != 1:
         lines.append("layers.Flatten(),")
@@ -385,7 +345,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 def keras_code(config: RunConfig, data_dir=None) -> str:
     """The same run in the course's Keras style (Keras 3, any backend)."""
     binary = config.num_outputs == 1
-    layers = "\n".join("    " + line for line in _keras_layers(config))
+    layers = "\n".join("    " + line for line in keras_layers(config))
     lr = config.lr
     if config.lr_schedule == "onecycle":
         lr_expr = "OneCycle(LR, total_steps=EPOCHS * steps_per_epoch)"

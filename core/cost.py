@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from core.layer_kinds import kind_of
 from core.models import INPUT_SHAPE, output_shapes, summary
 
 BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -29,15 +30,7 @@ def layer_costs(layers: list[dict], num_outputs: int = 10) -> list[dict]:
     out, in_shape = [], INPUT_SHAPE
     for spec, shape, row in zip(specs, shapes, rows):
         values = math.prod(shape)
-        kind = spec["type"]
-        if kind == "dense":
-            macs = in_shape[0] * shape[0]
-        elif kind == "conv":
-            macs = values * in_shape[0] * spec["kernel"] ** 2
-        elif kind == "batchnorm":
-            macs = values
-        else:
-            macs = 0
+        macs = kind_of(spec).macs(spec, in_shape, shape)
         out.append({"layer": row["layer"], "type": row["type"], "output_shape": row["output_shape"],
                     "params": row["params"], "macs": int(macs), "activations": int(values),
                     "inputs": int(math.prod(in_shape))})

@@ -9,7 +9,10 @@ remove and reorder layers, the run store can save it as JSON, and the CLI can na
     {"type": "dropout", "rate": 0.25}
     {"type": "batchnorm"}
     {"type": "flatten"}
+    {"type": "global_avg_pool"}
     {"type": "dense", "units": 128, "activation": "relu"}
+
+What each kind does (shape, build, label, code, editor fields) is its entry in core/layer_kinds.py.
 
 The output layer (10 units with softmax, or 1 unit with sigmoid for a one-vs-rest task) is
 appended by the builder, so a user-built model can never lose it. The network returns
@@ -25,15 +28,12 @@ from collections import Counter
 import torch
 from torch import nn
 
-INPUT_SHAPE = (1, 28, 28)
-ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu")
-LAYER_TYPES = ("dense", "conv", "pool", "dropout", "batchnorm", "flatten")
-PADDINGS = ("valid", "same")
-POOL_KINDS = ("max", "avg")
+from core.layer_kinds import (ACTIVATIONS, INPUT_SHAPE, KINDS, LAYER_TYPES, MAX_DROPOUT, MAX_SPAN, MAX_WIDTH,
+                              PADDINGS, POOL_KINDS, ArchitectureError, activation_module, check, kind_of)
 
-
-class ArchitectureError(ValueError):
-    """An architecture that cannot be built; the message names the layer and the reason."""
+__all__ = ["ACTIVATIONS", "INPUT_SHAPE", "KINDS", "LAYER_TYPES", "MAX_DROPOUT", "MAX_SPAN", "MAX_WIDTH", "PADDINGS",
+           "POOL_KINDS", "PRESETS", "ArchitectureError", "LabModel", "activation_module", "build_model",
+           "count_parameters", "first_layer_weights", "kernel_parameters", "output_shapes", "summary"]
 
 
 # --- presets ----------------------------------------------------------------------------
@@ -165,28 +165,11 @@ def preset_layers(name: str) -> list[dict]:
 
 # --- validation and shapes --------------------------------------------------------------
 
-def _check(cond: bool, index: int, layer: dict, message: str) -> None:
-    if not cond:
-        raise ArchitectureError(f"layer {index + 1} ({layer.get('type', '?')}): {message}")
-
-
-MAX_WIDTH = 16_384  # units of a dense layer, filters of a convolution: beyond it a typo, not a lab model
 MAX_LAYERS = 64
 # A model's size is bounded before anything is built (a shared link is a config: one with a
 # 512-filter 'same' convolution then dense 4096 asked 1.6 billion weights, 7 GB, of a page view).
 MAX_PARAMS = 50_000_000          # 200 MB of float32 weights; the largest preset has about 0.3 M
 MAX_VALUES_PER_DIGIT = 4_000_000  # every layer's outputs for one digit: 16 MB, 1 GB at batch 64
-
-
-MAX_SPAN = 28          # a kernel, stride or pooling window: at most the digit's side
-MAX_DROPOUT = 0.99    # the editor's bounds are these (a shared link inside them never breaks a widget)
-
-
-def _positive_int(layer: dict, key: str, index: int, default=None, most: int = MAX_WIDTH) -> int:
-    value = layer.get(key, default)
-    _check(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most, index, layer,
-           f"{key} must be a whole number from 1 to {most:,}, got {value!r}")
-    return value
 
 
 def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, ...]]:
@@ -205,55 +188,17 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
     for i, layer in enumerate(layers):
         before = shape
         kind = layer.get("type")
-        _check(kind in LAYER_TYPES, i, layer, f"unknown layer type {kind!r}; allowed: {', '.join(LAYER_TYPES)}")
-        if "activation" in layer or kind in ("dense", "conv"):
+        check(kind in LAYER_TYPES, i, layer, f"unknown layer type {kind!r}; allowed: {', '.join(LAYER_TYPES)}")
+        if "activation" in layer or KINDS[kind].has_activation:
             act = layer.get("activation", "linear")
-            _check(act in ACTIVATIONS, i, layer, f"unknown activation {act!r}; allowed: {', '.join(ACTIVATIONS)}")
-        if kind == "dense":
-            units = _positive_int(layer, "units", i)
-            _check(len(shape) == 1, i, layer,
-                   f"gets a {'x'.join(map(str, shape))} feature map; add a flatten layer before it")
-            shape = (units,)
-        elif kind == "conv":
-            filters = _positive_int(layer, "filters", i)
-            k = _positive_int(layer, "kernel", i, most=MAX_SPAN)
-            s = _positive_int(layer, "stride", i, 1, most=MAX_SPAN)
-            padding = layer.get("padding", "valid")
-            _check(padding in PADDINGS, i, layer, f"padding must be 'valid' or 'same', got {padding!r}")
-            _check(len(shape) == 3, i, layer, "a convolution needs an image (CxHxW) input, but it comes after a flatten/dense layer")
-            _, h, w = shape
-            if padding == "valid":
-                _check(k <= h and k <= w, i, layer,
-                       f"kernel {k}x{k} is larger than its {h}x{w} input (with padding 'valid' the "
-                       "output would be empty); use a smaller kernel, padding 'same', or fewer pooling layers before it")
-                shape = (filters, (h - k) // s + 1, (w - k) // s + 1)
-            else:
-                shape = (filters, math.ceil(h / s), math.ceil(w / s))
-        elif kind == "pool":
-            size = _positive_int(layer, "size", i, 2, most=MAX_SPAN)
-            stride = _positive_int(layer, "stride", i, size, most=MAX_SPAN)
-            _check(layer.get("kind", "max") in POOL_KINDS, i, layer, f"kind must be 'max' or 'avg', got {layer.get('kind')!r}")
-            _check(len(shape) == 3, i, layer, "pooling needs an image (CxHxW) input, but it comes after a flatten/dense layer")
-            c, h, w = shape
-            _check(size <= h and size <= w, i, layer, f"pool size {size}x{size} is larger than its {h}x{w} input")
-            shape = (c, (h - size) // stride + 1, (w - size) // stride + 1)
-        elif kind == "dropout":
-            rate = layer.get("rate", 0.5)
-            _check(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate <= MAX_DROPOUT, i,
-                   layer, f"rate must be in [0, 1) (at most {MAX_DROPOUT}), got {rate!r}")
-        elif kind == "flatten":
-            shape = (int(math.prod(shape)),)
-        if kind == "dense":
-            params += before[0] * shape[0] + shape[0]
-        elif kind == "conv":
-            params += before[0] * layer["kernel"] ** 2 * shape[0] + shape[0]
-        elif kind == "batchnorm":
-            params += 4 * before[0]  # scale, shift, running mean and variance (as Keras counts them)
+            check(act in ACTIVATIONS, i, layer, f"unknown activation {act!r}; allowed: {', '.join(ACTIVATIONS)}")
+        shape = KINDS[kind].out_shape(layer, shape, i)
+        params += KINDS[kind].params(layer, before, shape)
         values += int(math.prod(shape))
-        _check(params <= MAX_PARAMS, i, layer,
+        check(params <= MAX_PARAMS, i, layer,
                f"the model has {params:,} weights up to here; the lab builds at most {MAX_PARAMS:,} "
                f"({MAX_PARAMS * 4 // 10**6:,} MB): fewer units or filters, or a pooling layer before the flatten")
-        _check(values <= MAX_VALUES_PER_DIGIT, i, layer,
+        check(values <= MAX_VALUES_PER_DIGIT, i, layer,
                f"the layers up to here output {values:,} values per digit; the lab allows at most "
                f"{MAX_VALUES_PER_DIGIT:,}: fewer filters, or pooling")
         shapes.append(shape)
@@ -268,21 +213,8 @@ def output_shapes(layers: list[dict], num_outputs: int = 10) -> list[tuple[int, 
 
 # --- building ---------------------------------------------------------------------------
 
-def activation_module(name: str, alpha: float = 0.01) -> nn.Module:
-    if name == "leaky_relu":
-        return nn.LeakyReLU(alpha)
-    return {"linear": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[name]()
-
-
-_KERAS_NAMES = {
-    "dense": "dense", "conv": "conv2d", "flatten": "flatten", "dropout": "dropout",
-    "batchnorm": "batch_normalization",
-}
-
-
 def _keras_name(layer: dict, seen: Counter) -> str:
-    base = _KERAS_NAMES.get(layer["type"]) or (
-        "max_pooling2d" if layer.get("kind", "max") == "max" else "average_pooling2d")
+    base = kind_of(layer).keras_name(layer)
     n = seen[base]
     seen[base] += 1
     return base if n == 0 else f"{base}_{n}"
@@ -304,39 +236,11 @@ class LabModel(nn.Module):
         seen: Counter = Counter()
         in_shape = INPUT_SHAPE
         for layer, out_shape in zip(layers, shapes):
-            self.blocks[_keras_name(layer, seen)] = self._block(layer, in_shape)
+            self.blocks[_keras_name(layer, seen)] = kind_of(layer).block(layer, in_shape)
             in_shape = out_shape
         out_spec = {"type": "dense"}
         self.output_name = _keras_name(out_spec, seen)
         self.blocks[self.output_name] = nn.Linear(in_shape[0], num_outputs)
-
-    @staticmethod
-    def _block(layer: dict, in_shape: tuple[int, ...]) -> nn.Module:
-        kind = layer["type"]
-        act = activation_module(layer.get("activation", "linear"), layer.get("alpha", 0.01))
-        if kind == "dense":
-            return nn.Sequential(nn.Linear(in_shape[0], layer["units"]), act)
-        if kind == "conv":
-            k, s = layer["kernel"], layer.get("stride", 1)
-            if layer.get("padding", "valid") == "valid":
-                return nn.Sequential(nn.Conv2d(in_shape[0], layer["filters"], k, stride=s), act)
-            if s == 1:
-                return nn.Sequential(nn.Conv2d(in_shape[0], layer["filters"], k, padding="same"), act)
-            # PyTorch's padding='same' refuses stride > 1; pad the way Keras/TF does (more on the right).
-            h, w = in_shape[1:]
-            ph = max((math.ceil(h / s) - 1) * s + k - h, 0)
-            pw = max((math.ceil(w / s) - 1) * s + k - w, 0)
-            pad = nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-            return nn.Sequential(pad, nn.Conv2d(in_shape[0], layer["filters"], k, stride=s), act)
-        if kind == "pool":
-            size = layer.get("size", 2)
-            stride = layer.get("stride", size)
-            return (nn.MaxPool2d if layer.get("kind", "max") == "max" else nn.AvgPool2d)(size, stride)
-        if kind == "dropout":
-            return nn.Dropout(layer.get("rate", 0.5))
-        if kind == "batchnorm":
-            return nn.BatchNorm2d(in_shape[0]) if len(in_shape) == 3 else nn.BatchNorm1d(in_shape[0])
-        return nn.Flatten()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Calls the leaf modules directly: nested Sequential calls cost ~5% of a small MLP's step.
@@ -369,21 +273,6 @@ def build_model(layers: list[dict], num_outputs: int = 10) -> LabModel:
 
 # --- Keras-style summary ----------------------------------------------------------------
 
-def _layer_label(layer: dict) -> str:
-    kind = layer["type"]
-    if kind == "dense":
-        return f"Dense({layer['units']}, {layer.get('activation', 'linear')})"
-    if kind == "conv":
-        return (f"Conv2D({layer['filters']}, {layer['kernel']}x{layer['kernel']}, "
-                f"{layer.get('padding', 'valid')}, stride {layer.get('stride', 1)}, {layer.get('activation', 'linear')})")
-    if kind == "pool":
-        size = layer.get("size", 2)
-        return f"{'MaxPooling2D' if layer.get('kind', 'max') == 'max' else 'AveragePooling2D'}({size}x{size})"
-    if kind == "dropout":
-        return f"Dropout({layer.get('rate', 0.5)})"
-    return {"batchnorm": "BatchNormalization", "flatten": "Flatten"}[kind]
-
-
 def summary(layers: list[dict], num_outputs: int = 10) -> dict:
     """What Keras' `model.summary()` prints, as data: one row per layer and the totals.
 
@@ -403,7 +292,7 @@ def summary(layers: list[dict], num_outputs: int = 10) -> dict:
         keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
         rows.append({
             "layer": name,
-            "type": _layer_label(layer),
+            "type": kind_of(layer).label(layer),
             "output_shape": "(None, " + ", ".join(map(str, keras_shape)) + ")",
             "params": trainable + non_trainable,
             "trainable": trainable,
@@ -427,7 +316,7 @@ def kernel_parameters(model: LabModel) -> list[tuple[str, nn.Parameter]]:
         for m in (block if isinstance(block, nn.Sequential) else [block]):
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 out.append((name, m.weight))
-    return out
+    return out  # (by module, not by kind: the output layer's Linear is a kernel too)
 
 
 def first_layer_weights(model: LabModel):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.layer_kinds import KINDS
 from core.models import INPUT_SHAPE, LabModel, build_model
 
 _ACT = {"linear": None, "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
@@ -44,6 +45,7 @@ class StackedModel(nn.Module):
         self.layer_specs = [dict(s) for s in first.layer_specs]
         self.num_outputs = first.num_outputs
         self.ops: list[dict] = []
+        self.mask: torch.Tensor | None = None
         self._keys: list[tuple[str, str, str]] = []  # (state-dict key, stacked name, layout)
         specs = self.layer_specs + [{"type": "dense", "activation": "linear"}]  # the output layer
         in_shape = INPUT_SHAPE
@@ -96,7 +98,8 @@ class StackedModel(nn.Module):
         op[role] = stacked
         self._keys.append((key, stacked, layout))
 
-    def _t(self, op: dict, role: str) -> torch.Tensor:
+    def tensor(self, op: dict, role: str) -> torch.Tensor:
+        """The stacked tensor that plays `role` (w, b, running_mean, ...) in layer `op`."""
         return getattr(self, op[role])
 
     # --- forward ---------------------------------------------------------------------------
@@ -108,41 +111,25 @@ class StackedModel(nn.Module):
             t, image = x.reshape(n, b, -1), False
         else:
             t, image = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:]), True
+        self.mask = mask  # batch norm's (core.layer_kinds.BatchNorm.stacked reads it)
         for op in self.ops:
-            kind = op["type"]
-            if kind == "flatten":
-                if image:
-                    t = t.reshape(b, n, -1).transpose(0, 1)
-                    image = False
-                continue
-            if kind == "dense":
-                t = torch.baddbmm(self._t(op, "b"), t, self._t(op, "w"))
-            elif kind == "conv":
-                if "pad" in op:
-                    t = F.pad(t, op["pad"])
-                t = F.conv2d(t, self._t(op, "w"), self._t(op, "b"), stride=op["stride"], padding=op["padding"],
-                             groups=n)
-            elif kind == "pool":
-                t = (F.max_pool2d if op["pool"] == "max" else F.avg_pool2d)(t, op["size"], op["stride"])
-            elif kind == "dropout":
-                t = F.dropout(t, op["rate"], self.training)
-            elif kind == "batchnorm":
-                t = self._batchnorm(op, t, image, mask)
+            t, image = KINDS[op["type"]].stacked(self, op, t, image, n, b)
             if op["act"] is not None:
                 t = op["act"](t)
+        self.mask = None
         return t
 
-    def _batchnorm(self, op: dict, t: torch.Tensor, image: bool, mask: torch.Tensor | None) -> torch.Tensor:
+    def batchnorm(self, op: dict, t: torch.Tensor, image: bool, mask: torch.Tensor | None = None) -> torch.Tensor:
         n = self.n
         if not image:  # (N, B, F) -> (B, N*F): each model's features are its own channels
             b = t.shape[1]
             flat = t.transpose(0, 1).reshape(b, -1)
-            out = self._batchnorm(op, flat, True, mask)
+            out = self.batchnorm(op, flat, True, mask)
             return out.reshape(b, n, -1).transpose(0, 1)
-        w, bias = self._t(op, "weight"), self._t(op, "bias")
-        rm, rv = self._t(op, "running_mean"), self._t(op, "running_var")
+        w, bias = self.tensor(op, "weight"), self.tensor(op, "bias")
+        rm, rv = self.tensor(op, "running_mean"), self.tensor(op, "running_var")
         if self.training:
-            self._t(op, "num_batches_tracked").add_(1)
+            self.tensor(op, "num_batches_tracked").add_(1)
         if mask is None or not self.training:
             return F.batch_norm(t, rm, rv, w, bias, self.training, op["momentum"], op["eps"])
         # Folds of unequal size: statistics over each model's real samples only.
@@ -166,7 +153,7 @@ class StackedModel(nn.Module):
 
     def kernel_groups(self) -> list[tuple[str, torch.Tensor]]:
         """Each weight layer's stacked kernel (what L2 and the gradient norms apply to)."""
-        return [(op["name"], self._t(op, "w")) for op in self.ops if op["type"] in ("dense", "conv")]
+        return [(op["name"], self.tensor(op, "w")) for op in self.ops if op["type"] in ("dense", "conv")]
 
     def per_member(self, t: torch.Tensor) -> torch.Tensor:
         """A stacked kernel (or its gradient) as (N, -1): one row per model."""

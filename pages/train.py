@@ -24,8 +24,8 @@ from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigErr
                          from_query_params, to_query_params)
 from core.data import DataError
 from core.devices import DeviceError
-from core.models import (ACTIVATIONS, MAX_DROPOUT, MAX_SPAN, MAX_WIDTH, PADDINGS, POOL_KINDS, PRESETS, ArchitectureError,
-                         preset_differences, summary)
+from core.layer_kinds import KINDS, editor_defaults
+from core.models import PRESETS, ArchitectureError, preset_differences, summary
 from core.launch import launch_run
 from core.store import RunStoreError
 from ui import access, charts
@@ -34,14 +34,6 @@ from ui.navigation import header
 from ui.state import ACTIVE, dataset, datasets_here, devices, executor, safe_get, store
 from ui.widgets import executor_picker
 
-LAYER_DEFAULTS = {
-    "dense": {"units": 64, "activation": "relu"},
-    "conv": {"filters": 16, "kernel": 3, "padding": "same", "stride": 1, "activation": "relu"},
-    "pool": {"kind": "max", "size": 2},
-    "dropout": {"rate": 0.25},
-    "batchnorm": {},
-    "flatten": {},
-}
 
 header("Train", "Define, compile, fit, evaluate and save a model — the course's Keras steps, in PyTorch, "
                 "on the hardware you pick.")
@@ -129,7 +121,7 @@ def _remove(i: int):
 
 def _add():
     kind = st.session_state["t_add_type"]
-    layers.append({"type": kind, **LAYER_DEFAULTS[kind], "_id": uuid.uuid4().hex[:8]})
+    layers.append({"type": kind, **editor_defaults(kind), "_id": uuid.uuid4().hex[:8]})
     _edited()
 
 
@@ -158,36 +150,23 @@ with st.expander(f"Layers ({len(layers)}) — add, remove, reorder, edit", expan
         cols = st.columns([1.2, 1, 1, 1, 1, 1, 0.4, 0.4, 0.4])
         cols[0].markdown(f"**{i + 1}. {kind}**")
         k = f"layer_{uid}_"
-        if kind == "dense":
-            layer["units"] = cols[1].number_input("units", 1, MAX_WIDTH, int(layer.get("units", 64)), key=k + "units",
-                                                  on_change=_edited)
-            layer["activation"] = cols[2].selectbox("activation", ACTIVATIONS, ACTIVATIONS.index(layer.get("activation", "relu")),
-                                                    key=k + "activation", on_change=_edited)
-        elif kind == "conv":
-            layer["filters"] = cols[1].number_input("filters", 1, MAX_WIDTH, int(layer.get("filters", 16)), key=k + "filters",
-                                                    on_change=_edited)
-            layer["kernel"] = cols[2].number_input("kernel", 1, MAX_SPAN, int(layer.get("kernel", 3)), key=k + "kernel",
-                                                   on_change=_edited)
-            layer["padding"] = cols[3].selectbox("padding", PADDINGS, PADDINGS.index(layer.get("padding", "valid")),
-                                                 key=k + "padding", on_change=_edited)
-            layer["stride"] = cols[4].number_input("stride", 1, MAX_SPAN, int(layer.get("stride", 1)), key=k + "stride",
-                                                   on_change=_edited)
-            layer["activation"] = cols[5].selectbox("activation", ACTIVATIONS, ACTIVATIONS.index(layer.get("activation", "relu")),
-                                                    key=k + "activation", on_change=_edited)
-        elif kind == "pool":
-            layer["kind"] = cols[1].selectbox("kind", POOL_KINDS, POOL_KINDS.index(layer.get("kind", "max")),
-                                              key=k + "kind", on_change=_edited)
-            layer["size"] = cols[2].number_input("size", 1, MAX_SPAN, int(layer.get("size", 2)), key=k + "size",
-                                                 on_change=_edited)
-        elif kind == "dropout":
-            layer["rate"] = cols[1].number_input("rate", 0.0, MAX_DROPOUT, float(layer.get("rate", 0.25)), 0.05,
-                                                 key=k + "rate", on_change=_edited)
+        for col, field in zip(cols[1:6], KINDS[kind].fields):  # the kind's fields (core/layer_kinds.py)
+            value = layer.get(field.key, field.default)
+            if field.options:
+                layer[field.key] = col.selectbox(field.key, field.options, field.options.index(value) if value in
+                                                 field.options else 0, key=k + field.key, on_change=_edited)
+            elif isinstance(field.default, float):
+                layer[field.key] = col.number_input(field.key, float(field.low), float(field.high), float(value),
+                                                    field.step, key=k + field.key, on_change=_edited)
+            else:
+                layer[field.key] = col.number_input(field.key, int(field.low), int(field.high), int(value),
+                                                    key=k + field.key, on_change=_edited)
         cols[6].button("", icon=":material/arrow_upward:", key=k + "up", on_click=_move, args=(i, -1), help="move up", disabled=i == 0)
         cols[7].button("", icon=":material/arrow_downward:", key=k + "down", on_click=_move, args=(i, 1), help="move down",
                        disabled=i == len(layers) - 1)
         cols[8].button("", icon=":material/close:", key=k + "remove", on_click=_remove, args=(i,), help="remove this layer")
     add_cols = st.columns([2, 1, 4])
-    add_cols[0].selectbox("New layer", list(LAYER_DEFAULTS), key="t_add_type")
+    add_cols[0].selectbox("New layer", list(KINDS), key="t_add_type")
     add_cols[1].button("Add layer", on_click=_add, key="t_add")
     st.caption("The output layer (Dense 10 with softmax, or Dense 1 with sigmoid for a binary task) is added "
                "automatically.")

@@ -97,7 +97,7 @@ class TerminalProgress:
 
 # --- shared by the commands that train (train, kfold, sweep) ---------------------------------
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--dataset", choices=DATASETS, help="default mnist")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (or MNIST_LAB_DATA)")
     p.add_argument("--runs-dir", help="run store folder (or MNIST_LAB_RUNS; default ./runs)")
 
@@ -112,7 +112,40 @@ def config_from_args(args, **fixed) -> RunConfig:
         augment=getattr(args, "augment", None), train_subset=getattr(args, "train_subset", None),
         name=getattr(args, "name", ""))
     values.update(fixed)
-    return RunConfig.from_preset(args.model, **values)
+    if getattr(args, "config", None):
+        # a config file, then the flags given on the command line over its fields (None: not given)
+        base = config_file(args.config)
+        if getattr(args, "model", None) and args.model != base.model:
+            base = RunConfig.from_preset(args.model, **{k: v for k, v in base.to_dict().items()
+                                                        if k not in ("model", "layers")})
+        return base.replace(**{k: v for k, v in values.items() if v is not None})
+    return RunConfig.from_preset(args.model or "mlp", **values)
+
+
+def config_file(path) -> RunConfig:
+    """A RunConfig from a JSON file: a stored run's config.json ({"config": {...}, ...}) or a
+    config written by hand (the same fields; what it leaves out takes RunConfig's defaults, and
+    `layers` makes the model custom). Checked like any config: a bad field is one error line."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise UsageError(f"--config {path}: not JSON ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]  # a stored run's config.json
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a JSON object with the run's fields (as a run's config.json)")
+    if data.get("layers") and "model" not in data:
+        data = {**data, "model": "custom"}
+    if isinstance(data.get("layers"), list):
+        data = {**data, "layers": tuple(data["layers"])}
+    if isinstance(data.get("kfold"), list):
+        data = {**data, "kfold": tuple(data["kfold"])}
+    try:
+        return RunConfig.from_dict(data)
+    except TypeError as exc:
+        raise UsageError(f"--config {path}: {exc}") from exc
 
 def load_data(config: RunConfig, data_dir):
     """The data set of `config`, with a note when the folder is not used or the sample is."""

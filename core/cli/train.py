@@ -19,9 +19,12 @@ from core.models import PRESETS
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The training options; None means: the preset's recommended value."""
     add_data_arguments(p)
-    p.add_argument("--model", choices=list(PRESETS), default="mlp",
-                   help="mlp = the course's MLP with the slides' recipe, mlp-fast = the same MLP tuned, "
-                        "cnn = the small fast CNN, lenet5")
+    p.add_argument("--model", choices=list(PRESETS),
+                   help="mlp (the default) = the course's MLP with the slides' recipe, mlp-fast = the same MLP "
+                        "tuned, cnn = the small fast CNN, lenet5")
+    p.add_argument("--config", metavar="FILE", help="a run's config.json, or a config written by hand (any "
+                                                    "architecture): the run to train; other flags override its "
+                                                    "fields")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -32,13 +35,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     p.add_argument("--l2", type=float, metavar="LAMBDA", help="L2 regularization of the kernels, as Keras' l2(LAMBDA)")
     p.add_argument("--precision", choices=PRECISIONS)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto (the default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int)
     p.add_argument("--val-split", type=float)
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     p.add_argument("--augment", action="store_true", default=None)
     p.add_argument("--train-subset", type=int)
-    p.add_argument("--name", default="")
+    p.add_argument("--name")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 

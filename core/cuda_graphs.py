@@ -29,10 +29,11 @@ eagerly, and the reason is recorded in the run's environment.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Hashable
 
 import torch
+
+from core.settings import settings
 
 WARMUP_STEPS = 3   # eager steps before the first capture (cuBLAS handles, optimizer state)
 IMPLEMENTATION_FLAGS = ("capturable", "foreach", "fused", "differentiable")
@@ -42,7 +43,7 @@ def graph_blocker(config, device: torch.device) -> str | None:
     """None when `config`'s training step can be captured as a CUDA graph on `device`, else why not."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device; this run trains on {device.type}"
-    if os.environ.get("MNIST_LAB_CUDA_GRAPHS", "1") == "0":
+    if not settings().cuda_graphs:
         return "CUDA graphs turned off (MNIST_LAB_CUDA_GRAPHS=0)"
     if config.precision == "fp16":
         return "fp16 loss scaling checks every step on the host whether the gradients overflowed"

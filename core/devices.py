@@ -6,11 +6,12 @@ researcher who asked for `cuda:1` must not get CPU numbers labelled as GPU numbe
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict, dataclass
 
 import torch
+
+from core.settings import settings
 
 
 class DeviceError(ValueError):
@@ -94,6 +95,6 @@ def device_name(device: torch.device) -> str:
 
 def set_threads() -> None:
     """Use every core for intra-op work (MNIST_LAB_THREADS overrides, e.g. to share a box)."""
-    n = os.environ.get("MNIST_LAB_THREADS")
-    if n and n.isdigit() and int(n) > 0:
-        torch.set_num_threads(int(n))
+    n = settings().threads
+    if n:
+        torch.set_num_threads(n)

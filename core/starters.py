@@ -18,13 +18,14 @@ import os
 import time
 
 from core.config import RunConfig
+from core.settings import settings
 
 MARKER = "starters.json"
 DATASET = "mnist-sample"
 
 
 def enabled() -> bool:
-    return os.environ.get("MNIST_LAB_STARTERS", "1") not in ("0", "false", "no")
+    return settings().starters
 
 
 def plan() -> list[tuple[str, list[RunConfig], bool]]:

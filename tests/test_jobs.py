@@ -16,7 +16,7 @@ from core.config import RunConfig
 from core.devices import DeviceError
 from core.executors import Executor
 from core.executors.local import LocalExecutor
-from core.executors.queue import WORKER_NICENESS
+from core.settings import WORKER_NICENESS
 from core.store import RunStore
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import os
 import sys
 import threading
 
@@ -15,6 +14,7 @@ import streamlit as st
 
 from core.data import Dataset, available_datasets, load_dataset
 from core.devices import DeviceInfo, list_devices
+from core.settings import settings
 from core.store import RunStore, RunStoreError
 
 ACTIVE = ("queued", "running")
@@ -22,7 +22,7 @@ DONE = ("finished", "cancelled", "pruned")
 
 
 def data_dir() -> str | None:
-    return os.environ.get("MNIST_LAB_DATA") or None
+    return settings().data
 
 
 @st.cache_resource(show_spinner="Loading the data set...")
@@ -52,7 +52,7 @@ def _store(root: str) -> RunStore:
 
 def store() -> RunStore:
     """The run store (MNIST_LAB_RUNS, else ./runs); one object per folder, shared."""
-    return _store(os.environ.get("MNIST_LAB_RUNS", "runs"))
+    return _store(str(settings().runs))
 
 
 def store_notice() -> str | None:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
+
+from core.settings import settings
 
 if TYPE_CHECKING:
     from core.executors.base import Executor
@@ -14,7 +15,7 @@ EXECUTORS = ("local", "ray", "inline")
 
 def ray_address() -> str | None:
     """The Ray cluster the app offers (MNIST_LAB_RAY_ADDRESS), or None."""
-    return os.environ.get("MNIST_LAB_RAY_ADDRESS") or None
+    return settings().ray_address
 
 
 def get_executor(name: str, store, data_dir=None, **options) -> "Executor":

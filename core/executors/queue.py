@@ -15,12 +15,12 @@ import sqlite3
 import time
 from pathlib import Path
 
+from core.settings import settings
 from core.store.folder import RunFolder
 from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
 
 POLL_S = 0.3
-WORKER_NICENESS = 10  # MNIST_LAB_WORKER_NICE overrides; 0 keeps the app's priority
 
 
 def background_priority() -> int:
@@ -34,8 +34,7 @@ def background_priority() -> int:
     (Linux applies niceness per thread, and new threads inherit it). Windows has no `nice`:
     there the worker keeps normal priority.
     """
-    value = os.environ.get("MNIST_LAB_WORKER_NICE", "")
-    niceness = int(value) if value.isdigit() else WORKER_NICENESS
+    niceness = settings().worker_nice
     if niceness <= 0 or not hasattr(os, "nice"):
         return 0
     try:
@@ -47,9 +46,8 @@ def background_priority() -> int:
 
 def default_slots(device: str) -> int | None:
     """Slots known without torch: the override, or one for a CPU. None: ask core.executors.local."""
-    value = os.environ.get("MNIST_LAB_JOBS_PER_DEVICE", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+    if settings().jobs_per_device:
+        return settings().jobs_per_device
     return None if device.startswith("cuda") else 1
 
 
@@ -112,7 +110,7 @@ def wait_from_argv(argv: list[str]) -> list[str]:
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("runs", nargs="*")
-    parser.add_argument("--runs-dir", default=os.environ.get("MNIST_LAB_RUNS") or "runs")
+    parser.add_argument("--runs-dir", default=str(settings().runs))
     parser.add_argument("--slots", type=int, default=None)
     known, _ = parser.parse_known_args(argv)
     if not known.runs or not Path(known.runs_dir, "index.sqlite").exists():

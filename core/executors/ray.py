@@ -28,6 +28,7 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.executors.base import Executor
+from core.settings import settings
 from core.store import RunStoreError
 
 CORE_DIR = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ class RayExecutor(Executor):
 
     def _resources(self, config: RunConfig) -> dict:
         gpu = config.device.startswith("cuda")
-        fraction = float(os.environ.get("MNIST_LAB_RAY_GPU_FRACTION", "0.25"))
+        fraction = settings().ray_gpu_fraction
         return {"num_cpus": 1, "num_gpus": fraction if gpu else 0}
 
     def submit(self, configs: Sequence[RunConfig], group: str | None = None, vectorize: bool = False,
@@ -204,7 +205,7 @@ class RayExecutor(Executor):
         ray = _ray()
         key = "GPU" if device.startswith("cuda") else "CPU"
         total = ray.cluster_resources().get(key, 1)
-        per_job = float(os.environ.get("MNIST_LAB_RAY_GPU_FRACTION", "0.25")) if key == "GPU" else 1
+        per_job = settings().ray_gpu_fraction if key == "GPU" else 1
         return max(1, int(total / per_job))
 
     # --- cancel, where ---------------------------------------------------------------------------

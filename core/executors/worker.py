@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+from core.settings import settings
 from core.store import RunStore, RunStoreError
 
 POLL_S = 0.3
@@ -34,7 +35,7 @@ def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | 
             store.list()  # notices dead workers ahead in the queue
             time.sleep(POLL_S)
     device = store.get(run_ids[0])["device"]
-    if device == "cpu" and (slots or 1) > 1 and not os.environ.get("MNIST_LAB_THREADS"):
+    if device == "cpu" and (slots or 1) > 1 and settings().threads is None:
         # Jobs sharing the CPU share its cores: two 2-thread jobs on 2 cores trained 65x slower
         # per trial than one (bench/sweep.py), each thread spinning while the other's ran.
         import torch

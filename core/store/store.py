@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import RunConfig
+from core.settings import settings
 from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_save_npz, atomic_torch_save,
                               atomic_write_json, clean_text, disk_text, failure_text)
 import core.store.upkeep as upkeep
@@ -33,7 +34,7 @@ from core.store.processes import environment, host, process_start_time
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("MNIST_LAB_RUNS") or "runs")
+    return settings().runs
 
 
 def new_run_id() -> str:

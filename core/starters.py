@@ -19,6 +19,7 @@ import time
 
 from core.config import RunConfig
 from core.settings import settings
+from core.store.records import ACTIVE
 
 MARKER = "starters.json"
 DATASET = "mnist-sample"
@@ -79,4 +80,4 @@ def ensure_started(store, executor, dataset=None) -> list[str]:
 
 def active_starters(store) -> list[dict]:
     """Starter runs still queued or running."""
-    return [r for r in store.list() if r["status"] in ("queued", "running") and '"starter": true' in (r["config"] or "")]
+    return [r for r in store.list() if r["status"] in ACTIVE and r.get("starter")]

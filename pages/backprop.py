@@ -222,4 +222,4 @@ def gradients(runs: list[dict]) -> None:
     ).properties(height=300, title="Over training"), width="stretch")
 
 
-group_view("grad-", "Comparison", "bp_group", gradients)
+group_view("gradients", "Comparison", "bp_group", gradients)

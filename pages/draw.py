@@ -29,7 +29,7 @@ header("Draw a digit", "Draw a digit with the mouse (or a finger); the model cla
 def digit_runs() -> list[dict]:
     out = []
     for r in store().list(status="finished"):
-        if store().folder(r["id"]).has("weights") and '"binary_crossentropy"' not in (r["config"] or ""):
+        if store().folder(r["id"]).has("weights") and r.get("task") != "binary":
             out.append(r)
     return sorted(out, key=lambda r: -(r["test_accuracy"] or 0))
 

@@ -233,7 +233,7 @@ elif picked:
 st.subheader("Hardware comparison")
 st.caption("The same config timed for one epoch on each device of this machine: seconds per epoch and speed-up "
            "over the CPU.")
-hw_runs = [r for r in runs if r.get("grp") and r["grp"].startswith("hw-")]
+hw_runs = [r for r in runs if r.get("group_kind") == "hardware"]
 base_id = st.selectbox("Config to time", [r["id"] for r in runs], key="x_hw_base",
                        format_func=lambda i: run_label(by_id[i]))
 if st.button("Time it on every device", key="x_hw_go"):

@@ -88,7 +88,7 @@ def results(runs: list[dict]) -> None:
         st.caption(capacity_caption(frame))
 
 
-group_view("fit-", "Experiment", "f_group", results)
+group_view("capacity", "Experiment", "f_group", results)
 
 st.subheader("Regularize: the same over-large model with and without L2 and dropout")
 st.markdown("The course's remedy for overfitting, on real runs: one hidden layer far too wide for a small training "
@@ -127,7 +127,7 @@ def regularization_results(runs: list[dict]) -> None:
     st.caption("Training error is measured during training (with dropout on), as Keras reports it.")
 
 
-group_view("reg-", "Regularization study", "r_group", regularization_results)
+group_view("regularization", "Regularization study", "r_group", regularization_results)
 
 st.subheader("Any run's curves, annotated")
 runs = finished_runs()

@@ -103,4 +103,4 @@ def results(runs: list[dict]) -> None:
                  hide_index=True)
 
 
-group_view("kfold-", "Cross-validation", "k_group", results)
+group_view("kfold", "Cross-validation", "k_group", results)

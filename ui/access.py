@@ -282,7 +282,7 @@ def check_launch(store, new_jobs: int = 1) -> None:
             "(or cancel one), or ask the teacher")
     # jobs, not runs (a vectorised group is one job); the starter runs of a fresh lab do not count
     queued = len({job_key(r) for r in runs
-                  if r["status"] == "queued" and '"starter": true' not in (r["config"] or "")})
+                  if r["status"] == "queued" and not r.get("starter")})
     if queued >= max_queue():
         raise AccessError(f"the queue is full ({queued} jobs waiting for this machine); try again when some "
                           "have finished")

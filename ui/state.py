@@ -15,10 +15,12 @@ import streamlit as st
 from core.data import Dataset, available_datasets, load_dataset
 from core.devices import DeviceInfo, list_devices
 from core.settings import settings
+from core.store.records import ACTIVE as STATUS_ACTIVE
+from core.store.records import WITH_RESULTS
 from core.store import RunStore, RunStoreError
 
-ACTIVE = ("queued", "running")
-DONE = ("finished", "cancelled", "pruned")
+ACTIVE = STATUS_ACTIVE
+DONE = WITH_RESULTS
 
 
 def data_dir() -> str | None:
@@ -139,8 +141,9 @@ def group_runs(group: str) -> list[dict]:
     return sorted(store().list(group=group), key=lambda r: r["created"])
 
 
-def groups(prefix: str) -> list[str]:
-    return sorted({r["grp"] for r in store().list() if (r.get("grp") or "").startswith(prefix)}, reverse=True)
+def groups(kind: str) -> list[str]:
+    """The groups of one kind (core.store.records.GROUP_KINDS), newest first."""
+    return sorted({r["grp"] for r in store().list() if r.get("group_kind") == kind}, reverse=True)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model...")

@@ -152,10 +152,10 @@ def vectorized_note(runs: list[dict]) -> None:
         st.caption(f"These models train one by one: {info['reason']}.")
 
 
-def group_view(prefix: str, label: str, key: str, draw) -> None:
+def group_view(kind: str, label: str, key: str, draw) -> None:
     """Pick one group of runs (newest first) and `draw(runs)` it; while any of its runs is
     queued or running the view refreshes itself every 1.5 s, and once more when they end."""
-    names = groups(prefix)
+    names = groups(kind)
     if not names:
         return
     group = st.selectbox(label, names, key=key)

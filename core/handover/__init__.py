@@ -15,10 +15,10 @@ import shutil
 from pathlib import Path
 
 from core.store import RunStoreError
+from core.store.records import WITH_RESULTS
 
 FORMATS = ("zip", "notebook", "tensorboard", "mlflow")
 FRAMEWORKS = ("pytorch", "keras")
-WITH_RESULTS = ("finished", "cancelled", "pruned")
 
 
 class HandoverError(RuntimeError):

@@ -28,13 +28,10 @@ import numpy as np
 
 from core.store.files import (FileDamaged, RunStoreError, atomic_write_bytes, atomic_write_json, load_state_dict,
                               read_json)
+from core.store.records import ACTIVE, STATUSES, group_kind_of, task_of  # statuses re-exported for callers
 from core.store.schema import SchemaError, check_history, check_metrics, check_predictions
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
-# "damaged": a run folder whose files cannot be read (a deleted config.json, a truncated
-# history); listed with the reason so that one broken run never hides the others.
-STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "pruned", "damaged")
-ACTIVE = ("queued", "running")
 # What run.json holds; the rest of an index row is derived from the other files.
 META_FIELDS = ("id", "name", "status", "created", "grp", "tags", "note", "error", "host", "node", "device",
                "executor", "pid", "pid_start", "vectorized", "owner")
@@ -309,6 +306,7 @@ class RunFolder:
             "vectorized": json.dumps(meta["vectorized"]) if meta.get("vectorized") else None,
             "owner": meta.get("owner"),
             "starter": 1 if isinstance(config.get("extra"), dict) and config["extra"].get("starter") is True else 0,
+            "task": task_of(config), "group_kind": group_kind_of(meta.get("grp")),
         }
 
 

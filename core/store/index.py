@@ -45,7 +45,9 @@ ADDED_COLUMNS = {"node": "TEXT", "executor": "TEXT", "vectorized": "TEXT",
                  # classroom mode: the student (or "teacher") who started the run; NULL for one user's lab
                  "owner": "TEXT",
                  # the stats of the run's JSON files when they were last found sound (RunStore.list)
-                 "checked": "TEXT"}
+                 "checked": "TEXT",
+                 # what the run is (core.store.records): multiclass or binary, and its group's kind
+                 "task": "TEXT", "group_kind": "TEXT"}
 COLUMNS = ("id", "name", "status", "created", "updated", "model", "dataset", "device", "optimizer", "lr",
            "batch_size", "epochs", "epochs_done", "params", "seconds", "best_val_accuracy", "last_val_accuracy",
            "test_accuracy", "test_loss", "tags", "note", "error", "pid", "pid_start", "host", "progress", "config",
@@ -53,6 +55,21 @@ COLUMNS = ("id", "name", "status", "created", "updated", "model", "dataset", "de
 
 
 QUEUE_ORDER = "starter, created, id"  # people's runs first, each kind first come, first served
+
+
+def _fill_kinds(db) -> None:
+    """Task and group kind of the rows of an index from before those columns."""
+    import json
+
+    from core.store.records import group_kind_of, task_of
+
+    for row in db.execute("SELECT id, config, grp FROM runs").fetchall():
+        try:
+            config = json.loads(row["config"] or "{}")
+        except ValueError:
+            config = {}
+        db.execute("UPDATE runs SET task = ?, group_kind = ? WHERE id = ?",
+                   (task_of(config if isinstance(config, dict) else {}), group_kind_of(row["grp"]), row["id"]))
 
 
 class IndexBroken(Exception):
@@ -119,6 +136,8 @@ class RunIndex:
                         db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
                 if "starter" not in have:  # an index from before the column: its starter runs, from their configs
                     db.execute("UPDATE runs SET starter = 1 WHERE config LIKE '%\"starter\": true%'")
+                if "task" not in have or "group_kind" not in have:  # the same for task and group kind
+                    _fill_kinds(db)
                 db.execute("SELECT COUNT(*) FROM runs").fetchone()
         except sqlite3.Error as exc:
             if _broken(exc, self.path) or "unable to open database file" in str(exc):

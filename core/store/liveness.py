@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core.store.folder import ACTIVE, RunFolder
 from core.store.processes import host, process_alive
+from core.store.records import Status
 
 
 def reap(index, root: Path, rows: list[dict]) -> list[dict]:
@@ -22,10 +23,10 @@ def reap(index, root: Path, rows: list[dict]) -> list[dict]:
                 and not process_alive(run["pid"], run["pid_start"]):
             error = (f"the worker process {run['pid']} died; resume continues from epoch "
                      f"{run['epochs_done'] + 1}")
-            if index.update_if(run["id"], run["status"], status="interrupted", error=error, progress=None):
+            if index.update_if(run["id"], run["status"], status=Status.INTERRUPTED, error=error, progress=None):
                 try:
-                    RunFolder(Path(root), run["id"]).write_meta(status="interrupted", error=error)
+                    RunFolder(Path(root), run["id"]).write_meta(status=Status.INTERRUPTED, error=error)
                 except (OSError, ValueError):
                     pass  # a full disk, or a damaged run.json (listed as damaged): the index says it
-            run.update(status="interrupted", error=error, progress=None)
+            run.update(status=Status.INTERRUPTED, error=error, progress=None)
     return rows

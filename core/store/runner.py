@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.store.files import RunStoreError, failure_text
+from core.store.records import RESUMABLE, Status
 
 
 def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
@@ -30,7 +31,7 @@ def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str 
         from core.training import check_precision
 
         check_precision(config, resolve_device(config.device))
-    run_id = run_id or store.create(config, status="running")
+    run_id = run_id or store.create(config, status=Status.RUNNING)
     folder = store.folder(run_id)
     state = store.load_checkpoint(run_id) if resume else None
     store.mark_started(run_id)
@@ -40,7 +41,7 @@ def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str 
                        resume_state=state)
         store.save_result(run_id, result)
     except KeyboardInterrupt:
-        store.mark_failed(run_id, "interrupted from the keyboard", status="interrupted")
+        store.mark_failed(run_id, "interrupted from the keyboard", status=Status.INTERRUPTED)
         raise
     except BaseException as exc:
         store.mark_failed(run_id, failure_text(exc))
@@ -49,7 +50,6 @@ def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str 
             "status": store.get(run_id)["status"]}
 
 
-RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
 def check_resumable(store, run_id: str) -> dict | None:

@@ -31,6 +31,7 @@ from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_
 from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
 from core.store.processes import environment, host, process_start_time
+from core.store.records import Status
 
 
 def default_root() -> Path:
@@ -194,7 +195,7 @@ class RunStore:
         atomic_write_json(folder / "config.json", saved)
         atomic_write_json(folder / "environment.json", {**environment(), "device": device, "device_name": device_label,
                                                         **(extra_environment or {})})
-        self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host(),
+        self._set(run_id, status=Status.RUNNING, pid=pid, pid_start=process_start_time(pid), host=host(),
                   node=node or host(), device=device, params=params, error=None, dataset=trained_on(saved))
 
     def environment(self, run_id: str) -> dict:
@@ -240,7 +241,7 @@ class RunStore:
         """This process is now training the run (before the trainer knows its device)."""
         self.folder(run_id).clear_cancel()
         pid = os.getpid()
-        self._set(run_id, status="running", pid=pid, pid_start=process_start_time(pid), host=host())
+        self._set(run_id, status=Status.RUNNING, pid=pid, pid_start=process_start_time(pid), host=host())
 
     def record_worker(self, run_id: str, pid: int) -> None:
         """The worker process that will train (or is training) this run."""
@@ -270,8 +271,8 @@ class RunStore:
         """Ask a running (or queued) run to stop; the worker stops within one batch. `reason`
         is "cancelled" (by a user) or "pruned" (by a sweep)."""
         run = self.get(run_id)
-        if run["status"] == "queued":
-            self._set(run_id, status="cancelled" if reason == "cancelled" else reason,
+        if run["status"] == Status.QUEUED:
+            self._set(run_id, status=Status.CANCELLED if reason == "cancelled" else reason,
                       error="cancelled before it started" if reason == "cancelled" else f"{reason} before it started")
         if run["status"] != "missing":
             self.folder(run_id).request_cancel(reason)
@@ -298,7 +299,7 @@ class RunStore:
 
     def requeue(self, run_id: str, note: str) -> None:
         """Queue a stopped run again (an executor retrying it), saying why in its error field."""
-        self._set(run_id, status="queued", error=note[:2000], progress=None)
+        self._set(run_id, status=Status.QUEUED, error=note[:2000], progress=None)
 
     def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
         """Record a run that stopped without results. On a full disk the store's reserve file
@@ -365,8 +366,8 @@ class RunStore:
             if problem is None:
                 self.index.set_checked(run["id"], signature)
                 run["checked"] = signature
-            elif self.mark_damaged(run["id"], problem) or self.index.get(run["id"])["status"] == "damaged":
-                run.update(status="damaged", error=problem, progress=None)
+            elif self.mark_damaged(run["id"], problem) or self.index.get(run["id"])["status"] == Status.DAMAGED:
+                run.update(status=Status.DAMAGED, error=problem, progress=None)
         return runs
 
     def check_files(self, run_id: str) -> str | None:
@@ -419,9 +420,9 @@ class RunStore:
         """List a run as damaged (index only); True when it was not yet. Active runs are left to
         their worker, which reports its own failure."""
         row = self.index.get(run_id)
-        if row is None or row["status"] in ACTIVE or row["status"] == "damaged":
+        if row is None or row["status"] in ACTIVE or row["status"] == Status.DAMAGED:
             return False
-        return self.index.update_if(run_id, row["status"], status="damaged", error=reason[:2000], progress=None)
+        return self.index.update_if(run_id, row["status"], status=Status.DAMAGED, error=reason[:2000], progress=None)
 
     def saved_config(self, run_id: str) -> dict:
         """config.json as stored: the config with the data set and device the run recorded."""
@@ -466,7 +467,7 @@ class RunStore:
     def queue_position(self, run_id: str) -> int | None:
         """1 for the next queued run of its device, 2 after it, ...; None when not queued."""
         run = self.get(run_id)
-        if run["status"] != "queued":
+        if run["status"] != Status.QUEUED:
             return None
         ids = [r["id"] for r in self.index.queued(run["device"])]
         return ids.index(run_id) + 1 if run_id in ids else None
@@ -477,7 +478,7 @@ class RunStore:
         ok = self.index.claim(run_ids, device, limit)
         if ok:
             for run_id in run_ids:
-                self._set(run_id, status="running")
+                self._set(run_id, status=Status.RUNNING)
         return ok
 
     def running_jobs(self, device: str) -> int:
@@ -509,7 +510,7 @@ class RunStore:
 
     def delete(self, run_id: str) -> None:
         run = self.get(run_id)
-        if run["status"] == "running":
+        if run["status"] == Status.RUNNING:
             raise RunStoreError(f"run {run_id} is running; cancel it before deleting it")
         self.index.delete(run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)

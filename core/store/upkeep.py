@@ -21,6 +21,7 @@ from core.store.files import RunStoreError
 from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder
 from core.store.index import IndexBroken
 from core.store.processes import process_alive
+from core.store.records import Status
 
 RESERVE, RESERVE_BYTES = ".reserve", 256 * 1024  # room to record why runs failed on a full disk
 # What an interrupted write leaves: core.atomic's temporary files, archive.py's import staging,
@@ -41,7 +42,7 @@ def folder_row(root: Path, run_id: str) -> dict:
     except RunStoreError as exc:
         return folder.damaged_row(str(exc))
     if row["status"] in ACTIVE and not process_alive(row["pid"], row["pid_start"]):
-        row.update(status="interrupted", error="its worker was gone when the index was rebuilt")
+        row.update(status=Status.INTERRUPTED, error="its worker was gone when the index was rebuilt")
     return row
 
 

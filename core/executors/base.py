@@ -91,3 +91,28 @@ def prepare(store, configs: Sequence[RunConfig], dataset=None) -> list[RunConfig
             check_against_data(config, dataset)
         out.append(config)
     return out
+
+
+def plan_jobs(configs: Sequence[RunConfig], vectorize: bool, dataset=None,
+              refused: str | None = None) -> tuple[list[list[int]], str | None]:
+    """Which configs train together: ([indexes of one job], ...) and, when `vectorize` was asked
+    for several configs that cannot share a stack, the reason (recorded with every run). Every
+    executor and the CLI's kfold plan with this one function. `refused` is the reason to give
+    when vectorize was not asked (kfold --one-by-one says so)."""
+    from core.group_training import vectorize_plan
+
+    n = len(configs)
+    if n < 2:
+        return [[i] for i in range(n)], None
+    if not vectorize:
+        return [[i] for i in range(n)], refused
+    reason = vectorize_plan(list(configs), dataset)
+    return ([list(range(n))] if reason is None else [[i] for i in range(n)]), reason
+
+
+def record_plan(store, ids: list[str], jobs: list[list[int]], reason: str | None) -> None:
+    """What each run's job is: its vectorised group, or why it trains alone (None: nothing to say)."""
+    for job in jobs:
+        for i in job:
+            store.set_vectorized(ids[i], {"group": [ids[j] for j in job]} if len(job) > 1 else
+                                 ({"reason": reason} if reason else None))

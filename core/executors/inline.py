@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.config import RunConfig
-from core.executors.base import Executor, prepare
+from core.executors.base import Executor, plan_jobs, prepare, record_plan
 
 
 class InlineExecutor(Executor):
@@ -18,17 +18,25 @@ class InlineExecutor(Executor):
 
     def submit(self, configs: Sequence[RunConfig], group: str | None = None, vectorize: bool = False,
                dataset=None) -> list[str]:
+        """Train the configs here, planned as every executor plans (plan_jobs): a vectorised group
+        trains as one stack, the others one after another."""
         from core.data import load_dataset
 
         configs = prepare(self.store, configs, dataset)
-        ids = []
-        for config in configs:
-            data = dataset if dataset is not None and dataset.name == config.dataset else \
-                load_dataset(config.dataset, self.data_dir)
-            run_id = self.store.create(config, status="running", group=group, executor=self.name)
-            ids.append(run_id)
+        plan, reason = plan_jobs(configs, vectorize, dataset)
+        ids = [self.store.create(config, status="running", group=group, executor=self.name) for config in configs]
+        record_plan(self.store, ids, plan, reason)
+        for job in plan:
             try:
-                self.store.train_in_this_process(config, data, run_id=run_id, data_dir=self.data_dir)
+                if len(job) > 1:
+                    from core.group_training import train_group_in_store
+
+                    train_group_in_store(self.store, [ids[i] for i in job], data_dir=self.data_dir)
+                    continue
+                config = configs[job[0]]
+                data = dataset if dataset is not None and dataset.name == config.dataset else \
+                    load_dataset(config.dataset, self.data_dir)
+                self.store.train_in_this_process(config, data, run_id=ids[job[0]], data_dir=self.data_dir)
             except Exception:  # noqa: BLE001 - recorded in the run (failed, with why); the caller goes on
                 pass
         return ids

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import RunConfig
-from core.executors.base import Executor, prepare
+from core.executors.base import Executor, plan_jobs, prepare, record_plan
 from core.store import RunStoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,28 +83,13 @@ class LocalExecutor(Executor):
 
     def submit(self, configs: Sequence[RunConfig], group: str | None = None, vectorize: bool = False,
                dataset=None) -> list[str]:
-        from core.group_training import vectorize_plan
-
         configs = prepare(self.store, configs, dataset)
         if not configs:
             return []
-        reason = None
-        if vectorize and len(configs) > 1:
-            reason = vectorize_plan(configs, dataset)
-        jobs: list[list[str]] = []
-        ids: list[str] = []
-        together = vectorize and len(configs) > 1 and reason is None
-        for config in configs:
-            run_id = self.store.create(config, status="queued", group=group, executor=self.name)
-            ids.append(run_id)
-            if not together:
-                jobs.append([run_id])
-        if together:
-            jobs = [ids]
-        for run_id in ids:
-            self.store.set_vectorized(run_id, {"group": ids} if together else
-                                      ({"reason": reason} if vectorize and len(ids) > 1 else None))
-        for job in jobs:
+        plan, reason = plan_jobs(configs, vectorize, dataset)
+        ids = [self.store.create(config, status="queued", group=group, executor=self.name) for config in configs]
+        record_plan(self.store, ids, plan, reason)
+        for job in ([ids[i] for i in indexes] for indexes in plan):
             pid = spawn(self.store, self._worker_args(job, self.store.get(job[0])["device"]), job[0])
             for run_id in job:
                 self.store.record_worker(run_id, pid)

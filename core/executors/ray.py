@@ -169,6 +169,7 @@ class RayExecutor(Executor):
         ray = _ray()
         if not configs:
             return []
+        configs = [self.resolve(config) for config in configs]
         datasets = {}
         for config in configs:
             data = dataset if dataset is not None and dataset.name == config.dataset else None
@@ -185,6 +186,20 @@ class RayExecutor(Executor):
                                       "attempt": 0, "dataset": datasets[config.dataset].describe()}
                 self._start(run_id)
         return ids
+
+    def resolve(self, config: RunConfig) -> RunConfig:
+        """`auto` as the cluster will train it (a CUDA GPU when the cluster has one, else the CPU:
+        the driver's own hardware does not decide), then the precision checked for that device,
+        as prepare() does for the executors that train on this machine."""
+        import torch
+
+        from core.training import check_precision
+
+        device = config.device
+        if device == "auto":
+            device = "cuda" if _ray().cluster_resources().get("GPU", 0) > 0 else "cpu"
+        check_precision(config, torch.device(device))
+        return config.replace(device=device)
 
     def _start(self, run_id: str) -> None:
         job = self._jobs[run_id]

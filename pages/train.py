@@ -17,7 +17,7 @@ import streamlit as st
 
 from core import learned
 from core.codegen import keras_code, pytorch_code
-from core.handover.notebook import notebook_text
+from core.handover import page_notebook, page_run
 from core.idx import idx_zip
 from core.experiments import device_speeds
 from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig,
@@ -482,10 +482,14 @@ if config is not None:
     keras_tab.code(keras_code(config, folder), language="python")
     # The same programs as Jupyter notebooks, one cell per course step (built on click).
     nb_torch, nb_keras = st.columns(2)
+    # the shown run's own notebook (as `runs export --format notebook` writes it) when the page
+    # shows that run's config, else the config's
+    shown_run = page_run(store(), run_id, config)
     for column, framework, label in ((nb_torch, "pytorch", "PyTorch"), (nb_keras, "keras", "Keras")):
-        column.download_button(f"{label} notebook (.ipynb)", lambda f=framework: notebook_text(config, f, folder),
-                               f"{config.name or config.model}-{framework}.ipynb", mime="application/x-ipynb+json",
-                               key=f"t_dl_nb_{framework}", on_click="ignore")
+        column.download_button(f"{label} notebook (.ipynb)",
+                               lambda f=framework: page_notebook(store(), shown_run, config, f, folder)[0],
+                               f"{shown_run or config.name or config.model}-{framework}.ipynb",
+                               mime="application/x-ipynb+json", key=f"t_dl_nb_{framework}", on_click="ignore")
     if config.dataset == "mnist-sample":
         sample = dataset("mnist-sample")
         # Built on click (gzip of 5,000 digits): on every rerun it was a large part of the server's

@@ -442,7 +442,20 @@ def test_the_experiments_page_exports_the_chosen_runs_in_each_format(handover_st
 
 
 def test_the_train_page_downloads_the_run_as_notebooks(trained_store):
+    """The train page's notebook of a stored run is the file `runs export --format notebook`
+    writes; of a config not yet trained, that config's notebook."""
+    from core.handover import notebook_for, page_notebook, page_run
+    from core.handover.notebook import notebook_text
+
     at = open_page("pages/train.py")
     assert not at.exception
     labels = [b.proto.label for b in at.get("download_button")]
     assert "PyTorch notebook (.ipynb)" in labels and "Keras notebook (.ipynb)" in labels
+    run_id = at.session_state["train_run"]
+    shown = trained_store.config(run_id).replace(device="auto")  # as the page's form holds it
+    assert page_run(trained_store, run_id, shown) == run_id
+    assert page_notebook(trained_store, run_id, shown, "keras") == (notebook_for(trained_store, run_id, "keras"),
+                                                                    f"{run_id}-keras.ipynb")
+    other = shown.replace(lr=shown.lr * 2)
+    assert page_run(trained_store, run_id, other) is None
+    assert page_notebook(trained_store, None, other, "pytorch")[0] == notebook_text(other, "pytorch")

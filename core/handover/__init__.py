@@ -73,6 +73,31 @@ def notebook_for(store, run_id: str, framework: str, data_dir=None) -> str:
     return notebook_text(config, framework, folder, title=saved["config"].get("name") or run_id, facts=facts)
 
 
+def page_run(store, run_id: str | None, config) -> str | None:
+    """`run_id` when the train page shows that stored run's own config (the device aside: a run
+    records the device `auto` chose) and the run has results; else None."""
+    from core.config import ConfigError
+
+    if not run_id:
+        return None
+    try:
+        same = store.get(run_id)["status"] in WITH_RESULTS and \
+            store.config(run_id).replace(device=config.device) == config
+    except (RunStoreError, ConfigError):
+        return None  # a run that cannot be read: the config's own notebook
+    return run_id if same else None
+
+
+def page_notebook(store, run: str | None, config, framework: str, data_dir=None) -> tuple[str, str]:
+    """The train page's notebook download, (text, file name): for `run` (page_run) the same file
+    as `runs export RUN FILE --format notebook`; without one, the notebook of the page's config."""
+    from core.handover.notebook import notebook_text
+
+    if run:
+        return notebook_for(store, run, framework, data_dir), f"{run}-{framework}.ipynb"
+    return notebook_text(config, framework, data_dir), f"{config.name or config.model}-{framework}.ipynb"
+
+
 def _tensorboard(store, run_ids: list[str], out: Path, data_dir) -> dict:
     """One folder per run under `out`, each built in a staging folder next to it and renamed."""
     from core.handover.tensorboard import write_run

@@ -52,6 +52,8 @@ right.plot(epochs, h["val_accuracy"], "o-", label="validation")
 right.set(title="accuracy", xlabel="epoch")
 right.legend()
 plt.show()'''
+# `%matplotlib inline` draws the curves in the notebook whatever MPLBACKEND says (Agg, set by
+# some tools, would keep plt.show() silent).
 PARAMETER = re.compile(r"^(DATA|SEED|EPOCHS|L2)\b")
 STEP_LINE = re.compile(r"^# ([0-9])\. ")
 
@@ -103,7 +105,7 @@ def notebook(config: RunConfig, framework: str = "pytorch", data_dir=None, title
         cells += [new_markdown_cell(f"## {heading}\n{text}"), new_code_cell(code)]
     cells += [new_markdown_cell("## Curves\nLoss and accuracy per epoch: where the validation curve leaves the "
                                 "training curve, the model starts to overfit."),
-              new_code_cell("import matplotlib.pyplot as plt\n\n" + CURVES[framework] + "\n" + PLOT)]
+              new_code_cell("%matplotlib inline\nimport matplotlib.pyplot as plt\n\n" + CURVES[framework] + "\n" + PLOT)]
     for i, cell in enumerate(cells):  # the same run gives the same file (nbformat's ids are random)
         cell.id = f"step-{i}"
     nb = new_notebook(cells=cells, metadata={

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.runner import train_run  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     store = RunStore(runs)
     ds = load_dataset("mnist", args.data_dir)
     t0 = time.perf_counter()
-    out = store.train_in_this_process(default_config(ds.name, epochs=1), ds)
+    out = train_run(store, default_config(ds.name, epochs=1), ds)
     print(f"setup: trained a 1-epoch draw model on {ds.name} ({len(ds.test_labels):,} test predictions) "
           f"in {time.perf_counter() - t0:.1f} s; test accuracy {out['test_accuracy']:.2%}")
     env = {"MNIST_LAB_DATA": args.data_dir} if args.data_dir else {"MNIST_LAB_OFFLINE": "1"}

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from playwright.async_api import async_playwright  # noqa: E402
 
 import load  # noqa: E402  (bench/load.py: the same pages, waits and strokes)
+from core.runner import train_run  # noqa: E402
 from core.data import load_sample  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
@@ -94,7 +95,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="bench-browser-cost-")) / "runs"
-    RunStore(runs).train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
+    train_run(RunStore(runs), default_config("mnist-sample", name="draw model (sample)"), load_sample())
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         t0 = time.time()
         costs = asyncio.run(measure(url, args.reps))

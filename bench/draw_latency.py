@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.runner import train_run  # noqa: E402
 from core.data import load_sample  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
@@ -66,7 +67,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     runs = Path(tempfile.mkdtemp(prefix="draw-latency-")) / "runs"
-    RunStore(runs).train_in_this_process(default_config("mnist-sample", epochs=1), load_sample())
+    train_run(RunStore(runs), default_config("mnist-sample", epochs=1), load_sample())
     results: dict[str, list[tuple[float, float]]] = {"quiet": [], "busy": []}
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.runner import train_run  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.inference import load_classifier  # noqa: E402
 from core.preprocess import _resize, canvas_to_mnist, mnist_to_canvas, to_ink  # noqa: E402
@@ -74,12 +75,12 @@ def main(argv=None) -> int:
     else:
         cfg = default_config(ds.name)
         t0 = time.perf_counter()
-        out = store.train_in_this_process(cfg, ds)
+        out = train_run(store, cfg, ds)
         print(f"trained the default draw model ({cfg.model}, augment={cfg.augment}, {cfg.epochs} epochs) "
               f"in {time.perf_counter() - t0:.1f} s")
         models["default (augmented)"] = Path(out["run_dir"])
         if not args.no_reference:
-            out = store.train_in_this_process(cfg.replace(augment=False), ds)
+            out = train_run(store, cfg.replace(augment=False), ds)
             models["reference: no augmentation"] = Path(out["run_dir"])
 
     print(f"\n{'model':32s} {'test digits':>12s} {'redrawn':>9s} {'gap':>7s} {'redrawn, plain resize':>22s}")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.async_api import async_playwright  # noqa: E402
 
+from core.runner import train_run  # noqa: E402
 from core.data import load_sample  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
@@ -417,7 +418,7 @@ def main() -> int:
     server_cpus, other_cpus = split_cpus(args.server_cpus) if args.server_cpus else (None, None)
     runs = Path(tempfile.mkdtemp(prefix="bench-load-")) / "runs"
     store = RunStore(runs)
-    store.train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
+    train_run(store, default_config("mnist-sample", name="draw model (sample)"), load_sample())
     stats = Stats()
     peak = {"mb": 0.0}
     env = {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}

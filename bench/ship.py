@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.runner import train_run  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.models import PRESETS  # noqa: E402
@@ -39,7 +40,7 @@ def main() -> int:
         store = RunStore(Path(tmp) / "runs")
         for preset in args.presets:
             epochs = min(args.epochs, PRESETS[preset]["train"].get("epochs", args.epochs))
-            run_id = store.train_in_this_process(RunConfig.from_preset(preset, dataset="mnist", epochs=epochs,
+            run_id = train_run(store, RunConfig.from_preset(preset, dataset="mnist", epochs=epochs,
                                                                        device="cpu"), data,
                                                  data_dir=args.data_dir)["run_id"]
             rows = {r["variant"]: r for r in ship(prepare(store, run_id, args.data_dir), out_dir=Path(tmp))}

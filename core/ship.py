@@ -128,7 +128,9 @@ def prepare(store, run_id: str, data_dir=None, calibration_count: int = 300) -> 
     check_shippable(store, run_id)
     folder = store.folder(run_id)
     clf = load_classifier(folder.path, which="last")
-    dataset, _ = store.dataset_of(run_id, data_dir)
+    from core.runner import dataset_of
+
+    dataset, _ = dataset_of(store, run_id, data_dir)
     stored = store.predictions(run_id)
     test = (dataset.test_images.astype(np.float32) / 255.0)[:, None]
     if len(stored["preds"]) != len(test):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.runner import train_run
 from core.data import Dataset, load_sample
 from core.idx import write_idx
 
@@ -105,9 +106,9 @@ def trained_root(tmp_path_factory, sample):
 
     root = tmp_path_factory.mktemp("trained-runs")
     store = RunStore(root)
-    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=1500,
+    train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=1500,
                                                       name="mlp short"), sample)
-    store.train_in_this_process(RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, train_subset=1500,
+    train_run(store, RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, train_subset=1500,
                                                       name="cnn short"), sample)
     return root
 
@@ -143,7 +144,7 @@ def kept(tmp_path, small, monkeypatch):
 
     monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
     store = RunStore(tmp_path)
-    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+    train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
                                                       name="kept"), small)
     return store
 

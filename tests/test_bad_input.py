@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from core.runner import train_run
 from core.config import SHARED_FIELDS, ConfigError, RunConfig, from_query_params, to_query_params
 from core.store import RunStore, RunStoreError
 from tests.conftest import open_page
@@ -85,7 +86,7 @@ CONFIGS = [("not JSON", b"{oops"), ("a list", b"[1, 2]"), ("epochs a string", {"
 
 @pytest.mark.parametrize("what, change", CONFIGS, ids=[w for w, _ in CONFIGS])
 def test_a_run_folder_with_a_bad_config_json_is_named_and_the_other_runs_are_fine(kept, small, what, change):
-    victim = kept.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
+    victim = train_run(kept, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
                                                               train_subset=200, name="victim"), small)["run_id"]
     path = kept.run_dir(victim) / "config.json"
     if isinstance(change, bytes):
@@ -151,7 +152,7 @@ def test_a_full_disk_while_a_run_saves_fails_that_run_with_the_reason_and_nothin
 
     monkeypatch.setattr(core.atomic.np, "savez_compressed", full_disk)
     with pytest.raises(OSError):
-        kept.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+        train_run(kept, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
                                                          name="disk full"), small)
     monkeypatch.setattr(core.atomic.np, "savez_compressed", real)
     store = RunStore(kept.root)

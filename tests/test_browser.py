@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from core.runner import train_run
 from core.data import load_sample
 from core.handwriting import default_config
 from core.models import preset_layers, summary
@@ -40,7 +41,7 @@ def server(tmp_path_factory):
     """The app on a free port, with a run store holding one finished draw model."""
     runs = tmp_path_factory.mktemp("browser") / "runs"
     store = RunStore(runs)
-    store.train_in_this_process(default_config("mnist-sample", name="draw model (sample)"), load_sample())
+    train_run(store, default_config("mnist-sample", name="draw model (sample)"), load_sample())
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         yield url, store
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from core.runner import train_run
 from core.cli import main
 from core.idx import write_idx
 from tests.conftest import FULL_MNIST, ROOT, needs_full_mnist, subprocess_env, write_mnist_folder
@@ -180,7 +181,7 @@ def test_runs_export_to_a_folder_or_a_missing_folder_is_one_error_line(tmp_path,
     from core.store import RunStore
 
     store = RunStore(tmp_path / "runs")
-    run_id = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
+    run_id = train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
                                                                train_subset=200), small)["run_id"]
     (tmp_path / "out").mkdir()
     for target, says in ((tmp_path / "missing" / "x.zip", "does not exist"), (tmp_path / "out", "is a folder")):

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.runner import train_run
 from core.cli import main
 from core.config import RunConfig
 from core.store import ACTIVE, RunStore
@@ -188,7 +189,7 @@ def data_args(tmp_path_factory, sample) -> list[str]:
 def store_root(tmp_path_factory, small):
     """One store that goes through every fault of the module, starting with one finished run."""
     root = tmp_path_factory.mktemp("faults") / "runs"
-    RunStore(root).train_in_this_process(RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
+    train_run(RunStore(root), RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
                                                                train_subset=200, name="bystander"), small)
     return root
 
@@ -496,7 +497,7 @@ def test_a_full_disk_at_any_point_fails_with_the_reason_and_loses_nothing(forkse
     from tests.faults.kill_at_rename import run_command
 
     root = small_disk / "runs"
-    RunStore(root).train_in_this_process(RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
+    train_run(RunStore(root), RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
                                                                train_subset=200, name="bystander"), small)
     problems = []
     for leave in FREE_BYTES:
@@ -530,7 +531,7 @@ def test_a_full_disk_at_any_point_fails_with_the_reason_and_loses_nothing(forkse
 def test_an_import_onto_a_full_disk_is_refused_in_one_line_and_changes_nothing(small_disk, tmp_path, small):
     root = small_disk / "runs"
     store = RunStore(root)
-    store.train_in_this_process(RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
+    train_run(store, RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
                                                       train_subset=200), small)
     run_id = store.list()[0]["id"]
     archive = tmp_path / "run.zip"

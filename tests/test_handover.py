@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from core.runner import train_run, dataset_of
 from core.cli import main
 from core.config import RunConfig
 from core.idx import write_idx
@@ -38,9 +39,9 @@ def handover_store(tmp_path_factory, sample):
 
     root = tmp_path_factory.mktemp("handover-runs")
     store = RunStore(root)
-    cnn = store.train_in_this_process(RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, name="cnn 2"),
+    cnn = train_run(store, RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, name="cnn 2"),
                                       sample)["run_id"]
-    mlp = store.train_in_this_process(RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=2,
+    mlp = train_run(store, RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=2,
                                                             name="mlp 2"), sample)["run_id"]
     assert main(["kfold", "--model", "mlp-fast", "--k", "3", "--epochs", "1", "--dataset", "mnist-sample",
                  "--runs-dir", str(root), "--json"]) == 0
@@ -234,7 +235,7 @@ def check_tensorboard(folder, store, run_id):
 
     classifier = load_classifier(store.run_dir(run_id), "last")
     layer = hidden_layers(classifier.model)[-1]
-    dataset = store.dataset_of(run_id)[0]
+    dataset = dataset_of(store, run_id)[0]
     images = dataset.test_images[:EMBEDDED_DIGITS].astype(np.float32) / 255
     step = f"{int(metrics['epochs_run']):05d}"
     tensors = np.loadtxt(folder / step / layer / "tensors.tsv", dtype=np.float64, delimiter="\t", ndmin=2)

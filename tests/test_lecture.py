@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from core.runner import train_run
 from core import backprop as bp
 from core.config import RunConfig
 from core.inference import load_classifier
@@ -153,7 +154,7 @@ def test_sigmoid_gradients_vanish_towards_the_input_on_the_course_mlp(small, tmp
     runs = {}
     for config in activation_configs(base):
         run_id = store.create(config, status="running", group="grad-test")
-        store.train_in_this_process(config, small, run_id=run_id)
+        train_run(store, config, small, run_id=run_id)
         runs[config.extra["activation"]] = store.history(run_id)
     frame = gradient_norms_frame(runs)
     ratio = {act: f[f.depth == 1].norm.iloc[-1] / f[f.depth == f.depth.max()].norm.iloc[-1]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from core.runner import train_run
 from core.store import RunStore
 from tests.conftest import open_page
 
@@ -165,7 +166,7 @@ def test_metrics_page_for_a_binary_is_it_a_7_run(sample, tmp_path, monkeypatch):
 
     monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path / "runs"))
     store = RunStore(tmp_path / "runs")
-    out = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=800,
+    out = train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=800,
                                                             loss="binary_crossentropy", positive_class=7), sample)
     p = store.predictions(out["run_id"])
     at = open_page("pages/metrics.py", query={"view": "Per-class table"})

@@ -7,6 +7,7 @@ import pytest
 
 import time
 
+from core.runner import train_run
 from core.store import RunStore
 from tests.conftest import open_page
 
@@ -177,7 +178,7 @@ def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sampl
     store = RunStore()
     config = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=4, train_subset=800)
     try:
-        store.train_in_this_process(config, sample, callbacks=[CrashAfterSecondEpoch()])
+        train_run(store, config, sample, callbacks=[CrashAfterSecondEpoch()])
     except KeyboardInterrupt:
         pass
     run = store.list()[0]

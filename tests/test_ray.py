@@ -14,6 +14,7 @@ ray = pytest.importorskip("ray", reason="Ray is in requirements-cluster.txt")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from core.runner import resume  # noqa: E402
 from core import sweeps  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.store import RunStore  # noqa: E402
@@ -131,7 +132,7 @@ def test_a_run_stopped_on_ray_resumes_here_exactly_where_it_was(cluster, tmp_pat
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        store.resume_in_this_process(stopped)
+        resume(store, stopped)
     finally:
         torch.set_num_threads(threads)
     a, b = store.history(straight), store.history(stopped)

@@ -22,7 +22,9 @@ import pytest
 import torch
 
 from core.config import RunConfig
+from core.executors.inline import InlineExecutor
 from core.executors.local import LocalExecutor
+from core.runner import resume as resume_here
 from core.store import RunStore, RunStoreError
 from tests.conftest import ROOT, subprocess_env, write_mnist_folder
 
@@ -139,6 +141,22 @@ def test_a_vectorised_group_killed_mid_epoch_resumes_to_the_same_runs(tmp_path, 
         assert_same_run(store, a, b)
 
 
+
+def test_deleting_a_member_of_a_killed_group_leaves_the_others_resumable_from_any_folder(tmp_path, monkeypatch):
+    """The group's checkpoint is in every member's folder (one file, hard-linked): deleting the
+    first member, whose folder once held the only copy, leaves the others resumable, to the same
+    runs; the deleted run stays deleted."""
+    store = RunStore(tmp_path / "runs")
+    straight, killed = straight_and_killed(store, monkeypatch, GROUPS["k-fold folds"], vectorize=True)
+    copies = [store.run_dir(r) / "group_checkpoint.pt" for r in killed]
+    assert all(c.exists() for c in copies) and len({c.stat().st_ino for c in copies}) == 1
+    store.delete(killed[0])
+    InlineExecutor(store).resume(killed[2])  # the inline executor resumes a group too (core.runner)
+    assert [store.get(r)["status"] for r in killed[1:]] == ["finished", "finished"]
+    for a, b in zip(straight[1:], killed[1:]):
+        assert_same_run(store, a, b)
+    assert not store.run_dir(killed[0]).exists() and killed[0] not in {r["id"] for r in store.list()}
+
 def test_resume_uses_the_data_folder_the_run_was_trained_on_and_refuses_other_data(tmp_path, monkeypatch):
     data = write_mnist_folder(tmp_path / "mnist", n_train=600, n_test=100)
     store = RunStore(tmp_path / "runs")
@@ -157,7 +175,7 @@ def test_resume_uses_the_data_folder_the_run_was_trained_on_and_refuses_other_da
     # offline sample, as it silently was before: the message says which data it needs.
     data.rename(tmp_path / "moved")
     with pytest.raises(RunStoreError, match="was trained on mnist from folder .* Pass --data-dir"):
-        store.resume_in_this_process(run_id)
+        resume_here(store, run_id)
     assert store.get(run_id)["status"] == "interrupted"
     out = resume(store, run_id, "--data-dir", str(tmp_path / "moved"))
     assert out["status"] == "finished" and out["epochs_run"] == 5
@@ -181,6 +199,6 @@ def test_a_run_whose_creator_died_before_any_worker_is_interrupted_and_resumes_f
     store = RunStore(tmp_path)
     (run,) = store.list()
     assert run["status"] == "interrupted" and "died" in run["error"]
-    out = store.resume_in_this_process(run["id"])
+    out = resume_here(store, run["id"])
     assert out["status"] == "finished" and store.get(run["id"])["epochs_done"] == 1
     assert RunConfig.from_dict(store.folder(run["id"]).saved_config()["config"]).epochs == 1

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.runner import train_run
 from core.config import RunConfig
 from core.store import RunStore, RunStoreError, load_state_dict
 from tests.conftest import ROOT, subprocess_env
@@ -34,7 +35,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def finished(store, small):
-    out = store.train_in_this_process(tiny(name="first"), small)
+    out = train_run(store, tiny(name="first"), small)
     return out["run_id"]
 
 
@@ -174,7 +175,7 @@ def test_two_runs_started_from_two_threads_both_finish(store, small):
 
     def go(i):
         try:
-            results[i] = store.train_in_this_process(tiny(name=f"thread {i}", seed=i), small)
+            results[i] = train_run(store, tiny(name=f"thread {i}", seed=i), small)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -227,7 +228,7 @@ def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
     assert resumed["status"] == "finished" and resumed["epochs_run"] == 8
 
     # The same config trained without interruption reaches the same weights.
-    straight = store.train_in_this_process(RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=8,
+    straight = train_run(store, RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=8,
                                                                  batch_size=16, device="cpu", seed=3))
     a = store.load_weights(run_id, "last")
     b = store.load_weights(straight["run_id"], "last")
@@ -267,7 +268,7 @@ def test_a_run_imports_from_an_open_file_as_an_upload_gives_it(tmp_path, small):
     import io
 
     src = RunStore(tmp_path / "a")
-    out = src.train_in_this_process(RunConfig.from_preset("mlp", **FAST), small)
+    out = train_run(src, RunConfig.from_preset("mlp", **FAST), small)
     data = src.export_zip(out["run_id"], tmp_path / "run.zip").read_bytes()
     upload = io.BytesIO(data)
     upload.name = "run.zip"

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from core.runner import train_run
 from core import cost, ship
 from core.config import RunConfig
 from core.export import ShippedModel, inference_layers
@@ -127,13 +128,13 @@ def preset_store(tmp_path_factory, sample):
     store = RunStore(tmp_path_factory.mktemp("ship-runs"))
     ids = {}
     for preset in PRESETS:
-        ids[preset] = store.train_in_this_process(
+        ids[preset] = train_run(store, 
             RunConfig.from_preset(preset, dataset="mnist-sample", epochs=1, train_subset=800, name=preset),
             sample)["run_id"]
-    ids["binary"] = store.train_in_this_process(RunConfig.from_preset(
+    ids["binary"] = train_run(store, RunConfig.from_preset(
         "mlp", dataset="mnist-sample", epochs=1, train_subset=800, loss="binary_crossentropy", positive_class=3,
         name="binary"), sample)["run_id"]
-    ids["custom"] = store.train_in_this_process(RunConfig(
+    ids["custom"] = train_run(store, RunConfig(
         model="custom", layers=tuple(CUSTOM), dataset="mnist-sample", epochs=1, batch_size=64, train_subset=800,
         name="custom"), sample)["run_id"]
     return store, ids, sample
@@ -143,7 +144,7 @@ def preset_store(tmp_path_factory, sample):
 def mlp_store(tmp_path_factory, sample):
     """One short run of the course MLP (the fast tier's export test)."""
     store = RunStore(tmp_path_factory.mktemp("ship-mlp"))
-    run_id = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
+    run_id = train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1,
                                                                 train_subset=800, name="mlp"), sample)["run_id"]
     return store, {"mlp": run_id}, sample
 
@@ -314,7 +315,7 @@ def test_int8_keeps_accuracy_on_full_mnist(preset, tmp_path):
     data = load_dataset("mnist", str(FULL_MNIST))
     store = RunStore(tmp_path)
     epochs = 2 if preset == "mlp" else 1
-    run_id = store.train_in_this_process(RunConfig.from_preset(preset, dataset="mnist", epochs=epochs), data,
+    run_id = train_run(store, RunConfig.from_preset(preset, dataset="mnist", epochs=epochs), data,
                                          data_dir=str(FULL_MNIST))["run_id"]
     shipment = ship.prepare(store, run_id, str(FULL_MNIST))
     rows = {r["variant"]: r for r in ship.ship(shipment, variants=("none", "int8"))}

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from core.runner import train_run
 from core import starters
 from core.config import RunConfig
 from core.executors.local import LocalExecutor
@@ -29,7 +30,7 @@ def test_starters_plan_the_draw_model_first_then_the_pages_a_newcomer_opens():
 def test_a_store_that_already_has_runs_gets_no_starters(tmp_path, monkeypatch, small):
     monkeypatch.setenv("MNIST_LAB_STARTERS", "1")
     store = RunStore(tmp_path)
-    store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200),
+    train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200),
                                 small)
     assert starters.ensure_started(store, LocalExecutor(store)) == []
     assert len(store.list()) == 1

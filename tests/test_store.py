@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.runner import train_run, resume
 from core.config import RunConfig
 from core.store import RunStore, RunStoreError
 
@@ -52,7 +53,7 @@ def test_a_store_written_before_the_split_opens_with_every_run(old_store):
 
 def test_an_old_interrupted_run_resumes_and_an_old_run_exports(old_store, tmp_path):
     killed = by_name(old_store)["killed one"]
-    out = old_store.resume_in_this_process(killed["id"])
+    out = resume(old_store, killed["id"])
     assert out["status"] == "finished" and out["epochs_run"] == 40
     zpath = old_store.export_zip(by_name(old_store)["finished one"]["id"], tmp_path / "old.zip")
     assert RunStore(tmp_path / "other").import_zip(zpath)
@@ -124,7 +125,7 @@ def test_a_run_folder_the_index_does_not_know_is_added_when_the_store_opens(old_
 
 def test_every_run_folder_holds_what_its_index_row_says(tmp_path, small):
     store = RunStore(tmp_path)
-    out = store.train_in_this_process(RunConfig(model="custom", layers=[{"type": "flatten"},
+    out = train_run(store, RunConfig(model="custom", layers=[{"type": "flatten"},
                                                                         {"type": "dense", "units": 8}],
                                                 dataset="mnist-sample", device="cpu", batch_size=100, epochs=2,
                                                 name="kept"), small)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.runner import train_run
 from core import backprop as bp
 from core.concepts import fitted_line_accuracy, line_accuracy, toy_data
 from core.config import RunConfig
@@ -50,7 +51,7 @@ def test_the_index_lists_the_data_a_run_trained_on_not_the_one_asked(tmp_path, s
     from core.store import RunStore
 
     store = RunStore(tmp_path)
-    run_id = store.train_in_this_process(RunConfig.from_preset("mlp", dataset="mnist", epochs=1, train_subset=200),
+    run_id = train_run(store, RunConfig.from_preset("mlp", dataset="mnist", epochs=1, train_subset=200),
                                          small)["run_id"]  # "mnist" asked, the sample given (as offline)
     assert store.get(run_id)["dataset"] == "mnist-sample"
     store.rebuild_index()  # from the run folders alone

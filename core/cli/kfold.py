@@ -20,8 +20,8 @@ def run_kfold(store, base, k: int, stratified: bool, dataset, data_dir=None, vec
     """Train the k folds of `base` into the store; returns the command's JSON object."""
     from core.executors.base import plan_jobs, record_plan
     from core.experiments import kfold_configs
-    from core.group_training import train_group_in_store
     from core.launch import group_name
+    from core.runner import train_group, train_run
     from core.training import check_against_data
 
     configs = kfold_configs(base, k, stratified)
@@ -32,13 +32,13 @@ def run_kfold(store, base, k: int, stratified: bool, dataset, data_dir=None, vec
     ids = [store.create(c, status="running", group=group, executor="cli") for c in configs]
     record_plan(store, ids, plan, reason)
     if len(plan) == 1 and len(plan[0]) > 1:
-        train_group_in_store(store, ids, data_dir=data_dir)
+        train_group(store, ids, data_dir=data_dir)
         seconds = max(store.metrics(r).get("seconds") or 0.0 for r in ids)  # the stack's training time
     else:
         if vectorize:
             note(f"folds trained one by one: {reason}")
         for run_id, config in zip(ids, configs):
-            store.train_in_this_process(config, dataset, run_id=run_id, data_dir=data_dir)
+            train_run(store, config, dataset, run_id=run_id, data_dir=data_dir)
         seconds = sum(store.metrics(r).get("seconds") or 0.0 for r in ids)
     folds = [{"run_id": r, "val_accuracy": store.get(r)["last_val_accuracy"]} for r in ids]
     scores = np.array([f["val_accuracy"] for f in folds], dtype=float)

@@ -109,25 +109,10 @@ def cmd_reindex(args) -> int:
 def cmd_resume(args) -> int:
     """Resume a run, or the vectorised group it was trained in (all of the group's stopped runs)."""
     from core.callbacks import Progress
-    from core.store.runner import unstarted_members
+    from core.runner import resume
 
-    store = open_store(args.runs_dir)
-    checkpoint = store.load_checkpoint(args.run) if store.get(args.run)["status"] != "missing" else None
-    unstarted = unstarted_members(store, args.run) if checkpoint is None else []
-    if (checkpoint and checkpoint.get("group")) or len(unstarted) > 1:
-        from core.group_training import train_group_in_store
-
-        # A group killed before its first checkpoint has none: its runs train again from the start.
-        group = list(checkpoint["group"]) if checkpoint else unstarted
-        stopped = [store.get(r)["status"] for r in group]
-        if any(s in ("queued", "running") for s in stopped):
-            raise RunStoreError(f"the group of run {args.run} is still {'/'.join(sorted(set(stopped)))}")
-        results = {r["run_id"]: r for r in train_group_in_store(store, group, data_dir=args.data_dir, resume=True)}
-        out = results.get(args.run) or {"run_id": args.run, **store.get(args.run)}
-        out = {**out, "group": group, "group_results": [results[r] for r in group if r in results]}
-    else:
-        out = store.resume_in_this_process(args.run, callbacks=[Progress(TerminalProgress(), every=10)],
-                                           data_dir=args.data_dir)
+    out = resume(open_store(args.runs_dir), args.run, callbacks=[Progress(TerminalProgress(), every=10)],
+                 data_dir=args.data_dir)
     emit(out, args.json, f"run {args.run} {out['status']}: test accuracy {out['test_accuracy']:.4f} "
                          f"after {out.get('epochs_run', out.get('epochs_done'))} epochs")
     return 0

@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
         out = {"run_id": None, "run_dir": None, **result.summary()}
     elif args.tensorboard:
         from core.handover.tensorboard import TensorBoardLive, write_run
-        from core.store.runner import train_run
+        from core.runner import train_run
 
         folder = Path(args.tensorboard)
         store = open_store(args.runs_dir)
@@ -78,8 +78,9 @@ def cmd_train(args) -> int:
         write_run(folder / out["run_id"], store, out["run_id"], args.data_dir, scalars=False)
         out["tensorboard"] = str(folder / out["run_id"])
     else:
-        out = open_store(args.runs_dir).train_in_this_process(config, dataset, callbacks=[progress],
-                                                               data_dir=args.data_dir)
+        from core.runner import train_run
+
+        out = train_run(open_store(args.runs_dir), config, dataset, callbacks=[progress], data_dir=args.data_dir)
     emit(out, args.json, f"test accuracy {out['test_accuracy']:.4f}, test loss {out['test_loss']:.4f}, "
                          f"{out['epochs_run']} epoch(s) on {out['device']} in {out['seconds']:.1f} s"
                          + (f"; run {out['run_id']} in {out['run_dir']}" if out.get("run_id") else ""))

@@ -20,7 +20,7 @@ class InlineExecutor(Executor):
                dataset=None) -> list[str]:
         """Train the configs here, planned as every executor plans (plan_jobs): a vectorised group
         trains as one stack, the others one after another."""
-        from core.data import load_dataset
+        from core.runner import train_job
 
         configs = prepare(self.store, configs, dataset)
         plan, reason = plan_jobs(configs, vectorize, dataset)
@@ -28,19 +28,13 @@ class InlineExecutor(Executor):
         record_plan(self.store, ids, plan, reason)
         for job in plan:
             try:
-                if len(job) > 1:
-                    from core.group_training import train_group_in_store
-
-                    train_group_in_store(self.store, [ids[i] for i in job], data_dir=self.data_dir)
-                    continue
-                config = configs[job[0]]
-                data = dataset if dataset is not None and dataset.name == config.dataset else \
-                    load_dataset(config.dataset, self.data_dir)
-                self.store.train_in_this_process(config, data, run_id=ids[job[0]], data_dir=self.data_dir)
+                train_job(self.store, [ids[i] for i in job], dataset, data_dir=self.data_dir)
             except Exception:  # noqa: BLE001 - recorded in the run (failed, with why); the caller goes on
                 pass
         return ids
 
     def resume(self, run_id: str) -> None:
-        self.store.check_resumable(run_id)
-        self.store.resume_in_this_process(run_id, data_dir=self.data_dir)
+        """A stopped run, or the whole vectorised group it was trained in, trained here."""
+        from core.runner import resume
+
+        resume(self.store, run_id, data_dir=self.data_dir)

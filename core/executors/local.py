@@ -102,7 +102,9 @@ class LocalExecutor(Executor):
         run = self.store.get(run_id)
         if run["status"] in ("queued", "running"):
             raise RunStoreError(f"run {run_id} is {run['status']}; only a stopped run can be resumed")
-        self.store.check_resumable(run_id)
+        from core.runner import check_resumable
+
+        check_resumable(self.store, run_id)
         args = ["runs", "resume", run_id]
         if self.data_dir:
             args += ["--data-dir", str(self.data_dir)]

@@ -42,16 +42,9 @@ def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | 
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
     try:
-        if len(run_ids) == 1:
-            config = store.config(run_ids[0])
-            from core.data import load_dataset
+        from core.runner import train_job
 
-            dataset = load_dataset(config.dataset, data_dir)
-            store.train_in_this_process(config, dataset, run_id=run_ids[0], data_dir=data_dir)
-        else:
-            from core.group_training import train_group_in_store
-
-            train_group_in_store(store, run_ids, data_dir=data_dir)
+        train_job(store, run_ids, data_dir=data_dir)
     except Exception as exc:  # noqa: BLE001 - recorded, then the process exits
         for run_id in run_ids:
             if store.get(run_id)["status"] in ("queued", "running"):  # failed before training started

@@ -103,7 +103,7 @@ def embedding_inputs(store, run_id: str, data_dir=None):
     first test digits of the data the run trained on, from the run's final weights."""
     from core.inference import load_classifier
     from core.learned import activations, hidden_layers
-    from core.store.runner import dataset_of
+    from core.runner import dataset_of
 
     dataset, _ = dataset_of(store, run_id, data_dir)
     classifier = load_classifier(store.run_dir(run_id), "last")

@@ -313,30 +313,6 @@ class RunStore:
             (self.root / upkeep.RESERVE).unlink(missing_ok=True)
             self._set(run_id, status=status, error=error[:2000], progress=None)
 
-    # --- training stored runs (core.store.runner: the code that trains them) ----------------------------
-
-    def train_in_this_process(self, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
-                              resume: bool = False, data_dir=None) -> dict:
-        """Train `config` here, writing the run into the store; returns the CLI's summary dict."""
-        import core.store.runner as runner
-
-        return runner.train_run(self, config, dataset, callbacks, run_id, resume, data_dir)
-
-    def check_resumable(self, run_id: str) -> dict | None:
-        import core.store.runner as runner
-
-        return runner.check_resumable(self, run_id)
-
-    def resume_in_this_process(self, run_id: str, callbacks=(), data_dir=None) -> dict:
-        import core.store.runner as runner
-
-        return runner.resume_run(self, run_id, callbacks, data_dir)
-
-    def dataset_of(self, run_id: str, data_dir=None):
-        import core.store.runner as runner
-
-        return runner.dataset_of(self, run_id, data_dir)
-
     # --- reading ------------------------------------------------------------------------
 
     def _reap(self, rows: list[dict]) -> list[dict]:

@@ -1,0 +1,329 @@
+"""The runner: the one code that trains stored runs, fresh or resumed, one run or a vectorised
+group, writing every epoch, result and failure into the store as it goes. The worker process,
+the inline executor and the CLI (`train`, `kfold`, `runs resume`) train through here; RunStore
+only stores.
+
+    train_run(store, config)       one run, fresh (or resumed with resume=True)
+    train_job(store, run_ids)      one job of an executor's plan: a run, or a group as one stack
+    train_group(store, run_ids)    runs of one group as one vectorised model
+    resume(store, run_id)          a stopped run, or the whole group it was trained in
+
+A vectorised group's checkpoint (the stack: every member's weights, optimizer state, history)
+is written into every member's folder, as hard links of one file (no extra disk, one write), so
+any member resumes the whole group whichever member's folder is left, and deleting one member
+leaves the others resumable: the checkpoint keeps every member's config, so a deleted member
+is rebuilt into the stack from it (its place is needed to restore the stack) and set aside as
+done, never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from core.config import RunConfig
+from core.store.files import RunStoreError, failure_text
+from core.store.records import RESUMABLE, Status
+
+GROUP_CHECKPOINT = "group_checkpoint.pt"
+
+
+# --- one run --------------------------------------------------------------------------------
+
+
+def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
+              resume: bool = False, data_dir=None) -> dict:
+    """Train `config` here, writing the run into the store; returns the CLI's summary dict.
+    `callbacks` is a list, or a function of the run id that returns one (for a callback that
+    writes where the run's id names, as `train --tensorboard DIR`)."""
+    from core.data import load_dataset
+    from core.store.writer import store_callbacks
+    from core.training import check_against_data, train
+
+    if dataset is None:
+        dataset = load_dataset(config.dataset, data_dir)
+    check_against_data(config, dataset)  # refuse before a run folder exists
+    if not resume:
+        from core.devices import resolve_device
+        from core.training import check_precision
+
+        check_precision(config, resolve_device(config.device))
+    run_id = run_id or store.create(config, status=Status.RUNNING)
+    folder = store.folder(run_id)
+    state = store.load_checkpoint(run_id) if resume else None
+    store.mark_started(run_id)
+    try:
+        extra = callbacks(run_id) if callable(callbacks) else list(callbacks)
+        result = train(config, dataset, callbacks=[*store_callbacks(store, run_id, data_dir), *extra],
+                       resume_state=state)
+        store.save_result(run_id, result)
+    except KeyboardInterrupt:
+        store.mark_failed(run_id, "interrupted from the keyboard", status=Status.INTERRUPTED)
+        raise
+    except BaseException as exc:
+        store.mark_failed(run_id, failure_text(exc))
+        raise
+    return {"run_id": run_id, "run_dir": str(folder.path.resolve()), **result.summary(),
+            "status": store.get(run_id)["status"]}
+
+
+def train_job(store, run_ids: list[str], dataset=None, data_dir=None) -> list[dict]:
+    """One job of an executor's plan (core.executors.base.plan_jobs): a single run, or the runs
+    of one vectorised group trained as one stack. Runs are already in the store."""
+    if len(run_ids) > 1:
+        return train_group(store, run_ids, data_dir=data_dir)
+    from core.data import load_dataset
+
+    config = store.config(run_ids[0])
+    if dataset is None or dataset.name != config.dataset:
+        dataset = load_dataset(config.dataset, data_dir)
+    return [train_run(store, config, dataset, run_id=run_ids[0], data_dir=data_dir)]
+
+
+# --- resuming --------------------------------------------------------------------------------
+
+
+def check_resumable(store, run_id: str) -> dict | None:
+    """The run's checkpoint; None for a run that stopped before its first epoch ended (it
+    trains again from the start: a run killed between its creation and its start is not
+    stuck); refused for a run that trained epochs but left no checkpoint."""
+    checkpoint = store.load_checkpoint(run_id)
+    if checkpoint is None and store.get(run_id)["epochs_done"]:
+        raise RunStoreError(f"run {run_id} has no checkpoint to resume from")
+    return checkpoint
+
+
+def unstarted_members(store, run_id: str) -> list[str]:
+    """The runs of `run_id`'s vectorised group that stopped before their first epoch ended
+    (killed before the group's first checkpoint): they train again from the start, together.
+    A member that finished meanwhile (resumed alone: a process killed while it wrote the
+    group's membership) is left as it is."""
+    return [r for r in store.group_members(run_id)
+            if store.index.get(r) and store.get(r)["status"] in RESUMABLE and not store.get(r)["epochs_done"]
+            and store.load_checkpoint(r) is None]
+
+
+def resume(store, run_id: str, callbacks=(), data_dir=None) -> dict:
+    """Resume a stopped run, or the vectorised group it was trained in (all of the group's
+    stopped runs, from any member). For a group the answer is the run's own summary plus
+    `group` (the member ids) and `group_results` (each member trained now)."""
+    checkpoint = store.load_checkpoint(run_id) if store.get(run_id)["status"] != "missing" else None
+    unstarted = unstarted_members(store, run_id) if checkpoint is None else []
+    if not ((checkpoint and checkpoint.get("group")) or len(unstarted) > 1):
+        return resume_run(store, run_id, callbacks, data_dir)
+    group = list(checkpoint["group"]) if checkpoint else unstarted
+    stopped = [store.get(r)["status"] for r in group if store.index.get(r)]
+    if any(s in (Status.QUEUED, Status.RUNNING) for s in stopped):
+        raise RunStoreError(f"the group of run {run_id} is still {'/'.join(sorted(set(stopped)))}")
+    results = {r["run_id"]: r for r in train_group(store, group, data_dir=data_dir, resume=True)}
+    out = results.get(run_id) or {"run_id": run_id, **store.get(run_id)}
+    return {**out, "group": group, "group_results": [results[r] for r in group if r in results]}
+
+
+def resume_run(store, run_id: str, callbacks=(), data_dir=None) -> dict:
+    """Continue one interrupted, cancelled or failed run (not of a group) from its last
+    checkpoint, on the same data it was trained on, to the same result it would have reached."""
+    run = store.get(run_id)
+    if run["status"] not in RESUMABLE:
+        raise RunStoreError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs resume")
+    checkpoint = check_resumable(store, run_id)
+    if (checkpoint is None and len(unstarted_members(store, run_id)) > 1) or (checkpoint or {}).get("group"):
+        raise RunStoreError(f"run {run_id} was trained in a vectorised group; resume the group with "
+                            f"`python -m core runs resume {run_id}` (it resumes all its runs)")
+    config = store.config(run_id)
+    dataset, data_dir = dataset_of(store, run_id, data_dir)
+    # No checkpoint: it stopped before its first epoch ended and starts again, as the same run.
+    return train_run(store, config, dataset, callbacks=callbacks, run_id=run_id, resume=checkpoint is not None,
+                     data_dir=data_dir)
+
+
+def dataset_of(store, run_id: str, data_dir=None):
+    """The data set a run was trained on, loaded again: from `data_dir` if given, else from
+    the folder the run recorded, and refused when its fingerprint differs from the one
+    the run saw (resuming on other data would make it another run)."""
+    from core.data import load_dataset
+
+    saved = store.folder(run_id).saved_config()
+    config = saved["config"]
+    recorded = saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
+    folder = data_dir or saved.get("data_dir")
+    if folder and not Path(folder).is_dir() and not data_dir:
+        folder = None  # recorded on another machine; try the usual sources
+    dataset = load_dataset(config["dataset"], folder, allow_download=False)
+    want = recorded.get("fingerprint")
+    if want and dataset.fingerprint and want != dataset.fingerprint:
+        raise RunStoreError(
+            f"run {run_id} was trained on {recorded.get('name', config['dataset'])} from "
+            f"{recorded.get('source', 'an unknown source')} (fingerprint {want}); the data found now is "
+            f"{dataset.source} (fingerprint {dataset.fingerprint}). Pass --data-dir with the folder it was "
+            "trained on.")
+    return dataset, folder
+
+
+# --- a vectorised group ------------------------------------------------------------------------
+
+
+def save_group_checkpoint(store, run_ids: list[str], state: dict) -> None:
+    """The stack's checkpoint, written once and hard-linked into every present member's folder
+    (a copy where the file system has no hard links). Each link replaces its old file
+    atomically, so a crash between two leaves each folder a whole checkpoint, old or new."""
+    from core.store import atomic_torch_save
+
+    folders = [store.folder(r) for r in run_ids if store.folder(r).exists()]
+    if not folders:
+        return
+    first = folders[0] / GROUP_CHECKPOINT
+    atomic_torch_save(state, first)
+    for folder in folders[1:]:
+        target = folder / GROUP_CHECKPOINT
+        tmp = target.with_name(f".{GROUP_CHECKPOINT}.{os.getpid()}.tmp")
+        try:
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(first, tmp)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(first, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def load_group_checkpoint(store, run_ids: list[str]) -> dict | None:
+    """The newest group checkpoint found in any present member's folder, or None."""
+    from core.store import load_state_dict
+
+    paths = [store.folder(r) / GROUP_CHECKPOINT for r in run_ids if store.index.get(r)]
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return None
+    return load_state_dict(max(paths, key=lambda p: p.stat().st_mtime_ns))
+
+
+def _group_configs(store, run_ids: list[str], state: dict | None) -> list[RunConfig]:
+    """Each member's config: from its run, or (a deleted member) from the group's checkpoint."""
+    configs = []
+    for i, run_id in enumerate(run_ids):
+        if store.index.get(run_id):
+            configs.append(store.config(run_id))
+        elif state is not None and state.get("configs"):
+            configs.append(RunConfig.from_dict(state["configs"][i]))
+        else:
+            raise RunStoreError(f"run {run_id} of the group was deleted and the group's checkpoint does not "
+                                "keep its config (written by an older version); the group cannot be rebuilt")
+    return configs
+
+
+def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False) -> list[dict]:
+    """Train the runs `run_ids` (one group, already in the store) as one vectorised model,
+    each written into its own run; with `resume`, continue from the group's last checkpoint
+    (found in any member's folder). Members deleted since are trained in the stack, unused."""
+    from core.data import load_dataset
+    from core.group_training import train_group as train_stack
+
+    present = [r for r in run_ids if store.index.get(r)]
+    if not present:
+        raise RunStoreError("none of the group's runs is in the store any more")
+    state = None
+    if resume:
+        dataset, data_dir = dataset_of(store, present[0], data_dir)
+        state = load_group_checkpoint(store, run_ids)
+        if state is None and any(store.get(r)["epochs_done"] for r in present):
+            raise RunStoreError(f"group of {present[0]} has no checkpoint to resume from")
+        if state is None:  # stopped before its first epoch ended: the present runs train again, as the same runs
+            run_ids = present
+        for i, run_id in enumerate(run_ids):
+            if state is not None and run_id not in present:
+                state["members"][i].update(done=True, stop_reason="deleted")
+        configs = _group_configs(store, run_ids, state)
+    else:
+        configs = [store.config(r) for r in run_ids]
+        dataset = load_dataset(configs[0].dataset, data_dir)
+    for i, run_id in enumerate(run_ids):
+        if run_id in present and (state is None or not state["members"][i]["done"]):
+            store.mark_started(run_id)
+    hooks = StoreHooks(store, run_ids, configs, data_dir)
+    try:
+        results = train_stack(configs, dataset, hooks, resume_state=state)
+    except KeyboardInterrupt:
+        _mark_stopped(store, present, lambda r: store.mark_failed(r, "interrupted from the keyboard",
+                                                                 status=Status.INTERRUPTED))
+        raise
+    except BaseException as exc:
+        _mark_stopped(store, present, lambda r: store.mark_failed(r, failure_text(exc)))
+        raise
+    return [{"run_id": run_ids[i], **res.summary(), "status": store.get(run_ids[i])["status"]}
+            for i, res in sorted(results.items())]
+
+
+def _mark_stopped(store, run_ids: list[str], mark) -> None:
+    for run_id in run_ids:
+        if store.get(run_id)["status"] == Status.RUNNING:
+            mark(run_id)
+
+
+class StoreHooks:
+    """Writes each member of a group into its own run as the group trains (the group loop's
+    hooks, core.group_training.GroupHooks)."""
+
+    def __init__(self, store, run_ids: list[str], configs: list[RunConfig], data_dir=None):
+        self.store, self.run_ids, self.data_dir = store, run_ids, data_dir
+        self.configs = [c.to_dict() for c in configs]
+        self._last = 0.0
+        self._t0 = time.perf_counter()
+        self._first_folder = store.run_dir(run_ids[0])
+
+    def should_cancel(self, i):
+        return self.store.folder(self.run_ids[i]).cancel_reason()
+
+    def on_train_begin(self, trainer):
+        from core.devices import device_name
+
+        self._first_folder = next(self.store.run_dir(r) for r in self.run_ids if self.store.run_dir(r).exists())
+        for i, run_id in enumerate(self.run_ids):
+            if not trainer.members[i].done:
+                self.store.mark_running(run_id, str(trainer.device), device_name(trainer.device),
+                                        trainer.dataset.describe(), trainer.params_per_model, data_dir=self.data_dir,
+                                        extra_environment={**trainer.environment, "group": self.run_ids})
+
+    def on_progress(self, trainer, epoch, batch, batches):
+        from core.store.writer import pause_if_asked
+
+        pause_if_asked(self._first_folder, epoch, batch)
+        now = time.time()
+        if batch == 0:
+            self._t0 = time.perf_counter()
+        if now - self._last < 0.5:
+            return
+        self._last = now
+        losses = trainer.running_loss()
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        for i, run_id in enumerate(self.run_ids):
+            if not trainer.members[i].done:
+                self.store.set_progress(run_id, {
+                    "epoch": epoch + 1, "epochs": trainer.base.epochs, "batch": batch + 1, "batches": batches,
+                    "loss": losses[i], "samples_per_second": (batch + 1) * trainer.batch_size / elapsed})
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        from core.store import atomic_torch_save
+
+        state = {**trainer.checkpoint_state(epoch), "run_ids": self.run_ids, "configs": self.configs}
+        save_group_checkpoint(self.store, self.run_ids, state)
+        for i, log in logs.items():
+            run_id = self.run_ids[i]
+            folder = self.store.folder(run_id)
+            member = trainer.members[i]
+            state = trainer.model.member_state_dict(i)
+            earlier = min((h["val_loss"] for h in member.history[:-1]), default=float("inf"))
+            if log["val_loss"] < earlier:
+                atomic_torch_save({k: v.cpu() for k, v in state.items()}, folder / "weights_best.pt")
+            atomic_torch_save({"epoch": epoch, "group": self.run_ids, "member": i, "history": member.history},
+                              folder / "checkpoint.pt")  # points a resume of this run to its group
+            self.store.record_history(run_id, member.history)
+            self.store.save_first_layer(run_id, trainer.model.member(i), epoch=epoch + 1)
+
+    def on_member_done(self, trainer, i, result):
+        self.store.save_result(self.run_ids[i], result)

@@ -253,7 +253,8 @@ def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False) 
                                                                  status=Status.INTERRUPTED))
         raise
     except BaseException as exc:
-        _mark_stopped(store, present, lambda r: store.mark_failed(r, failure_text(exc)))
+        why = failure_text(exc)
+        _mark_stopped(store, present, lambda r: store.mark_failed(r, why))
         raise
     return [{"run_id": run_ids[i], **res.summary(), "status": store.get(run_ids[i])["status"]}
             for i, res in sorted(results.items())]

@@ -13,116 +13,26 @@ continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from core.augment import augment_batch
 from core.callbacks import Callback, Cancel, EarlyStopping
-from core.config import ConfigError, RunConfig
+from core.config import RunConfig
 from core.cuda_graphs import (StepGraphs, graph_blocker, graphable_optimizer, keep_tensor_hyperparameters,
                                load_optimizer_state, plain_optimizer_state)
-from core.data import DataError, Dataset, kfold_assignments, load_dataset, to_tensor, validation_split
+from core.data import Dataset, load_dataset
 from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
 from core.models import LabModel, build_model, count_parameters, kernel_parameters
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch + 1
-
-
-def shuffle_order(seed: int, n: int, device: torch.device) -> torch.Tensor:
-    """An epoch's shuffle of n rows, seeded from (seed, epoch): drawn on the GPU for a CUDA run
-    (no host-to-device copy), on the CPU otherwise (the same order on every CPU)."""
-    if device.type == "cuda":
-        return torch.randperm(n, generator=torch.Generator(device=device).manual_seed(seed), device=device)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
-
-
-# --- data on the device -----------------------------------------------------------------
-
-@dataclass
-class TensorData:
-    """The splits of one run as tensors on the training device, plus the indices used."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    train_index: np.ndarray
-    val_index: np.ndarray
-    mean: float
-    std: float
-
-
-def task_labels(labels: np.ndarray, config: RunConfig) -> np.ndarray:
-    """Labels for the task: the digit, or 1/0 for "is it the positive class?" (binary loss)."""
-    if config.loss == "binary_crossentropy":
-        return (labels == config.positive_class).astype(np.int64)
-    return labels
-
-
-def split_indices(config: RunConfig, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation indices: a seeded stratified split, or fold `fold` of a k-fold run;
-    `train_subset` then keeps a stratified subset of the training part."""
-    if config.kfold:
-        k, fold = config.kfold[0], config.kfold[1]
-        stratified = bool(config.kfold[2]) if len(config.kfold) > 2 else True
-        folds = kfold_assignments(labels, k, seed=config.seed, stratified=stratified)
-        train_idx, val_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    else:
-        train_idx, val_idx = validation_split(labels, config.val_split, seed=config.seed)
-    if config.train_subset and config.train_subset < len(train_idx):
-        from sklearn.model_selection import train_test_split
-
-        stratify = labels[train_idx] if config.train_subset >= 10 else None
-        train_idx, _ = train_test_split(train_idx, train_size=config.train_subset,
-                                        random_state=config.seed, stratify=stratify)
-        train_idx = np.sort(train_idx)
-    return train_idx, val_idx
-
-
-def check_against_data(config: RunConfig, dataset: Dataset) -> None:
-    """The checks that need the data (a split that leaves every class on both sides, a batch
-    larger than the training set, a data set with no test digits), before any run starts."""
-    if len(dataset.test_labels) == 0:  # found now, not after a whole epoch of training
-        raise DataError(f"{dataset.name} from {dataset.source}: it has no test digits (t10k files of 0 images); "
-                        "a run is evaluated on them")
-    try:
-        train_idx, _ = split_indices(config, dataset.train_labels)
-    except ValueError as exc:  # scikit-learn's words for a split this data cannot make
-        field = "kfold" if config.kfold else "val_split"
-        raise ConfigError(field, f"{field} {config.kfold or config.val_split} cannot split the "
-                                 f"{len(dataset.train_labels):,} training digits so that every class is on both sides "
-                                 f"({exc})") from exc
-    config.check_data_size(len(train_idx))
-
-
-def prepare_data(config: RunConfig, dataset: Dataset, device: torch.device) -> TensorData:
-    train_idx, val_idx = split_indices(config, dataset.train_labels)
-    config.check_data_size(len(train_idx))
-    mean, std = dataset.mean, dataset.std
-    labels = task_labels(dataset.train_labels, config)
-    test_labels = task_labels(dataset.test_labels, config)
-
-    def y(a):
-        return torch.from_numpy(a).to(device)
-
-    return TensorData(
-        train_x=to_tensor(dataset.train_images[train_idx], mean, std, device), train_y=y(labels[train_idx]),
-        val_x=to_tensor(dataset.train_images[val_idx], mean, std, device), val_y=y(labels[val_idx]),
-        test_x=to_tensor(dataset.test_images, mean, std, device), test_y=y(test_labels),
-        train_index=train_idx, val_index=val_idx, mean=mean, std=std,
-    )
+from core.compiling import (autocast, check_precision, evaluate, evaluation_result,  # noqa: F401
+                            loss_function, make_optimizer, make_scheduler, predictions)
+from core.run_data import (TensorData, check_against_data, epoch_seed, prepare_data, shuffle_order,  # noqa: F401
+                           split_indices, task_labels)
 
 
 def to_device(model: LabModel, device: torch.device) -> LabModel:
@@ -133,93 +43,6 @@ def to_device(model: LabModel, device: torch.device) -> LabModel:
     if any(s["type"] == "conv" for s in model.layer_specs):
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-# --- the pieces of compile() --------------------------------------------------------------
-
-def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam or SGD with momentum, fused (one kernel for all parameters) where PyTorch has it:
-    on this project's 2-core CPU that is about 20% of the course MLP's epoch (bench/)."""
-    cls, kwargs = (torch.optim.Adam, {}) if config.optimizer == "adam" else \
-        (torch.optim.SGD, {"momentum": config.momentum})
-    try:
-        return cls(model.parameters(), lr=config.lr, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # a device without a fused kernel
-        return cls(model.parameters(), lr=config.lr, **kwargs)
-
-
-def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
-    """Per-batch learning-rate schedule (None for a constant rate)."""
-    total = config.epochs * steps_per_epoch
-    if config.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
-    if config.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    return None
-
-
-def loss_function(config: RunConfig):
-    """Categorical cross-entropy on logits (log-softmax inside), or binary cross-entropy on
-    one logit (sigmoid inside); both the course's losses, in their numerically safe form."""
-    if config.loss == "binary_crossentropy":
-        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.squeeze(1), y.to(logits.dtype))
-    return F.cross_entropy
-
-
-def check_precision(config: RunConfig, device: torch.device) -> None:
-    """Refuse a precision the device cannot train in (checked before a job starts, too)."""
-    if config.precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision", f"fp16 mixed precision needs a CUDA GPU, the device is {device}; use bf16 or fp32")
-
-
-def autocast(config: RunConfig, device: torch.device):
-    if config.precision == "fp32":
-        return contextlib.nullcontext()
-    check_precision(config, device)
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    # No weight-cast cache: a CUDA graph capture needs it off, and one forward per region never hits it.
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
-
-
-def predictions(logits: torch.Tensor, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities (N, C), predicted class (N,)) from logits; binary gives C = 2."""
-    logits = logits.float()
-    if binary:
-        p = torch.sigmoid(logits.squeeze(1))
-        probs = torch.stack([1 - p, p], dim=1)
-    else:
-        probs = torch.softmax(logits, dim=1)
-    return probs, probs.argmax(dim=1)
-
-
-# --- evaluation -------------------------------------------------------------------------
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: RunConfig,
-             batch_size: int = 2000) -> dict:
-    """Loss, accuracy, predicted labels and the full probability matrix, batched, no autograd."""
-    was_training = model.training
-    model.eval()
-    binary = config.loss == "binary_crossentropy"
-    loss_fn = loss_function(config)
-    device = x.device
-    total_loss, probs_parts = torch.zeros((), device=device), []
-    with autocast(config, device):
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size]).float()
-            yb = y[start:start + batch_size]
-            total_loss += loss_fn(logits, yb) * len(yb)   # summed on the device: one sync at the end
-            probs_parts.append(predictions(logits, binary)[0])
-    model.train(was_training)
-    return evaluation_result(torch.cat(probs_parts), y, float(total_loss) / max(len(x), 1))
-
-
-def evaluation_result(probs: torch.Tensor, y: torch.Tensor, loss: float) -> dict:
-    """What `evaluate` returns, from the probability matrix and the labels (on any device)."""
-    probs = probs.cpu().numpy().astype(np.float32)
-    preds, labels = probs.argmax(axis=1), y.cpu().numpy()
-    return {"loss": loss, "accuracy": float((preds == labels).mean()) if len(labels) else 0.0,
-            "preds": preds, "probs": probs, "labels": labels}
 
 
 # --- the loop ---------------------------------------------------------------------------

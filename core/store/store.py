@@ -25,7 +25,7 @@ import numpy as np
 from core.config import RunConfig
 from core.settings import settings
 from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_save_npz, atomic_torch_save,
-                              atomic_write_json, clean_text, disk_text, failure_text)
+                              atomic_write_json, clean_text, disk_text)
 import core.store.upkeep as upkeep
 from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id, trained_on
 from core.store.index import IndexBroken, RunIndex

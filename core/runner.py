@@ -291,9 +291,6 @@ class StoreHooks:
                                         extra_environment={**trainer.environment, "group": self.run_ids})
 
     def on_progress(self, trainer, epoch, batch, batches):
-        from core.store.writer import pause_if_asked
-
-        pause_if_asked(self._first_folder, epoch, batch)
         now = time.time()
         if batch == 0:
             self._t0 = time.perf_counter()

@@ -23,6 +23,20 @@ def subprocess_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
+HOOKS = ROOT / "tests" / "hooks"
+
+
+def pause_workers_at(monkeypatch, point: str | None) -> None:
+    """Processes started from now on pause a stored run's training at `point` ("EPOCH:BATCH",
+    1-based), writing `paused` into its folder (tests/hooks/sitecustomize.py); None: no more."""
+    if point is None:
+        monkeypatch.delenv("LAB_TEST_PAUSE_AT", raising=False)
+        return
+    monkeypatch.setenv("LAB_TEST_PAUSE_AT", point)
+    if str(HOOKS) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")]))
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_isolated(monkeypatch, tmp_path_factory):
     """No test touches the network, the user's cache or the user's run store."""

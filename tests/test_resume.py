@@ -3,8 +3,9 @@ checkpoint ends with the same run as one never interrupted (every epoch's histor
 rates, best and last weights and test predictions, bit for bit on the CPU), for every option
 that carries state from one epoch to the next, for single runs and vectorised groups.
 
-The worker is a real `python -m core worker` process; it is held at a known batch with
-MNIST_LAB_PAUSE_AT (so the kill lands mid-epoch every time, not by luck) and killed with
+The worker is a real `python -m core worker` process; it is held at a known batch by the
+tests' pause hook (tests/hooks/sitecustomize.py: so the kill lands mid-epoch every time, not
+by luck; the lab's code has no such hook) and killed with
 SIGKILL, which no code can catch. The resume goes through the real `python -m core runs resume`.
 """
 
@@ -26,7 +27,7 @@ from core.executors.inline import InlineExecutor
 from core.executors.local import LocalExecutor
 from core.runner import resume as resume_here
 from core.store import RunStore, RunStoreError
-from tests.conftest import ROOT, subprocess_env, write_mnist_folder
+from tests.conftest import ROOT, pause_workers_at, subprocess_env, write_mnist_folder
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +52,9 @@ def straight_and_killed(store, monkeypatch, configs, vectorize=False):
     executor = LocalExecutor(store)
     straight = executor.submit(configs, group="straight", vectorize=vectorize)
     assert all(r["status"] == "finished" for r in wait_for(store, straight)), [store.get(r) for r in straight]
-    monkeypatch.setenv("MNIST_LAB_PAUSE_AT", PAUSE)
+    pause_workers_at(monkeypatch, PAUSE)
     killed = executor.submit(configs, group="killed", vectorize=vectorize)
-    monkeypatch.delenv("MNIST_LAB_PAUSE_AT")
+    pause_workers_at(monkeypatch, None)
     marker = store.run_dir(killed[0]) / "paused"
     deadline = time.time() + 120
     while not marker.exists():
@@ -162,9 +163,9 @@ def test_resume_uses_the_data_folder_the_run_was_trained_on_and_refuses_other_da
     store = RunStore(tmp_path / "runs")
     config = RunConfig(**{**BASE, "dataset": "mnist", "train_subset": 0})
     executor = LocalExecutor(store, data_dir=str(data))
-    monkeypatch.setenv("MNIST_LAB_PAUSE_AT", "2:3")
+    pause_workers_at(monkeypatch, "2:3")
     run_id = executor.submit([config])[0]
-    monkeypatch.delenv("MNIST_LAB_PAUSE_AT")
+    pause_workers_at(monkeypatch, None)
     while not (store.run_dir(run_id) / "paused").exists():
         time.sleep(0.05)
     os.kill(store.get(run_id)["pid"], signal.SIGKILL)

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.cli.common import UsageError, emit, open_store, writable_file
+from core.cli.common import emit, open_store, writable_file
 
 FORMATS = ("onnx",)
 

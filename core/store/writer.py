@@ -3,46 +3,9 @@ run into its folder and index as it trains, so any process can watch it and resu
 
 from __future__ import annotations
 
-import os
 import time
 
 from core.callbacks import Callback, Cancel, Checkpoint
-
-PAUSE_VARIABLE = "MNIST_LAB_PAUSE_AT"
-
-
-def pause_point() -> tuple[int, int] | None:
-    """(epoch, batch), both 1-based, from MNIST_LAB_PAUSE_AT="EPOCH:BATCH", or None.
-
-    For crash-recovery tests and demonstrations: a worker that reaches that batch writes a
-    file `paused` into its run folder and waits there, so that it can be killed mid-epoch
-    at a known place (the kill itself is real: SIGKILL of the worker process)."""
-    value = os.environ.get(PAUSE_VARIABLE, "")
-    try:
-        epoch, batch = (int(v) for v in value.split(":"))
-    except ValueError:
-        return None
-    return epoch, batch
-
-
-def pause_if_asked(folder, epoch: int, batch: int) -> None:
-    """Wait forever at the pause point (see pause_point); epoch and batch are 0-based."""
-    point = pause_point()
-    if point and point == (epoch + 1, batch + 1):
-        (folder / "paused").write_text(f"{epoch + 1}:{batch + 1}")
-        while True:
-            time.sleep(3600)
-
-
-class PauseAt(Callback):
-    """The trainer's side of MNIST_LAB_PAUSE_AT."""
-
-    def __init__(self, folder):
-        self.folder = folder
-
-    def on_batch_end(self, trainer, epoch, batch, num_batches):
-        pause_if_asked(self.folder, epoch, batch)
-
 
 class MarkRunning(Callback):
     """Writes the device, data set and environment once the trainer has them."""
@@ -111,4 +74,4 @@ def store_callbacks(store, run_id: str, data_dir=None) -> list[Callback]:
         Checkpoint(folder / "checkpoint.pt", best_path=folder / "weights_best.pt"),
         StoreWriter(store, run_id),
     ]
-    return callbacks + ([PauseAt(folder.path)] if pause_point() else [])
+    return callbacks

@@ -6,7 +6,6 @@ export, import) and time one config on each device of this machine.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import altair as alt

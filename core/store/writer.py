@@ -7,6 +7,7 @@ import time
 
 from core.callbacks import Callback, Cancel, Checkpoint
 
+
 class MarkRunning(Callback):
     """Writes the device, data set and environment once the trainer has them."""
 

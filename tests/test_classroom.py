@@ -223,6 +223,7 @@ def test_the_job_quota_is_per_student_in_every_tab(kept):
     assert len(kept.list()) == 2
 
 
+@pytest.mark.slow
 def test_each_student_keeps_and_clears_their_own_handwriting(trained_copy):
     from core.handwriting import HandwritingSet
 

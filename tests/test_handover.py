@@ -88,6 +88,7 @@ def test_a_notebook_has_the_course_steps_as_headings_each_followed_by_its_code()
         assert ("model.fit(" in code) == (framework == "keras") and "plt.show()" in nb.cells[-1].source
 
 
+@pytest.mark.slow
 def test_runs_export_writes_the_notebook_of_a_run(handover_store, tmp_path, capsys):
     import nbformat
 
@@ -247,6 +248,7 @@ def check_tensorboard(folder, store, run_id):
     assert f"{step}/{layer}/tensors.tsv" in (folder / "projector_config.pbtxt").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_exported_to_tensorboard_holds_the_stores_values(handover_store, tmp_path, capsys):
     store, ids = handover_store
     for kind in ("cnn", "mlp"):

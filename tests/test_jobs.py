@@ -18,6 +18,7 @@ from core.executors import Executor
 from core.executors.local import LocalExecutor
 from core.settings import WORKER_NICENESS
 from core.store import RunStore
+from tests.waiting import wait_until, wait_for_runs
 
 
 def start_job(store, config):
@@ -25,13 +26,7 @@ def start_job(store, config):
 
 
 def wait_for(store, run_id, statuses=("finished", "failed", "cancelled", "interrupted"), timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run = store.get(run_id)
-        if run["status"] in statuses:
-            return run
-        time.sleep(0.1)
-    raise AssertionError(f"run {run_id} still {store.get(run_id)['status']} after {timeout} s")
+    return wait_for_runs(store, [run_id], statuses, timeout)[0]
 
 
 def config(**kw):
@@ -90,9 +85,7 @@ def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(sto
 def test_cancel_stops_a_job_and_keeps_its_finished_epochs(store):
     run_id = start_job(store, RunConfig.from_preset("cnn", dataset="mnist-sample", device="cpu", epochs=20,
                                                     batch_size=16))
-    deadline = time.time() + 120
-    while store.get(run_id)["epochs_done"] < 1 and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: store.get(run_id)["epochs_done"] >= 1, 120, "the first epoch")
     store.request_cancel(run_id)
     run = wait_for(store, run_id)
     assert run["status"] == "cancelled" and 1 <= run["epochs_done"] < 20
@@ -108,6 +101,7 @@ def test_a_device_that_is_not_there_starts_nothing(store):
     assert store.list() == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc")
 def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(store):
     """A fresh lab queues 18 starter runs at once: each waiting worker used to hold torch's
@@ -142,6 +136,7 @@ def test_a_queued_worker_starts_training_when_the_slot_frees(store):
     assert done["status"] == "finished", done["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "nice"), reason="Unix only")
 def test_background_priority_is_set_by_MNIST_LAB_WORKER_NICE_and_0_turns_it_off():
     import subprocess
@@ -199,6 +194,7 @@ def test_an_index_from_before_the_starter_column_learns_which_runs_are_starters(
     assert store.get(starter)["starter"] == 1 and store.get(mine)["starter"] == 0
 
 
+@pytest.mark.slow
 def test_cli_cancels_queued_runs_and_refuses_ended_ones(tmp_path):
     import json as _json
     import subprocess

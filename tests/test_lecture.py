@@ -171,6 +171,7 @@ def test_sigmoid_gradients_vanish_towards_the_input_on_the_course_mlp(small, tmp
 
 # --- L2 and the slides' recipe --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_trains_the_slides_recipe_with_l2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "core", "train", "--dataset", "mnist-sample", "--model", "mlp",
                           "--epochs", "1", "--l2", "0.0001", "--runs-dir", str(tmp_path), "--json"],
@@ -227,6 +228,7 @@ def test_what_it_learned_shows_the_first_layer_and_a_pca_map_equal_to_scikit_lea
     assert shown["image"].str.startswith("data:image/png;base64,").all()  # the digit on hover
 
 
+@pytest.mark.slow
 def test_fgsm_accuracy_on_the_page_equals_a_direct_computation(trained_store, sample):
     run = next(r for r in trained_store.list() if r["name"] == "cnn short")
     at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Robustness"})
@@ -253,6 +255,7 @@ def test_fgsm_accuracy_on_the_page_equals_a_direct_computation(trained_store, sa
     assert curve["accuracy"].iloc[0] == pytest.approx(clean) and curve["accuracy"].is_monotonic_decreasing
 
 
+@pytest.mark.slow
 def test_noise_and_rotation_lower_accuracy_and_show_the_changed_digits(trained_store):
     run = next(r for r in trained_store.list() if r["name"] == "cnn short")
     for kind, amount in (("noise", 0.6), ("rotation", 90.0)):

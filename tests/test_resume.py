@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from core.executors.local import LocalExecutor
 from core.runner import resume as resume_here
 from core.store import RunStore, RunStoreError
 from tests.conftest import ROOT, pause_workers_at, subprocess_env, write_mnist_folder
+from tests.waiting import wait_until, wait_for_runs
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +38,7 @@ PAUSE = "3:5"  # epoch 3, batch 5: two epochs done, the third half-way
 
 
 def wait_for(store, run_ids, statuses=("finished", "failed", "cancelled", "interrupted", "pruned"), timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        runs = [store.get(r) for r in run_ids]
-        if all(r["status"] in statuses for r in runs):
-            return runs
-        time.sleep(0.1)
-    raise AssertionError(f"runs still {[store.get(r)['status'] for r in run_ids]} after {timeout} s")
+    return wait_for_runs(store, run_ids, statuses, timeout)
 
 
 def straight_and_killed(store, monkeypatch, configs, vectorize=False):
@@ -56,10 +50,7 @@ def straight_and_killed(store, monkeypatch, configs, vectorize=False):
     killed = executor.submit(configs, group="killed", vectorize=vectorize)
     pause_workers_at(monkeypatch, None)
     marker = store.run_dir(killed[0]) / "paused"
-    deadline = time.time() + 120
-    while not marker.exists():
-        assert time.time() < deadline, "the worker never reached the pause point"
-        time.sleep(0.05)
+    wait_until(marker.exists, 120, "the worker to reach the pause point")
     pid = store.get(killed[0])["pid"]
     os.kill(pid, signal.SIGKILL)
     runs = wait_for(store, killed, statuses=("interrupted",), timeout=30)
@@ -166,8 +157,7 @@ def test_resume_uses_the_data_folder_the_run_was_trained_on_and_refuses_other_da
     pause_workers_at(monkeypatch, "2:3")
     run_id = executor.submit([config])[0]
     pause_workers_at(monkeypatch, None)
-    while not (store.run_dir(run_id) / "paused").exists():
-        time.sleep(0.05)
+    wait_until((store.run_dir(run_id) / "paused").exists, 120, "the worker to reach the pause point")
     os.kill(store.get(run_id)["pid"], signal.SIGKILL)
     wait_for(store, [run_id], statuses=("interrupted",))
     saved = json.loads((store.run_dir(run_id) / "config.json").read_text())

@@ -155,6 +155,7 @@ def exported(preset_store, which, variants=("none",)):
     return shipment, {r["variant"]: r for r in ship.ship(shipment, variants=variants)}
 
 
+@pytest.mark.slow
 def test_the_course_mlp_exports_to_a_self_contained_onnx_file(mlp_store):
     shipment, rows = exported(mlp_store, "mlp")
     path = shipment.files["none"]

@@ -5,7 +5,6 @@ them back."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from core.config import RunConfig
 from core.executors.local import LocalExecutor
 from core.store import RunStore
 from tests.conftest import open_page
+from tests.waiting import wait_for_runs
 
 
 def test_starters_plan_the_draw_model_first_then_the_pages_a_newcomer_opens():
@@ -38,12 +38,7 @@ def test_a_store_that_already_has_runs_gets_no_starters(tmp_path, monkeypatch, s
 
 
 def wait(store, ids, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if all(store.get(i)["status"] not in ("queued", "running") for i in ids):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"starters {ids} still training after {timeout} s")
+    wait_for_runs(store, ids, timeout=timeout, every=0.5)
 
 
 @pytest.mark.slow

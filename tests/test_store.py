@@ -51,6 +51,7 @@ def test_a_store_written_before_the_split_opens_with_every_run(old_store):
     assert len(HandwritingSet(old_store.root)) == 1
 
 
+@pytest.mark.slow
 def test_an_old_interrupted_run_resumes_and_an_old_run_exports(old_store, tmp_path):
     killed = by_name(old_store)["killed one"]
     out = resume(old_store, killed["id"])

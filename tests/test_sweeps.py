@@ -50,6 +50,7 @@ def test_a_bad_space_file_is_one_error_line_and_exit_status_2(tmp_path, capsys, 
     assert not list((tmp_path / "runs").glob("2*"))  # nothing trained
 
 
+@pytest.mark.slow
 def test_a_missing_space_file_is_named():
     out = cli("sweep", "--dataset", "mnist-sample", "--space", "/nonexistent/space.json", "--json")
     assert out.returncode == 2 and "/nonexistent/space.json" in out.stderr
@@ -180,6 +181,7 @@ def test_tpe_finds_better_configs_than_random_with_the_same_small_budget(sample,
     (["--parallel", "0"], "--parallel must be 1 or more, got 0"),
     (["--parallel", "-1"], "--parallel must be 1 or more, got -1"),
 ])
+@pytest.mark.slow
 def test_a_sweep_flag_that_cannot_work_is_one_error_line_and_nothing_is_left(tmp_path, args, says):
     r = cli("sweep", "--dataset", "mnist-sample", "--runs-dir", str(tmp_path), "--trials", "1", *args, timeout=60)
     assert r.returncode == 2
@@ -188,6 +190,7 @@ def test_a_sweep_flag_that_cannot_work_is_one_error_line_and_nothing_is_left(tmp
     assert not (tmp_path / "sweeps").exists() or not any((tmp_path / "sweeps").iterdir())
 
 
+@pytest.mark.slow
 def test_a_ray_address_where_nothing_listens_is_refused_within_seconds(tmp_path):
     import socket
     import time

@@ -101,6 +101,7 @@ def test_binary_crossentropy_one_vs_rest(small):
     assert np.array(result.history[-1]["val_confusion"]).shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_cnn_and_bf16_autocast_train_on_cpu(small):
     cfg = RunConfig.from_preset("cnn", **{**FAST, "epochs": 1, "precision": "bf16"})
     result = train(cfg, small)

@@ -5,7 +5,6 @@ one and says why; the k-fold command line and the queue's GPU slots."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from core.group_training import train_group, vectorize_plan
 from core.models import build_model, fast_cnn
 from core.stacked import StackedModel
 from core.training import train
+from tests.waiting import wait_until, wait_for_runs
 
 MLP = [{"type": "flatten"}, {"type": "dense", "units": 64, "activation": "relu"},
        {"type": "dense", "units": 32, "activation": "tanh"}]
@@ -161,13 +161,9 @@ def test_a_vectorised_group_in_the_background_reports_progress_and_cancels_toget
     base = RunConfig(model="custom", layers=MLP, dataset="mnist-sample", device="cpu", epochs=40, batch_size=16)
     ids = LocalExecutor(store).submit(kfold_configs(base, 3), group="kf", vectorize=True)
     assert all(store.get(i)["vectorized"] == {"group": ids} for i in ids)
-    deadline = time.time() + 120
-    while time.time() < deadline and not all(store.get(i)["progress"] for i in ids):
-        time.sleep(0.1)
+    wait_until(lambda: all(store.get(i)["progress"] for i in ids), 120, "every fold to report progress")
     assert len({store.get(i)["pid"] for i in ids}) == 1  # one worker for the group
     for run_id in ids:
         store.request_cancel(run_id)
-    while time.time() < deadline and any(store.get(i)["status"] in ("queued", "running") for i in ids):
-        time.sleep(0.1)
-    assert [store.get(i)["status"] for i in ids] == ["cancelled"] * 3
+    assert [r["status"] for r in wait_for_runs(store, ids, timeout=120)] == ["cancelled"] * 3
     assert all(store.predictions(i)["probs"].shape[0] == 1000 for i in ids)

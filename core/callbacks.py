@@ -146,3 +146,23 @@ class Cancel(Callback):
         if answer:
             self.cancelled = self.stop_training = True
             self.stop_reason = answer if isinstance(answer, str) else "cancelled"
+
+
+class MemberView:
+    """What EarlyStopping reads from a trainer, for one member of a vectorised group: `.model`
+    (that member's weights)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.restored_epoch = None
+
+
+class GroupHooks:
+    """What the vectorised group loop (core.group_training) tells its caller, per member by
+    position (core.runner.StoreHooks writes each member into its run)."""
+
+    def should_cancel(self, i: int) -> str | None: return None
+    def on_train_begin(self, trainer) -> None: ...
+    def on_progress(self, trainer, epoch: int, batch: int, batches: int) -> None: ...
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[int, dict]) -> None: ...
+    def on_member_done(self, trainer, i: int, result) -> None: ...

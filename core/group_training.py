@@ -17,9 +17,7 @@ Limits handled, not hidden (`vectorize_plan` says which applies, and the runs tr
   - folds whose epochs have a different number of batches (their last batches of different
     sizes are fine: padded samples are masked out of the loss and of batch norm);
   - more than MAX_GROUP models.
-Per-model learning rates: one optimizer over the stacked weights takes the first model's
-rate, and each model's step is scaled by its rate over that one (`lerp` after the step);
-Adam's and SGD's moments do not depend on the rate, so this is the same update.
+Per-model learning rates: core.stacked.MemberRates.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from core.augment import augment_batch
-from core.callbacks import EarlyStopping
+from core.callbacks import EarlyStopping, GroupHooks, MemberView
 from core.config import RunConfig
 from core.cuda_graphs import (StepGraphs, graph_blocker, graphable_optimizer, keep_tensor_hyperparameters,
                               load_optimizer_state, plain_optimizer_state)
@@ -40,7 +38,7 @@ from core.data import Dataset, to_tensor
 from core.devices import device_name, resolve_device
 from core.metrics import confusion_matrix
 from core.models import build_model, count_parameters
-from core.stacked import StackedModel
+from core.stacked import MemberRates, StackedModel
 from core.vectorize import MAX_GROUP, MAY_DIFFER, vectorize_plan  # noqa: F401
 from core.training import (GRAD_NORM_EVERY, TrainResult, autocast, epoch_seed, evaluate, evaluation_result,
                            loss_function, make_optimizer, make_scheduler, num_batches, predictions, shuffle_order,
@@ -63,24 +61,6 @@ class Member:
     early: EarlyStopping | None = None
     final_state: dict | None = None        # weights it ended with (set when it stops)
     restored_epoch: int | None = None
-
-
-class _View:
-    """What EarlyStopping reads from a trainer: `.model` (one member's weights)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.restored_epoch = None
-
-
-class GroupHooks:
-    """What the group loop tells its caller (the store bridge implements these)."""
-
-    def should_cancel(self, i: int) -> str | None: return None
-    def on_train_begin(self, trainer) -> None: ...
-    def on_progress(self, trainer, epoch: int, batch: int, batches: int) -> None: ...
-    def on_epoch_end(self, trainer, epoch: int, logs: dict[int, dict]) -> None: ...
-    def on_member_done(self, trainer, i: int, result: TrainResult) -> None: ...
 
 
 class GroupTrainer:
@@ -123,13 +103,13 @@ class GroupTrainer:
             else make_optimizer(base, self.model)
         self.scheduler = make_scheduler(base, self.optimizer, self.steps_per_epoch)
         keep_tensor_hyperparameters(self.optimizer)
-        lrs = torch.tensor([c.lr / base.lr for c in configs], dtype=torch.float32, device=device)
-        self.lr_scale = None if torch.all(lrs == 1) else lrs
+        self.rates = MemberRates.of([c.lr for c in configs], device)
         self.l2 = torch.tensor([c.l2 for c in configs], dtype=torch.float32, device=device)
         self.any_l2 = any(c.l2 for c in configs)
         self.scaler = torch.amp.GradScaler("cuda") if base.precision == "fp16" and device.type == "cuda" else None
         self.kernels = self.model.kernel_groups()
         self.train_seconds = 0.0
+        self.results: dict[int, TrainResult] = {}  # members finished in this fit, by position
         self.environment = {"training_loop": f"vectorised: {self.n} models in one stack"}
         self.graphs = StepGraphs(self._graph_step, self.optimizer) if self.graph_blocker is None else None
         if self.graphs is not None:
@@ -156,35 +136,11 @@ class GroupTrainer:
 
     def _scaled_step(self) -> None:
         """The optimizer step, each model's update scaled by its learning rate (see module doc)."""
-        if self.lr_scale is None:
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
-            return
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        before = [p.detach().clone() for p in params]
-        if self.scaler:
-            self.scaler.step(self.optimizer)
+        step = self.scaler.step if self.scaler else (lambda optimizer: optimizer.step())
+        if self.rates is None:
+            step(self.optimizer)
         else:
-            self.optimizer.step()
-        with torch.no_grad():
-            for p, old, layout in zip(params, before, self._layouts(params)):
-                p.lerp_(old, self._scale_like(p, layout))
-
-    def _layouts(self, params):
-        cache = getattr(self, "_layout_cache", None)
-        if cache is None:
-            cache = ["stack" if p.shape[0] == self.n and p.dim() != 1 else "cat" for p in params]
-            self._layout_cache = cache
-        return cache
-
-    def _scale_like(self, p: torch.Tensor, layout: str) -> torch.Tensor:
-        """1 - lr_i/lr_0, broadcast over parameter p's stacked layout (weight of `lerp` to old)."""
-        w = 1 - self.lr_scale
-        if layout == "stack":
-            return w.reshape(self.n, *([1] * (p.dim() - 1)))
-        return w.repeat_interleave(p.shape[0] // self.n).reshape(-1, *([1] * (p.dim() - 1)))
+            self.rates.step(self.optimizer, step)
 
     def running_loss(self) -> list[float]:
         if not self._batches_done:
@@ -388,7 +344,7 @@ class GroupTrainer:
                 log = {"epoch": epoch + 1, "train_loss": losses[i], "train_accuracy": accs[i],
                        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                        "seconds": 0.0,  # set below: the epoch of the whole stack, validation included
-                       "lr": lr0 * (float(self.lr_scale[i]) if self.lr_scale is not None else 1.0),
+                       "lr": lr0 * (float(self.rates.scale[i]) if self.rates is not None else 1.0),
                        "samples_per_second": len(member.train_idx) / train_time,
                        "val_confusion": confusion_matrix(val["labels"], val["preds"],
                                                          num_classes=2 if member.config.num_outputs == 1 else 10
@@ -402,7 +358,7 @@ class GroupTrainer:
                 member.history.append(log)
                 logs[i] = log
                 if member.early is not None:  # judged before the checkpoint of this epoch is written
-                    member.early.on_epoch_end(_View(self.member_model(i)), epoch, log)
+                    member.early.on_epoch_end(MemberView(self.member_model(i)), epoch, log)
             seconds = time.perf_counter() - t0
             self.train_seconds += seconds
             for log in logs.values():
@@ -435,6 +391,7 @@ class GroupTrainer:
                              stop_reason=reason, seconds=self.train_seconds,
                              extra={"restored_epoch": member.restored_epoch, "vectorized": self.n,
                                     "environment": self.environment})
+        self.results[i] = result
         hooks.on_member_done(self, i, result)
 
     # --- checkpoints ----------------------------------------------------------------------------
@@ -468,30 +425,6 @@ class GroupTrainer:
         return int(state["epoch"]) + 1
 
 
-class _Collect(GroupHooks):
-    """Passes every hook on to `inner` and keeps each member's result."""
-
-    def __init__(self, inner: GroupHooks | None):
-        self.inner = inner or GroupHooks()
-        self.results: dict[int, TrainResult] = {}
-
-    def should_cancel(self, i):
-        return self.inner.should_cancel(i)
-
-    def on_train_begin(self, trainer):
-        self.inner.on_train_begin(trainer)
-
-    def on_progress(self, trainer, epoch, batch, batches):
-        self.inner.on_progress(trainer, epoch, batch, batches)
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        self.inner.on_epoch_end(trainer, epoch, logs)
-
-    def on_member_done(self, trainer, i, result):
-        self.results[i] = result
-        self.inner.on_member_done(trainer, i, result)
-
-
 def train_group(configs: list[RunConfig], dataset: Dataset, hooks: GroupHooks | None = None,
                 resume_state: dict | None = None) -> dict[int, TrainResult]:
     """Train `configs` as one vectorised model; returns the result of each member that finished
@@ -500,6 +433,5 @@ def train_group(configs: list[RunConfig], dataset: Dataset, hooks: GroupHooks | 
     device = resolve_device(configs[0].device)
     trainer = GroupTrainer(configs, dataset, device)
     start = trainer.load_checkpoint(resume_state) if resume_state else 0
-    collect = _Collect(hooks)
-    trainer.fit(start, collect)
-    return collect.results
+    trainer.fit(start, hooks)
+    return trainer.results

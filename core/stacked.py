@@ -203,3 +203,40 @@ class StackedModel(nn.Module):
                     target[i * size:(i + 1) * size].copy_(value)
                 else:
                     target[i].copy_(value)
+
+
+class MemberRates:
+    """Per-model learning rates for one optimizer over stacked weights: the optimizer steps at
+    the first model's rate, then each model's update is scaled by its rate over that one
+    (`lerp` back towards the weights before the step). Adam's and SGD's moments do not depend
+    on the rate, so this is the update each model would get alone. Hand-written: no library
+    scales one optimizer's step per slice of a parameter."""
+
+    def __init__(self, scale: torch.Tensor):
+        self.scale = scale            # lr_i / lr_0, one per model
+        self.n = len(scale)
+        self._layouts: list[str] | None = None
+
+    @classmethod
+    def of(cls, lrs: list[float], device) -> "MemberRates | None":
+        """None when every model has the first one's rate (nothing to scale)."""
+        scale = torch.tensor([lr / lrs[0] for lr in lrs], dtype=torch.float32, device=device)
+        return None if torch.all(scale == 1) else cls(scale)
+
+    def step(self, optimizer, step) -> None:
+        """`step(optimizer)` (a plain or a gradient scaler's step), each model's update scaled."""
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        before = [p.detach().clone() for p in params]
+        step(optimizer)
+        if self._layouts is None:  # stacked (N, ...) or concatenated (N*k, ...) along dim 0
+            self._layouts = ["stack" if p.shape[0] == self.n and p.dim() != 1 else "cat" for p in params]
+        with torch.no_grad():
+            for p, old, layout in zip(params, before, self._layouts):
+                p.lerp_(old, self._weight_like(p, layout))
+
+    def _weight_like(self, p: torch.Tensor, layout: str) -> torch.Tensor:
+        """1 - lr_i/lr_0, broadcast over parameter p's stacked layout (weight of `lerp` to old)."""
+        w = 1 - self.scale
+        if layout == "stack":
+            return w.reshape(self.n, *([1] * (p.dim() - 1)))
+        return w.repeat_interleave(p.shape[0] // self.n).reshape(-1, *([1] * (p.dim() - 1)))

@@ -8,7 +8,8 @@ always be rebuilt), and the `RunStore` facade that pages, the CLI, workers and e
     archive.py    a run as one zip: export, and an import that trusts nothing
     writer.py     callbacks that write a training run into the store as it goes
     liveness.py   runs whose worker died are marked interrupted (torch-free)
-    store.py      RunStore, the facade
+    store.py      RunStore, the facade (creating, reading, listing, editing, deleting runs)
+    recording.py  what a training writes into its run as it goes (a base of RunStore)
 
 RunStore is imported on first use (PEP 562 `__getattr__`): the facade needs the run config and
 so torch, while a worker waiting in the queue uses only the index and the folders, and must

@@ -24,14 +24,14 @@ import numpy as np
 
 from core.config import RunConfig
 from core.settings import settings
-from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_save_npz, atomic_torch_save,
-                              atomic_write_json, clean_text, disk_text)
+from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_write_json, clean_text, disk_text)
 import core.store.upkeep as upkeep
-from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id, trained_on
+from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id
 from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
-from core.store.processes import environment, host, process_start_time
+from core.store.processes import host, process_start_time
 from core.store.records import Status
+from core.store.recording import TrainingRecords
 
 
 def default_root() -> Path:
@@ -42,7 +42,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-class RunStore:
+class RunStore(TrainingRecords):
     """The run store at `root` (see the module docstring). Safe to use from several processes.
 
     Opening it checks the index: a missing, unreadable or corrupt index is rebuilt from the
@@ -184,44 +184,6 @@ class RunStore:
             fields["checked"] = json.dumps(folder.signature())
         self.index.update(run_id, **fields)
 
-    def mark_running(self, run_id: str, device: str, device_label: str, dataset: dict, params: int,
-                     data_dir=None, node: str | None = None, extra_environment: dict | None = None) -> None:
-        """The trainer has its device, data and model: record them."""
-        pid = os.getpid()
-        folder = self.folder(run_id)
-        saved = folder.saved_config()
-        saved.update({"dataset": dataset, "device": device, "device_name": device_label,
-                      "data_dir": str(Path(data_dir).resolve()) if data_dir else saved.get("data_dir")})
-        atomic_write_json(folder / "config.json", saved)
-        atomic_write_json(folder / "environment.json", {**environment(), "device": device, "device_name": device_label,
-                                                        **(extra_environment or {})})
-        self._set(run_id, status=Status.RUNNING, pid=pid, pid_start=process_start_time(pid), host=host(),
-                  node=node or host(), device=device, params=params, error=None, dataset=trained_on(saved))
-
-    def environment(self, run_id: str) -> dict:
-        """The run's environment.json ({} before its training started, or if unreadable)."""
-        try:
-            data = json.loads((self.folder(run_id) / "environment.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def update_environment(self, run_id: str, fields: dict) -> None:
-        """Add to a running run's environment.json what the trainer learnt while training (a
-        CUDA graph capture that failed, and why)."""
-        path = self.folder(run_id) / "environment.json"
-        try:
-            current = json.loads(path.read_text())
-        except (OSError, ValueError):
-            current = {}
-        atomic_write_json(path, {**current, **fields})
-
-    def set_vectorized(self, run_id: str, info: dict | None) -> None:
-        """How the run is trained with others: {"group": [run ids]} when its group trains as one
-        vectorised model, {"reason": why not} when it was asked for and could not be."""
-        self.folder(run_id).write_meta(vectorized=info)
-        self.index.update(run_id, vectorized=json.dumps(info) if info else None)
-
     def group_members(self, run_id: str) -> list[str]:
         """The runs trained together with `run_id` as one vectorised model (itself included),
         or just [run_id]."""
@@ -236,82 +198,6 @@ class RunStore:
             info = self.get(run_id).get("vectorized")
         members = (info or {}).get("group") if isinstance(info, dict) else None
         return [m for m in members if isinstance(m, str) and RUN_ID.match(m)] if members else [run_id]
-
-    def mark_started(self, run_id: str) -> None:
-        """This process is now training the run (before the trainer knows its device)."""
-        self.folder(run_id).clear_cancel()
-        pid = os.getpid()
-        self._set(run_id, status=Status.RUNNING, pid=pid, pid_start=process_start_time(pid), host=host())
-
-    def record_worker(self, run_id: str, pid: int) -> None:
-        """The worker process that will train (or is training) this run."""
-        self._set(run_id, pid=pid, pid_start=process_start_time(pid))
-
-    def set_progress(self, run_id: str, progress: dict | None) -> None:
-        """Live progress of the epoch in flight (index only: it matters only while a run is active)."""
-        self.index.update(run_id, progress=json.dumps(progress) if progress is not None else None)
-
-    def record_history(self, run_id: str, history: list[dict]) -> None:
-        """The finished epochs so far (history.json and the index's summary of it)."""
-        atomic_write_json(self.folder(run_id) / "history.json", history)
-        self.index.update(run_id, epochs_done=len(history), last_val_accuracy=history[-1]["val_accuracy"] if history
-                          else None, best_val_accuracy=max((h["val_accuracy"] for h in history), default=None),
-                          seconds=sum(h["seconds"] for h in history))
-
-    def save_first_layer(self, run_id: str, model, epoch: float) -> None:
-        """The first weight layer as it is now (MLP: 784 inputs per unit; CNN: the filters), for
-        the "what the network learned" view that updates while a run trains."""
-        from core.models import first_layer_weights
-
-        weights = first_layer_weights(model)
-        if weights is not None:
-            atomic_save_npz(self.folder(run_id) / "first_layer.npz", weights=weights, epoch=np.float32(epoch))
-
-    def request_cancel(self, run_id: str, reason: str = "cancelled") -> None:
-        """Ask a running (or queued) run to stop; the worker stops within one batch. `reason`
-        is "cancelled" (by a user) or "pruned" (by a sweep)."""
-        run = self.get(run_id)
-        if run["status"] == Status.QUEUED:
-            self._set(run_id, status=Status.CANCELLED if reason == "cancelled" else reason,
-                      error="cancelled before it started" if reason == "cancelled" else f"{reason} before it started")
-        if run["status"] != "missing":
-            self.folder(run_id).request_cancel(reason)
-
-    def save_result(self, run_id: str, result) -> None:
-        """Store the results of a finished (or cancelled / early-stopped / pruned) training."""
-        folder = self.folder(run_id)
-        test = result.test
-        atomic_save_npz(folder / "predictions.npz", labels=test["labels"].astype(np.int64),
-                        preds=test["preds"].astype(np.int64), probs=test["probs"].astype(np.float32))
-        atomic_save_npz(folder / "split.npz", train_index=result.train_index, val_index=result.val_index)
-        atomic_torch_save(result.model.state_dict(), folder / "weights_last.pt")
-        summary = result.summary()
-        atomic_write_json(folder / "history.json", result.history)
-        metrics = {k: summary[k] for k in ("test_accuracy", "test_loss", "best_val_accuracy", "stop_reason",
-                                           "seconds", "epochs_run", "parameters")}
-        atomic_write_json(folder / "metrics.json", metrics)
-        reason = result.stop_reason or ""
-        status = "cancelled" if reason == "cancelled" else "pruned" if reason.startswith("pruned") else "finished"
-        self._set(run_id, status=status, epochs_done=result.epochs_run, test_accuracy=test["accuracy"],
-                  test_loss=test["loss"], seconds=result.seconds, best_val_accuracy=summary["best_val_accuracy"],
-                  last_val_accuracy=result.history[-1]["val_accuracy"] if result.history else None, progress=None,
-                  error=None)
-
-    def requeue(self, run_id: str, note: str) -> None:
-        """Queue a stopped run again (an executor retrying it), saying why in its error field."""
-        self._set(run_id, status=Status.QUEUED, error=note[:2000], progress=None)
-
-    def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
-        """Record a run that stopped without results. On a full disk the store's reserve file
-        is given up to make room for saying why (in run.json and the index); it comes back the
-        next time the store opens with space to spare."""
-        import sqlite3
-
-        try:
-            self._set(run_id, status=status, error=error[:2000], progress=None)
-        except (OSError, sqlite3.Error):
-            (self.root / upkeep.RESERVE).unlink(missing_ok=True)
-            self._set(run_id, status=status, error=error[:2000], progress=None)
 
     # --- reading ------------------------------------------------------------------------
 

@@ -1,0 +1,136 @@
+"""The live view of one training run on the train page (step 3, "fit"): queue position,
+progress bars, live curves, the first layer's weights as they change, Stop and Resume. It
+only reads the run store, in a fragment that refreshes itself once a second while the run is
+active; the training runs in a worker process (core.executors)."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from core import learned
+from core.store import RunStoreError
+from ui import access, charts
+from ui.state import ACTIVE, executor, safe_get, store
+
+
+def _stop(run_id: str):
+    try:
+        access.check_may_edit(store().get(run_id), "stop or cancel")
+        store().request_cancel(run_id)
+    except RunStoreError as exc:
+        st.session_state["train_error"] = str(exc)
+
+
+def _resume(run_id: str):
+    try:
+        executor().resume(run_id)
+        spawned = store().get(run_id)  # its worker recorded; the run still reads as stopped
+    except RunStoreError as exc:
+        st.session_state["train_error"] = str(exc)
+        return
+    # The worker marks the run running only once it has loaded torch and the data (seconds): until
+    # it changes the run, the view says it is resuming and keeps polling, instead of showing the
+    # run as still cancelled.
+    st.session_state["t_resuming"] = {"id": run_id, "updated": spawned["updated"]}
+
+
+def resuming(run: dict) -> bool:
+    """Whether `run` was just resumed from this page and its worker has not yet changed it."""
+    flag = st.session_state.get("t_resuming")
+    if not flag or flag["id"] != run["id"]:
+        return False
+    if run["updated"] != flag["updated"]:
+        st.session_state.pop("t_resuming", None)
+        return False
+    return True
+
+
+def first_layer(run_id: str) -> None:
+    """The first layer's weights as the worker last saved them (every ~2 s while it trains)."""
+    snapshot = store().folder(run_id).first_layer()
+    if snapshot is None:  # none yet, or unreadable (damaged, or replaced right now): the picture is left out
+        return
+    weights, epoch = snapshot
+    kind = "unit" if weights.shape[1] == 28 else "filter"
+    with st.expander(f"What the first layer is learning (epoch {epoch:.1f})", expanded=True):
+        st.image(learned.weight_tiles(weights, upscale=3 if kind == "unit" else 10), clamp=True,
+                 caption=f"The first {min(len(weights), 64)} of {len(weights)} {kind}s' weights: blue positive, red "
+                         "negative. They start as noise and turn into stroke detectors as the run trains.")
+
+
+def live_view(run_id: str) -> None:
+    """Progress, curves and the stop button of one run; refreshes itself while it is active."""
+    first = safe_get(run_id)
+    if first is None:
+        st.session_state.pop("train_run", None)
+        return
+    was_active = first["status"] in ACTIVE or resuming(first)
+
+    @st.fragment(run_every=1.0 if was_active else None)
+    def view():
+        run = safe_get(run_id)
+        if run is None:
+            return
+        if resuming(run):
+            st.markdown(f"**{run['name']}** · status **resuming** · device `{run['device']}`")
+            st.info("Resuming from the last checkpoint: starting the worker (it loads the data and the weights "
+                    "first)...", icon=":material/restart_alt:")
+            return
+        if was_active and run["status"] not in ACTIVE:
+            st.rerun()  # the whole page once more: stops polling and shows the results
+        history = store().history(run_id)
+        st.markdown(f"**{run['name']}** · status **{run['status']}** · device `{run['device']}`")
+        if run["status"] == "queued":
+            pos = store().queue_position(run_id)
+            slots = executor().capacity(run["device"])
+            st.info(f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) busy): "
+                    f"number {pos} in its queue." if pos else "Starting the worker...")
+            st.button("Cancel", icon=":material/cancel:", key="t_cancel", on_click=_stop, args=(run_id,),
+                      help="Takes the run out of the queue; nothing was trained yet.")
+        prog = run.get("progress")
+        if run["status"] == "running":
+            epochs = int(json.loads(run["config"])["epochs"])
+            if prog:
+                ep_done = (prog["epoch"] - 1 + prog["batch"] / prog["batches"]) / prog["epochs"]
+                st.progress(min(ep_done, 1.0), text=f"Epoch {prog['epoch']} of {prog['epochs']}")
+                st.progress(prog["batch"] / prog["batches"],
+                            text=f"Batch {prog['batch']} of {prog['batches']} · running loss {prog['loss']:.4f} · "
+                                 f"{prog['samples_per_second']:,.0f} samples/s")
+            else:
+                st.progress(len(history) / epochs, text="Loading data and building the model...")
+            st.button("Stop", icon=":material/stop:", key="t_stop", on_click=_stop, args=(run_id,),
+                      help="Stops within one batch; the finished epochs and their weights are kept.")
+        if history:
+            last = history[-1]
+            m = st.columns(4)
+            m[0].metric("Epochs done", len(history))
+            m[1].metric("Validation accuracy", f"{last['val_accuracy']:.2%}")
+            m[2].metric("Time per epoch", f"{sum(h['seconds'] for h in history) / len(history):.2f} s")
+            m[3].metric("Samples per second", f"{last['samples_per_second']:,.0f}")
+            how = steps_caption(store().environment(run_id))
+            if how:
+                st.caption(how)
+            left, right = st.columns(2)
+            left.altair_chart(charts.curves(history, "loss"), width="stretch")
+            right.altair_chart(charts.curves(history, "accuracy"), width="stretch")
+        first_layer(run_id)
+        if run["status"] == "failed":
+            st.error(f"The run failed: {run['error']}", icon=":material/error:")
+        if run["status"] in ("interrupted", "cancelled"):
+            st.warning(f"The run stopped ({run['status']}): {run['error'] or 'stopped by the user'}.")
+            st.button("Resume from the last checkpoint", key="t_resume", on_click=_resume, args=(run_id,))
+
+    view()
+
+
+def steps_caption(environment: dict) -> str | None:
+    """How a GPU run's steps ran: as a CUDA graph, or eagerly and why (core.cuda_graphs)."""
+    loop = environment.get("cuda_graph", environment)  # a vectorised group keeps it under "cuda_graph"
+    if loop.get("training_loop") == "cuda-graph":
+        return ("Each training step runs as one CUDA graph: recorded once, then replayed with one launch, "
+                "so the GPU does not wait for Python between its small kernels.")
+    if loop.get("eager_reason"):
+        return f"Training steps run one kernel at a time (no CUDA graph): {loop['eager_reason']}."
+    return None

@@ -133,6 +133,7 @@ def resume_run(store, run_id: str, callbacks=(), data_dir=None) -> dict:
                             f"`python -m core runs resume {run_id}` (it resumes all its runs)")
     config = store.config(run_id)
     dataset, data_dir = dataset_of(store, run_id, data_dir)
+    store.folder(run_id).clear_cancel()  # the request that stopped it, not one for this resume
     # No checkpoint: it stopped before its first epoch ended and starts again, as the same run.
     return train_run(store, config, dataset, callbacks=callbacks, run_id=run_id, resume=checkpoint is not None,
                      data_dir=data_dir)
@@ -244,6 +245,8 @@ def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False) 
         dataset = load_dataset(configs[0].dataset, data_dir)
     for i, run_id in enumerate(run_ids):
         if run_id in present and (state is None or not state["members"][i]["done"]):
+            if resume:
+                store.folder(run_id).clear_cancel()  # the request that stopped it, not one for this resume
             store.mark_started(run_id)
     hooks = StoreHooks(store, run_ids, configs, data_dir)
     try:

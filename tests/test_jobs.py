@@ -17,6 +17,7 @@ from core.devices import DeviceError
 from core.executors import Executor
 from core.executors.local import LocalExecutor
 from core.settings import WORKER_NICENESS
+from core.runner import train_run
 from core.store import RunStore
 from tests.waiting import wait_until, wait_for_runs
 
@@ -80,6 +81,18 @@ def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(sto
         assert wait_for(store, run_id)["status"] == "finished"
     assert sqlite3.connect(store.db_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
+
+
+def test_a_stop_asked_while_the_worker_starts_up_is_not_lost(store, small):
+    """A worker claims its slot (the run reads as running), then loads torch and the data for
+    seconds; a Stop clicked then used to be wiped when training began, and the run trained all
+    its epochs. Now the first batch sees it."""
+    config = RunConfig.from_preset("mlp", dataset="mnist-sample", device="cpu", epochs=50, batch_size=100)
+    run_id = store.create(config, status="queued")
+    assert store.claim_slot([run_id], "cpu", 1) and store.get(run_id)["status"] == "running"
+    store.request_cancel(run_id)
+    out = train_run(store, config, small, run_id=run_id)
+    assert out["status"] == "cancelled" and store.get(run_id)["epochs_done"] == 0
 
 @pytest.mark.slow
 def test_cancel_stops_a_job_and_keeps_its_finished_epochs(store):

@@ -61,8 +61,9 @@ class TrainingRecords:
         self.index.update(run_id, vectorized=json.dumps(info) if info else None)
 
     def mark_started(self, run_id: str) -> None:
-        """This process is now training the run (before the trainer knows its device)."""
-        self.folder(run_id).clear_cancel()
+        """This process is now training the run (before the trainer knows its device). A cancel
+        asked for meanwhile (a worker loads torch and the data for seconds after it claims its
+        slot) stands: the first batch sees it. A resume clears an old one (core.runner)."""
         pid = os.getpid()
         self._set(run_id, status=Status.RUNNING, pid=pid, pid_start=process_start_time(pid), host=host())
 

@@ -33,6 +33,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def atomic_link(src: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make `path` the same file as `src`, all or nothing: a hard link (no copy, no extra disk)
+    under a temporary name, renamed over `path`; a copy where the file system has no hard links."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def json_default(o):
     """numpy scalars and arrays as plain JSON values."""
     if isinstance(o, np.generic):

@@ -18,7 +18,6 @@ done, never written anywhere.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -169,6 +168,7 @@ def save_group_checkpoint(store, run_ids: list[str], state: dict) -> None:
     """The stack's checkpoint, written once and hard-linked into every present member's folder
     (a copy where the file system has no hard links). Each link replaces its old file
     atomically, so a crash between two leaves each folder a whole checkpoint, old or new."""
+    from core.atomic import atomic_link
     from core.store import atomic_torch_save
 
     folders = [store.folder(r) for r in run_ids if store.folder(r).exists()]
@@ -177,20 +177,7 @@ def save_group_checkpoint(store, run_ids: list[str], state: dict) -> None:
     first = folders[0] / GROUP_CHECKPOINT
     atomic_torch_save(state, first)
     for folder in folders[1:]:
-        target = folder / GROUP_CHECKPOINT
-        tmp = target.with_name(f".{GROUP_CHECKPOINT}.{os.getpid()}.tmp")
-        try:
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(first, tmp)
-            except OSError:
-                import shutil
-
-                shutil.copyfile(first, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_link(first, folder / GROUP_CHECKPOINT)
 
 
 def load_group_checkpoint(store, run_ids: list[str]) -> dict | None:

@@ -265,7 +265,7 @@ class StoreHooks:
         self.configs = [c.to_dict() for c in configs]
         self._last = 0.0
         self._t0 = time.perf_counter()
-        self._first_folder = store.run_dir(run_ids[0])
+        self.first_folder = store.run_dir(run_ids[0])  # the first present member's (set when training begins)
 
     def should_cancel(self, i):
         return self.store.folder(self.run_ids[i]).cancel_reason()
@@ -273,7 +273,7 @@ class StoreHooks:
     def on_train_begin(self, trainer):
         from core.devices import device_name
 
-        self._first_folder = next(self.store.run_dir(r) for r in self.run_ids if self.store.run_dir(r).exists())
+        self.first_folder = next(self.store.run_dir(r) for r in self.run_ids if self.store.run_dir(r).exists())
         for i, run_id in enumerate(self.run_ids):
             if not trainer.members[i].done:
                 self.store.mark_running(run_id, str(trainer.device), device_name(trainer.device),

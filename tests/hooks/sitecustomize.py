@@ -57,7 +57,7 @@ def _install(runner) -> None:
     on_progress = runner.StoreHooks.on_progress
 
     def paused_on_progress(self, trainer, epoch, batch, batches):
-        _pause_if_at(self._first_folder, epoch, batch)
+        _pause_if_at(self.first_folder, epoch, batch)
         on_progress(self, trainer, epoch, batch, batches)
 
     runner.StoreHooks.on_progress = paused_on_progress

@@ -26,6 +26,7 @@ from core.store import RunStore
 from tests.browser import (ONE, PAGES, app_server, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_idle)
 from tests.conftest import ROOT, subprocess_env
+from tests.waiting import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None,
@@ -206,7 +207,10 @@ def test_in_classroom_mode_a_name_survives_reloads_and_page_switches_and_so_does
         page.get_by_role("textbox", name="Password").fill("s3cret")
         page.get_by_role("button", name="Sign in").click()
         page.get_by_text("signed in as the teacher").first.wait_for(timeout=60_000)
-        cookie = next(c for c in context.cookies() if c["name"] == "mnist_lab_teacher")
+        # The cookie is set by the page's script after the rerun that says "signed in" (CI, loaded, read
+        # the cookies before it landed): wait for it.
+        cookie = wait_until(lambda: next((c for c in context.cookies() if c["name"] == "mnist_lab_teacher"), None),
+                            60, "the teacher's cookie")
         assert "s3cret" not in cookie["value"] and cookie["sameSite"] == "Strict"
         page.reload()
         wait_idle(page, 120)

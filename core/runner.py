@@ -71,13 +71,16 @@ def train_job(store, run_ids: list[str], dataset=None, data_dir=None) -> list[di
     """One job of an executor's plan (core.executors.base.plan_jobs): a single run, or the runs
     of one vectorised group trained as one stack. Runs are already in the store."""
     if len(run_ids) > 1:
-        return train_group(store, run_ids, data_dir=data_dir)
+        return train_group(store, run_ids, data_dir=data_dir, dataset=dataset)
+    config = store.config(run_ids[0])
+    return [train_run(store, config, _dataset_for(config, dataset, data_dir), run_id=run_ids[0], data_dir=data_dir)]
+
+
+def _dataset_for(config: RunConfig, dataset, data_dir):
+    """`dataset` when it is the config's data set (a caller's in-memory one), else loaded by name."""
     from core.data import load_dataset
 
-    config = store.config(run_ids[0])
-    if dataset is None or dataset.name != config.dataset:
-        dataset = load_dataset(config.dataset, data_dir)
-    return [train_run(store, config, dataset, run_id=run_ids[0], data_dir=data_dir)]
+    return dataset if dataset is not None and dataset.name == config.dataset else load_dataset(config.dataset, data_dir)
 
 
 # --- resuming --------------------------------------------------------------------------------
@@ -205,11 +208,11 @@ def _group_configs(store, run_ids: list[str], state: dict | None) -> list[RunCon
     return configs
 
 
-def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False) -> list[dict]:
+def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, dataset=None) -> list[dict]:
     """Train the runs `run_ids` (one group, already in the store) as one vectorised model,
     each written into its own run; with `resume`, continue from the group's last checkpoint
-    (found in any member's folder). Members deleted since are trained in the stack, unused."""
-    from core.data import load_dataset
+    (found in any member's folder; the data it saw is loaded again). Members deleted since are
+    trained in the stack, unused. A fresh group trains on `dataset` when given (as a single run does)."""
     from core.group_training import train_group as train_stack
 
     present = [r for r in run_ids if store.index.get(r)]
@@ -229,7 +232,7 @@ def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False) 
         configs = _group_configs(store, run_ids, state)
     else:
         configs = [store.config(r) for r in run_ids]
-        dataset = load_dataset(configs[0].dataset, data_dir)
+        dataset = _dataset_for(configs[0], dataset, data_dir)
     for i, run_id in enumerate(run_ids):
         if run_id in present and (state is None or not state["members"][i]["done"]):
             if resume:

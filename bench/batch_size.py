@@ -19,8 +19,8 @@ import torch  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.devices import device_name, resolve_device  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.training import Trainer, prepare_data  # noqa: E402
+from core.fit import Fit  # noqa: E402
+from core.fit_models import OneModel  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -41,9 +41,7 @@ def main() -> int:
     base = None
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         cfg = RunConfig.from_preset("mlp", dataset="mnist", device=str(device), batch_size=bs, epochs=2)
-        data = prepare_data(cfg, ds, device)
-        torch.manual_seed(0)
-        trainer = Trainer(cfg, build_model(cfg.architecture()).to(device), data, device, [])
+        trainer = Fit(OneModel(cfg, ds, device), [cfg], device)
         trainer.train_epoch(0)
         sync(device)
         t = time.perf_counter()

@@ -79,7 +79,7 @@ class TestAccuracyEachEpoch(Callback):
 
     def on_epoch_end(self, trainer, epoch, log):
         self._t += time.perf_counter() - self._start
-        acc = evaluate(trainer.model, trainer.data.test_x, trainer.data.test_y, trainer.config)["accuracy"]
+        acc = evaluate(trainer.model, trainer.fit.models.test_x, trainer.fit.models.test_y, trainer.config)["accuracy"]
         self.points.append((self._t, acc))
 
 

@@ -46,7 +46,7 @@ class TestEveryEpoch(Callback):
         self.t0[0] = time.perf_counter()
 
     def on_epoch_end(self, trainer, epoch, log):
-        acc = evaluate(trainer.model, trainer.data.test_x, trainer.data.test_y, trainer.config)["accuracy"]
+        acc = evaluate(trainer.model, trainer.fit.models.test_x, trainer.fit.models.test_y, trainer.config)["accuracy"]
         self.accuracies.append(acc)
         if self.reached_at is None and acc >= self.target:
             self.reached_at = time.perf_counter() - self.t0[0]

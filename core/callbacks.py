@@ -105,7 +105,9 @@ class Checkpoint(Callback):
     """After every epoch, save what resuming needs (weights, optimizer, scheduler, history).
 
     Written to a temporary file and renamed, so a crash mid-write never leaves a broken
-    checkpoint. Optionally also keeps the best weights (lowest validation loss) in `best_path`.
+    checkpoint. Optionally also keeps the best weights (lowest validation loss) in `best_path`:
+    the best is judged from the trainer's history, so a resumed run (or a member of a group,
+    whose checkpoint the group writes) judges exactly as a straight one.
     """
 
     def __init__(self, path: str | os.PathLike, best_path: str | os.PathLike | None = None,
@@ -113,22 +115,14 @@ class Checkpoint(Callback):
         self.path = Path(path)
         self.best_path = Path(best_path) if best_path else None
         self.on_saved = on_saved
-        self.best = float("inf")
 
     def on_epoch_end(self, trainer, epoch, log):
-        # The best weights first, so that the checkpoint holds this epoch's `best` too.
-        if self.best_path is not None and log["val_loss"] < self.best:
-            self.best = log["val_loss"]
-            atomic_torch_save(trainer.model.state_dict(), self.best_path)
+        earlier = min((h["val_loss"] for h in trainer.history[:-1]), default=float("inf"))
+        if self.best_path is not None and log["val_loss"] < earlier:
+            atomic_torch_save({k: v.cpu() for k, v in trainer.model.state_dict().items()}, self.best_path)
         atomic_torch_save(trainer.checkpoint_state(epoch), self.path)
         if self.on_saved:
             self.on_saved(epoch)
-
-    def state_dict(self) -> dict:
-        return {"best": self.best}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best = state["best"]
 
 
 class Cancel(Callback):
@@ -146,23 +140,3 @@ class Cancel(Callback):
         if answer:
             self.cancelled = self.stop_training = True
             self.stop_reason = answer if isinstance(answer, str) else "cancelled"
-
-
-class MemberView:
-    """What EarlyStopping reads from a trainer, for one member of a vectorised group: `.model`
-    (that member's weights)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.restored_epoch = None
-
-
-class GroupHooks:
-    """What the vectorised group loop (core.group_training) tells its caller, per member by
-    position (core.runner.StoreHooks writes each member into its run)."""
-
-    def should_cancel(self, i: int) -> str | None: return None
-    def on_train_begin(self, trainer) -> None: ...
-    def on_progress(self, trainer, epoch: int, batch: int, batches: int) -> None: ...
-    def on_epoch_end(self, trainer, epoch: int, logs: dict[int, dict]) -> None: ...
-    def on_member_done(self, trainer, i: int, result) -> None: ...

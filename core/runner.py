@@ -18,14 +18,13 @@ done, never written anywhere.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from core.config import RunConfig
 from core.store.files import RunStoreError, failure_text
 from core.store.records import RESUMABLE, Status
+from core.store.writer import GROUP_CHECKPOINT, save_group_checkpoint  # noqa: F401
 
-GROUP_CHECKPOINT = "group_checkpoint.pt"
 
 
 # --- one run --------------------------------------------------------------------------------
@@ -56,7 +55,6 @@ def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str 
         extra = callbacks(run_id) if callable(callbacks) else list(callbacks)
         result = train(config, dataset, callbacks=[*store_callbacks(store, run_id, data_dir), *extra],
                        resume_state=state)
-        store.save_result(run_id, result)
     except KeyboardInterrupt:
         store.mark_failed(run_id, "interrupted from the keyboard", status=Status.INTERRUPTED)
         raise
@@ -167,22 +165,6 @@ def dataset_of(store, run_id: str, data_dir=None):
 # --- a vectorised group ------------------------------------------------------------------------
 
 
-def save_group_checkpoint(store, run_ids: list[str], state: dict) -> None:
-    """The stack's checkpoint, written once and hard-linked into every present member's folder
-    (a copy where the file system has no hard links). Each link replaces its old file
-    atomically, so a crash between two leaves each folder a whole checkpoint, old or new."""
-    from core.atomic import atomic_link
-    from core.store import atomic_torch_save
-
-    folders = [store.folder(r) for r in run_ids if store.folder(r).exists()]
-    if not folders:
-        return
-    first = folders[0] / GROUP_CHECKPOINT
-    atomic_torch_save(state, first)
-    for folder in folders[1:]:
-        atomic_link(first, folder / GROUP_CHECKPOINT)
-
-
 def load_group_checkpoint(store, run_ids: list[str]) -> dict | None:
     """The newest group checkpoint found in any present member's folder, or None."""
     from core.store import load_state_dict
@@ -208,12 +190,16 @@ def _group_configs(store, run_ids: list[str], state: dict | None) -> list[RunCon
     return configs
 
 
-def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, dataset=None) -> list[dict]:
+def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, dataset=None,
+                callbacks=()) -> list[dict]:
     """Train the runs `run_ids` (one group, already in the store) as one vectorised model,
-    each written into its own run; with `resume`, continue from the group's last checkpoint
-    (found in any member's folder; the data it saw is loaded again). Members deleted since are
-    trained in the stack, unused. A fresh group trains on `dataset` when given (as a single run does)."""
+    each written into its own run by the same callbacks as a single run (core.store.writer);
+    with `resume`, continue from the group's last checkpoint (found in any member's folder; the
+    data it saw is loaded again). Members deleted since are trained in the stack, unused, and
+    written nowhere. A fresh group trains on `dataset` when given (as a single run does).
+    `callbacks`: more callbacks for each present member, a list or a function of the run id."""
     from core.group_training import train_group as train_stack
+    from core.store.writer import GroupCheckpoint, store_callbacks
 
     present = [r for r in run_ids if store.index.get(r)]
     if not present:
@@ -238,9 +224,11 @@ def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, 
             if resume:
                 store.folder(run_id).clear_cancel()  # the request that stopped it, not one for this resume
             store.mark_started(run_id)
-    hooks = StoreHooks(store, run_ids, configs, data_dir)
+    per_member = [[*store_callbacks(store, r, data_dir), *(callbacks(r) if callable(callbacks) else callbacks)]
+                  if r in present else [] for r in run_ids]
     try:
-        results = train_stack(configs, dataset, hooks, resume_state=state)
+        results = train_stack(configs, dataset, callbacks=[GroupCheckpoint(store, run_ids, configs)],
+                              member_callbacks=per_member, resume_state=state, names=run_ids)
     except KeyboardInterrupt:
         _mark_stopped(store, present, lambda r: store.mark_failed(r, "interrupted from the keyboard",
                                                                  status=Status.INTERRUPTED))
@@ -257,64 +245,3 @@ def _mark_stopped(store, run_ids: list[str], mark) -> None:
     for run_id in run_ids:
         if store.get(run_id)["status"] == Status.RUNNING:
             mark(run_id)
-
-
-class StoreHooks:
-    """Writes each member of a group into its own run as the group trains (the group loop's
-    hooks, core.group_training.GroupHooks)."""
-
-    def __init__(self, store, run_ids: list[str], configs: list[RunConfig], data_dir=None):
-        self.store, self.run_ids, self.data_dir = store, run_ids, data_dir
-        self.configs = [c.to_dict() for c in configs]
-        self._last = 0.0
-        self._t0 = time.perf_counter()
-        self.first_folder = store.run_dir(run_ids[0])  # the first present member's (set when training begins)
-
-    def should_cancel(self, i):
-        return self.store.folder(self.run_ids[i]).cancel_reason()
-
-    def on_train_begin(self, trainer):
-        from core.devices import device_name
-
-        self.first_folder = next(self.store.run_dir(r) for r in self.run_ids if self.store.run_dir(r).exists())
-        for i, run_id in enumerate(self.run_ids):
-            if not trainer.members[i].done:
-                self.store.mark_running(run_id, str(trainer.device), device_name(trainer.device),
-                                        trainer.dataset.describe(), trainer.params_per_model, data_dir=self.data_dir,
-                                        extra_environment={**trainer.environment, "group": self.run_ids})
-
-    def on_progress(self, trainer, epoch, batch, batches):
-        now = time.time()
-        if batch == 0:
-            self._t0 = time.perf_counter()
-        if now - self._last < 0.5:
-            return
-        self._last = now
-        losses = trainer.running_loss()
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        for i, run_id in enumerate(self.run_ids):
-            if not trainer.members[i].done:
-                self.store.set_progress(run_id, {
-                    "epoch": epoch + 1, "epochs": trainer.base.epochs, "batch": batch + 1, "batches": batches,
-                    "loss": losses[i], "samples_per_second": (batch + 1) * trainer.batch_size / elapsed})
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        from core.store import atomic_torch_save
-
-        state = {**trainer.checkpoint_state(epoch), "run_ids": self.run_ids, "configs": self.configs}
-        save_group_checkpoint(self.store, self.run_ids, state)
-        for i, log in logs.items():
-            run_id = self.run_ids[i]
-            folder = self.store.folder(run_id)
-            member = trainer.members[i]
-            state = trainer.model.member_state_dict(i)
-            earlier = min((h["val_loss"] for h in member.history[:-1]), default=float("inf"))
-            if log["val_loss"] < earlier:
-                atomic_torch_save({k: v.cpu() for k, v in state.items()}, folder / "weights_best.pt")
-            atomic_torch_save({"epoch": epoch, "group": self.run_ids, "member": i, "history": member.history},
-                              folder / "checkpoint.pt")  # points a resume of this run to its group
-            self.store.record_history(run_id, member.history)
-            self.store.save_first_layer(run_id, trainer.model.member(i), epoch=epoch + 1)
-
-    def on_member_done(self, trainer, i, result):
-        self.store.save_result(self.run_ids[i], result)

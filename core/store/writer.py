@@ -1,11 +1,15 @@
-"""The bridge from a training loop to the store: small callbacks (core.callbacks) that write a
-run into its folder and index as it trains, so any process can watch it and resume it."""
+"""The bridge from the training loop (core.fit) to the store: small callbacks (core.callbacks)
+that write a run into its folder and index as it trains, so any process can watch it and resume
+it. The one writer of a training run: the same callbacks write a single run and each member of
+a vectorised group (whose one checkpoint `GroupCheckpoint` writes for the whole stack)."""
 
 from __future__ import annotations
 
 import time
 
 from core.callbacks import Callback, Cancel, Checkpoint
+
+GROUP_CHECKPOINT = "group_checkpoint.pt"
 
 
 class MarkRunning(Callback):
@@ -65,14 +69,58 @@ class StoreWriter(Callback):
         self.store.save_first_layer(self.run_id, trainer.model, epoch=epoch + 1)
 
 
+class SaveResult(Callback):
+    """Stores the run's result (weights, test predictions, status) once it is done."""
+
+    def __init__(self, store, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def on_train_end(self, trainer):
+        self.store.save_result(self.run_id, trainer.result)
+
+
+class GroupCheckpoint(Callback):
+    """A callback of a vectorised group's whole fit: after every epoch, the stack's checkpoint
+    (every member's weights, optimizer state, history; each member's config, so a deleted one
+    can be rebuilt), written once and linked into every present member's folder
+    (`save_group_checkpoint`). It runs before the members' own callbacks, so a run
+    whose history shows an epoch always has a checkpoint of it."""
+
+    def __init__(self, store, run_ids: list[str], configs):
+        self.store, self.run_ids = store, run_ids
+        self.configs = [c.to_dict() for c in configs]
+
+    def on_epoch_end(self, fit, epoch, logs):
+        state = {**fit.checkpoint_state(epoch), "run_ids": self.run_ids, "configs": self.configs}
+        save_group_checkpoint(self.store, self.run_ids, state)
+
+
 def store_callbacks(store, run_id: str, data_dir=None) -> list[Callback]:
-    """What a training run needs to write itself into the store as it goes: mark it running,
-    stop on request, checkpoint every epoch (and keep the best weights), record history."""
+    """What a training run (or a member of a group) needs to write itself into the store as it
+    goes: mark it running, stop on request, checkpoint every epoch (and keep the best weights),
+    record history, store the result."""
     folder = store.folder(run_id)
     callbacks = [
         MarkRunning(store, run_id, data_dir),
         Cancel(folder.cancel_reason),
         Checkpoint(folder / "checkpoint.pt", best_path=folder / "weights_best.pt"),
         StoreWriter(store, run_id),
+        SaveResult(store, run_id),
     ]
     return callbacks
+
+
+def save_group_checkpoint(store, run_ids: list[str], state: dict) -> None:
+    """The stack's checkpoint, written once and hard-linked into every present member's folder
+    (a copy where the file system has no hard links). Each link replaces its old file
+    atomically, so a crash between two leaves each folder a whole checkpoint, old or new."""
+    from core.atomic import atomic_link
+    from core.store import atomic_torch_save
+
+    folders = [store.folder(r) for r in run_ids if store.folder(r).exists()]
+    if not folders:
+        return
+    first = folders[0] / GROUP_CHECKPOINT
+    atomic_torch_save(state, first)
+    for folder in folders[1:]:
+        atomic_link(first, folder / GROUP_CHECKPOINT)

@@ -32,7 +32,7 @@ def _pause_if_at(folder, epoch: int, batch: int) -> None:
 
 
 def _install(runner) -> None:
-    """Wrap core.runner: a single run gets one more callback, a group's hooks one more look."""
+    """Wrap core.runner: a single run, or the first member of a group, gets one more callback."""
     import functools
 
     from core.callbacks import Callback
@@ -54,13 +54,17 @@ def _install(runner) -> None:
         return train_run(store, config, dataset, with_pause, *args, **kwargs)
 
     runner.train_run = paused_train_run
-    on_progress = runner.StoreHooks.on_progress
+    train_group = runner.train_group
 
-    def paused_on_progress(self, trainer, epoch, batch, batches):
-        _pause_if_at(self.first_folder, epoch, batch)
-        on_progress(self, trainer, epoch, batch, batches)
+    @functools.wraps(train_group)
+    def paused_train_group(store, run_ids, *args, **kwargs):
+        first = next(r for r in run_ids if store.index.get(r))  # its batches are the group's batches
 
-    runner.StoreHooks.on_progress = paused_on_progress
+        def with_pause(run_id):
+            return [PauseAt(store.run_dir(run_id))] if run_id == first else []
+        return train_group(store, run_ids, *args, callbacks=with_pause, **kwargs)
+
+    runner.train_group = paused_train_group
 
 
 class _WrapRunner:

@@ -139,3 +139,39 @@ def test_a_run_stopped_on_ray_resumes_here_exactly_where_it_was(cluster, tmp_pat
     assert [h["val_loss"] for h in a] == [h["val_loss"] for h in b] and [h["lr"] for h in a] == [h["lr"] for h in b]
     wa, wb = store.load_weights(straight, "last"), store.load_weights(stopped, "last")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_vectorised_group_trains_as_one_ray_task_written_as_a_group_trained_here(cluster, tmp_path):
+    """vectorize on Ray as on the other executors: the plan's group is one task training one
+    stack; the driver writes each member through the store writer's callbacks, so the runs are
+    what the inline executor's group gives (history, weights; bit for bit with one thread on both
+    sides) and every member's folder holds the group's checkpoint."""
+    import torch
+
+    from core.executors.inline import InlineExecutor
+    from core.executors.ray import RayExecutor
+    from core.runner import GROUP_CHECKPOINT
+
+    c, _ = cluster
+    store = RunStore(tmp_path)
+    configs = [RunConfig.from_preset("mlp", dataset="mnist-sample", device="cpu", epochs=2, train_subset=400,
+                                     batch_size=50, seed=s) for s in range(3)]
+    executor = RayExecutor(store, address=c.address)
+    ids = executor.submit(configs, group="seeds", vectorize=True)
+    executor.wait(ids, timeout=300)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = InlineExecutor(store).submit(configs, group="here", vectorize=True)
+    finally:
+        torch.set_num_threads(threads)
+    for ray_run, local_run in zip(ids, here):
+        run = store.get(ray_run)
+        assert run["status"] == "finished", run["error"]
+        assert run["vectorized"] == {"group": ids}
+        assert store.environment(ray_run)["training_loop"] == "vectorised: 3 models in one stack"
+        assert (store.run_dir(ray_run) / GROUP_CHECKPOINT).exists() and store.load_checkpoint(ray_run)["group"] == ids
+        assert [h["val_loss"] for h in store.history(ray_run)] == [h["val_loss"] for h in store.history(local_run)]
+        wa, wb = store.load_weights(ray_run, "last"), store.load_weights(local_run, "last")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert store.get(ray_run)["params"] == store.get(local_run)["params"] > 0

@@ -1,5 +1,7 @@
-"""Training on a Ray cluster: each run is a Ray task on whichever node has room, and this
-process (the driver, on the machine that keeps the run store) writes the store.
+"""Training on a Ray cluster: each job of the plan (a run, or a vectorised group trained as one
+stack, planned as every executor plans: core.executors.base.plan_jobs) is a Ray task on
+whichever node has room, and this process (the driver, on the machine that keeps the run store)
+writes the store, through the store writer's own callbacks (core.executors.ray_task).
 
 No shared file system is assumed between nodes. The data set goes to the cluster once per
 submit through Ray's object store; the `core` package travels as a runtime-env module; each
@@ -17,10 +19,6 @@ Ray is an optional install (requirements-cluster.txt); this module imports it on
 
 from __future__ import annotations
 
-import io
-import os
-import queue
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -61,71 +59,6 @@ def reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                             f"{timeout:.0f} s ({exc})") from exc
 
 
-def _train_task(config_dict: dict, dataset, run_id: str):
-    """The body of one Ray task (a generator): train `config_dict` on `dataset` where Ray put
-    it, yielding ("started", ...), ("epoch", log) per epoch and ("result", payload) at the end."""
-    import tempfile
-
-    import ray
-    import torch
-
-    from core.callbacks import Callback, Cancel, Checkpoint
-    from core.training import train
-
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    class Relay(Callback):
-        def on_epoch_end(self, trainer, epoch, log):
-            events.put(("epoch", {k: v for k, v in log.items()}))
-
-    yield ("started", {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-                       "pid": os.getpid()})
-    outcome: dict = {}
-
-    scratch = Path(tempfile.mkdtemp(prefix=f"mnist-lab-{run_id}-"))
-
-    def relay_checkpoint(epoch: int) -> None:
-        """The checkpoint the store's own callback would write, sent to the driver: a run
-        trained on Ray resumes anywhere (`runs resume`), exactly where it was."""
-        best = scratch / "best.pt"
-        events.put(("checkpoint", {"checkpoint": (scratch / "checkpoint.pt").read_bytes(),
-                                   "best": best.read_bytes() if best.exists() else None}))
-
-    def body():
-        try:
-            outcome["result"] = train(RunConfig.from_dict(config_dict), dataset,
-                                      callbacks=[Relay(), Cancel(lambda: "cancelled" if stop.is_set() else None),
-                                                 Checkpoint(scratch / "checkpoint.pt", scratch / "best.pt",
-                                                            on_saved=relay_checkpoint)])
-        except BaseException as exc:  # noqa: BLE001 - sent to the driver as the run's error
-            outcome["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            events.put(("done", None))
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = events.get()
-            if kind == "done":
-                break
-            yield (kind, item)
-    except (KeyboardInterrupt, GeneratorExit):  # ray.cancel: stop the training thread too
-        stop.set()
-        raise
-    if "error" in outcome:
-        yield ("error", outcome["error"])
-        return
-    result = outcome["result"]
-    buf = io.BytesIO()
-    torch.save(result.model.state_dict(), buf)
-    yield ("result", {"weights": buf.getvalue(), "history": result.history, "test": result.test,
-                      "device": result.device, "device_name": result.device_name, "dataset": result.dataset,
-                      "train_index": result.train_index, "val_index": result.val_index,
-                      "stop_reason": result.stop_reason, "seconds": result.seconds})
-
-
 class RayExecutor(Executor):
     """Runs on the Ray cluster at `address` (see the module docstring). With `detached`, a
     background thread of this process relays results (the app); otherwise call `poll()`."""
@@ -146,8 +79,10 @@ class RayExecutor(Executor):
             except Exception as exc:  # noqa: BLE001 - unreachable cluster: one clear message
                 raise RunStoreError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
         self.address = address
-        self._remote = ray.remote(_train_task)
-        self._jobs: dict[str, dict] = {}   # run_id -> {"gen", "config", "history", "attempt", "dataset_ref"}
+        from core.executors.ray_task import train_task
+
+        self._remote = ray.remote(train_task)
+        self._jobs: dict[str, _Job] = {}   # run_id -> the job it trains in (a run, or a group's stack)
         self._lock = threading.RLock()
         self._thread = None
         if detached:
@@ -164,6 +99,7 @@ class RayExecutor(Executor):
     def submit(self, configs: Sequence[RunConfig], group: str | None = None, vectorize: bool = False,
                dataset=None) -> list[str]:
         from core.data import load_dataset
+        from core.executors.base import plan_jobs, record_plan
         from core.training import check_against_data
 
         ray = _ray()
@@ -176,15 +112,18 @@ class RayExecutor(Executor):
             if config.dataset not in datasets:
                 datasets[config.dataset] = data or load_dataset(config.dataset, self.data_dir)
             check_against_data(config, datasets[config.dataset])
+        plan, reason = plan_jobs(configs, vectorize, datasets[configs[0].dataset])
         refs = {name: ray.put(data) for name, data in datasets.items()}
-        ids = []
-        for config in configs:
-            run_id = self.store.create(config, status="queued", group=group, executor=self.name)
-            ids.append(run_id)
+        ids = [self.store.create(config, status="queued", group=group, executor=self.name) for config in configs]
+        record_plan(self.store, ids, plan, reason)
+        for members in plan:
+            first = configs[members[0]]
+            job = _Job(self.store, [ids[i] for i in members], [configs[i] for i in members],
+                       refs[first.dataset], self.data_dir)
             with self._lock:
-                self._jobs[run_id] = {"config": config, "dataset_ref": refs[config.dataset], "history": [],
-                                      "attempt": 0, "dataset": datasets[config.dataset].describe()}
-                self._start(run_id)
+                for run_id in job.run_ids:
+                    self._jobs[run_id] = job
+                self._start(job)
         return ids
 
     def resolve(self, config: RunConfig) -> RunConfig:
@@ -201,13 +140,11 @@ class RayExecutor(Executor):
         check_precision(config, torch.device(device))
         return config.replace(device=device)
 
-    def _start(self, run_id: str) -> None:
-        job = self._jobs[run_id]
-        job["attempt"] += 1
-        job["history"] = []
-        job["gen"] = self._remote.options(num_returns="streaming", max_retries=0,
-                                          **self._resources(job["config"])).remote(
-            job["config"].to_dict(), job["dataset_ref"], run_id)
+    def _start(self, job: "_Job") -> None:
+        job.attempt += 1
+        job.reset()
+        job.gen = self._remote.options(num_returns="streaming", max_retries=0, **self._resources(job.configs[0])
+                                       ).remote([c.to_dict() for c in job.configs], job.dataset_ref, job.run_ids)
 
     def resume(self, run_id: str) -> None:
         """Continue a stopped run on the cluster: not done here; the checkpoint every epoch sent
@@ -226,15 +163,21 @@ class RayExecutor(Executor):
     # --- cancel, where ---------------------------------------------------------------------------
 
     def cancel(self, run_id: str, reason: str = "cancelled") -> None:
+        """Stop a run: its record ends here with the epochs it finished. A run of a vectorised
+        group stops alone (the stack goes on computing it, unused, as it does for a member that
+        stopped early); the task is stopped once none of its runs is left."""
         ray = _ray()
         with self._lock:
             job = self._jobs.pop(run_id, None)
         if job is None:
             return super().cancel(run_id, reason)
-        ray.cancel(job["gen"], force=True)
+        job.active.discard(run_id)
+        if not job.active:
+            ray.cancel(job.gen, force=True)
         status = "pruned" if reason.startswith("pruned") else "cancelled"
-        self.store.record_history(run_id, job["history"])
-        self.store.mark_failed(run_id, f"{reason} after {len(job['history'])} epoch(s) on Ray", status=status)
+        history = job.members[run_id].history
+        self.store.record_history(run_id, history)
+        self.store.mark_failed(run_id, f"{reason} after {len(history)} epoch(s) on Ray", status=status)
 
     def active(self, run_ids: Sequence[str]) -> list[str]:
         with self._lock:
@@ -246,79 +189,48 @@ class RayExecutor(Executor):
         """Move every event that has arrived into the store (non-blocking)."""
         ray = _ray()
         with self._lock:
-            jobs = list(self._jobs.items())
-        for run_id, job in jobs:
-            while True:
-                ready, _ = ray.wait([job["gen"]], timeout=0)
+            jobs = list({id(job): job for job in self._jobs.values()}.values())
+        for job in jobs:
+            while job.active:
+                ready, _ = ray.wait([job.gen], timeout=0)
                 if not ready:
                     break
                 try:
-                    ref = next(job["gen"])
+                    ref = next(job.gen)
                 except StopIteration:
-                    with self._lock:
-                        self._jobs.pop(run_id, None)
+                    self._forget(job)
                     break
                 try:
-                    kind, item = ray.get(ref)
+                    run_id, kind, item = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - the task or its node died
-                    self._lost(run_id, job, exc)
+                    self._lost(job, exc)
                     break
-                self._event(run_id, job, kind, item)
-                if kind in ("result", "error"):
-                    with self._lock:
-                        self._jobs.pop(run_id, None)
+                job.event(run_id, kind, item)
+                if kind == "error" or not job.active:
+                    self._forget(job)
                     break
 
-    def _event(self, run_id: str, job: dict, kind: str, item) -> None:
-        if kind == "started":
-            self.store.mark_running(run_id, device=job["config"].device, device_label=f"Ray node {item['host']}",
-                                    dataset=job["dataset"], params=0, node=item["node"])
-            if job.get("lost"):  # the run's note keeps what happened to its first attempt
-                self.store.set_note(run_id, job["lost"])
-        elif kind == "epoch":
-            job["history"].append(item)
-            self.store.record_history(run_id, job["history"])
-        elif kind == "checkpoint":
-            from core.atomic import atomic_write_bytes
+    def _forget(self, job: "_Job") -> None:
+        with self._lock:
+            for run_id in job.run_ids:
+                if self._jobs.get(run_id) is job:
+                    del self._jobs[run_id]
 
-            folder = self.store.folder(run_id)
-            if item["best"] is not None:
-                atomic_write_bytes(folder / "weights_best.pt", item["best"])
-            atomic_write_bytes(folder / "checkpoint.pt", item["checkpoint"])
-        elif kind == "error":
-            self.store.mark_failed(run_id, f"on Ray: {item}")
-        elif kind == "result":
-            self._save(run_id, job, item)
-
-    def _save(self, run_id: str, job: dict, payload: dict) -> None:
-        import torch
-
-        from core.models import build_model
-        from core.training import TrainResult
-
-        config = job["config"]
-        model = build_model(config.architecture(), config.num_outputs)
-        model.load_state_dict(torch.load(io.BytesIO(payload["weights"]), map_location="cpu", weights_only=True))
-        result = TrainResult(config=config, model=model, history=payload["history"], test=payload["test"],
-                             device=payload["device"], device_name=payload["device_name"],
-                             dataset=payload["dataset"], train_index=payload["train_index"],
-                             val_index=payload["val_index"], stop_reason=payload["stop_reason"],
-                             seconds=payload["seconds"], seconds_this_process=payload["seconds"])
-        self.store.record_history(run_id, payload["history"])
-        self.store.save_result(run_id, result)
-
-    def _lost(self, run_id: str, job: dict, exc: Exception) -> None:
-        """A node (or worker) lost mid-task: interrupted, and retried once."""
-        error = f"the Ray task was lost ({type(exc).__name__}) after {len(job['history'])} epoch(s)"
-        self.store.mark_failed(run_id, error, status="interrupted")
-        if job["attempt"] < 2:
-            job["lost"] = f"{error}; retried once"
-            self.store.requeue(run_id, job["lost"])
+    def _lost(self, job: "_Job", exc: Exception) -> None:
+        """A node (or worker) lost mid-task: its runs are interrupted, and the job is retried once
+        (from its first epoch: bit for bit what it would have been)."""
+        for run_id in sorted(job.active):
+            error = (f"the Ray task was lost ({type(exc).__name__}) after {len(job.members[run_id].history)} "
+                     "epoch(s)")
+            self.store.mark_failed(run_id, error, status="interrupted")
+            if job.attempt < 2:
+                job.lost[run_id] = f"{error}; retried once"
+                self.store.requeue(run_id, job.lost[run_id])
+        if job.attempt < 2:
             with self._lock:
-                self._start(run_id)
+                self._start(job)
         else:
-            with self._lock:
-                self._jobs.pop(run_id, None)
+            self._forget(job)
 
     def _relay_forever(self) -> None:
         while True:
@@ -337,3 +249,57 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         """Nothing to release for the store; the connection stays for other executors of this process."""
+
+
+class _Job:
+    """One Ray task: its runs (one, or a vectorised group), and each run as the node relays it
+    (core.executors.ray_task.Relayed), written into the store by the store writer's callbacks."""
+
+    def __init__(self, store, run_ids: list[str], configs: list[RunConfig], dataset_ref, data_dir):
+        self.store, self.run_ids, self.configs = store, run_ids, configs
+        self.dataset_ref, self.data_dir = dataset_ref, data_dir
+        self.attempt = 0
+        self.gen = None
+        self.lost: dict[str, str] = {}   # run id -> what happened to its first attempt
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh attempt: every run of the job still to train, seen from the start."""
+        from core.executors.ray_task import Relayed
+        from core.store.writer import store_callbacks
+
+        self.active = set(self.run_ids)
+        self.members = {r: Relayed(c) for r, c in zip(self.run_ids, self.configs)}
+        self.callbacks = {r: store_callbacks(self.store, r, self.data_dir) for r in self.run_ids}
+
+    def event(self, run_id: str | None, kind: str, item) -> None:
+        """One relayed event, written through the same callbacks as a run trained here."""
+        from core.executors.ray_task import RelayedFit
+        from core.store.writer import GroupCheckpoint
+
+        if kind == "error":
+            for r in sorted(self.active):
+                self.store.mark_failed(r, f"on Ray: {item}")
+            self.active.clear()
+            return
+        if kind == "group_checkpoint":
+            GroupCheckpoint(self.store, self.run_ids, self.configs).on_epoch_end(RelayedFit(item), item["epoch"], {})
+            return
+        if run_id not in self.active:   # cancelled here meanwhile: its record is final
+            return
+        member, callbacks = self.members[run_id], self.callbacks[run_id]
+        if kind == "started":
+            member.started(item)
+            for cb in callbacks:
+                cb.on_train_begin(member)
+            if run_id in self.lost:  # the run's note keeps what happened to its first attempt
+                self.store.set_note(run_id, self.lost[run_id])
+        elif kind == "epoch":
+            member.epoch(item)
+            for cb in callbacks:
+                cb.on_epoch_end(member, item["epoch"], member.history[-1])
+        elif kind == "result":
+            member.finished(item)
+            for cb in callbacks:
+                cb.on_train_end(member)
+            self.active.discard(run_id)

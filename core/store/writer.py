@@ -20,12 +20,11 @@ class MarkRunning(Callback):
         self._written: dict = {}
 
     def on_train_begin(self, trainer):
-        from core.devices import device_name
         from core.models import count_parameters
 
-        self.store.mark_running(self.run_id, str(trainer.device), device_name(trainer.device),
-                                trainer.dataset_info, count_parameters(trainer.model), data_dir=self.data_dir,
-                                extra_environment=trainer.environment)
+        self.store.mark_running(self.run_id, str(trainer.device), trainer.device_name, trainer.dataset_info,
+                                count_parameters(trainer.model), data_dir=self.data_dir,
+                                node=getattr(trainer, "node", None), extra_environment=trainer.environment)
         self._written = dict(trainer.environment)
 
     def on_epoch_end(self, trainer, epoch, log):

@@ -17,6 +17,7 @@ import pytest
 
 from core.config import RunConfig
 from tests.conftest import ROOT
+from tests.waiting import wait_until
 
 
 @contextlib.contextmanager
@@ -83,14 +84,11 @@ def test_streamlit_run_app_as_the_readme_says_is_not_reachable_from_the_network(
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "MNIST_LAB_RUNS": str(tmp_path), "MNIST_LAB_STARTERS": "0"})
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        def healthy():
             with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the app did not start")
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok"
+
+        wait_until(healthy, 60, "the app to start", every=0.3)
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://{ip}:{port}/_stcore/health", timeout=2)
     finally:

@@ -81,15 +81,15 @@ def test_what_cannot_be_captured_trains_eagerly_and_the_run_says_why(sample, mon
     sgd = train(_cnn(1, optimizer="sgd", momentum=0.9, lr=0.05), sample)
     assert "momentum" in sgd.extra["environment"]["eager_reason"]
     # An op that waits for the GPU inside the step: the capture fails, training goes on eagerly.
-    import core.training as training
+    import core.fit_steps as steps   # the one training step's module
 
-    real = training.augment_batch
+    real = steps.augment_batch
 
     def syncing(x, background):
         float(x.sum())
         return real(x, background)
 
-    monkeypatch.setattr(training, "augment_batch", syncing)
+    monkeypatch.setattr(steps, "augment_batch", syncing)
     broken = train(_cnn(2, augment=True), sample)
     env = broken.extra["environment"]
     assert env["training_loop"] == "eager" and "could not be captured" in env["eager_reason"]

@@ -70,12 +70,12 @@ def test_two_jobs_started_at_once_from_two_threads_both_finish_one_at_a_time(sto
     for t in threads:
         t.join()
     assert len(ids) == 2
-    deadline = time.time() + 60
-    while time.time() < deadline and not positions:  # one device, one slot: the other waits in the queue
+    def queue_positions():   # one device, one slot: the other waits in the queue
         runs = {r["id"]: r for r in store.list()}
         if any(r["status"] == "running" for r in runs.values()):
-            positions = [store.queue_position(i) for i in ids if runs[i]["status"] == "queued"]
-        time.sleep(0.02)
+            return [store.queue_position(i) for i in ids if runs[i]["status"] == "queued"]
+
+    positions = wait_until(queue_positions, 60, "one run training and the other queued", every=0.02)
     assert positions == [1]
     for run_id in ids:
         assert wait_for(store, run_id)["status"] == "finished"

@@ -3,13 +3,13 @@ runs, then the trials table, best-so-far curve, parallel coordinates and importa
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from core import sweeps
 from core.store import RunStore
 from tests.conftest import open_page
+from tests.waiting import wait_until
 
 
 def test_the_space_builder_shows_its_size_and_refuses_a_bad_space():
@@ -33,9 +33,7 @@ def test_a_sweep_launched_from_the_page_runs_in_the_background_and_shows_its_res
     assert not at.exception, at.exception
     store = RunStore(tmp_path)
     sweep_id = sweeps.list_sweeps(store)[0]["sweep_id"]
-    deadline = time.time() + 240
-    while time.time() < deadline and sweeps.driver_running(store, sweep_id):
-        time.sleep(1)
+    wait_until(lambda: not sweeps.driver_running(store, sweep_id), 240, "the sweep's driver to finish", every=1)
     result = sweeps.sweep_result(store, sweep_id)
     assert len(result["trials"]) == 3 and all(t["status"] == "finished" for t in result["trials"])
     at = open_page("pages/sweeps.py")

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-import time
-
 from core.runner import train_run
 from core.store import RunStore
 from tests.conftest import open_page
+from tests.waiting import wait_until
 
 
 def wait_for(at, predicate, timeout=90.0):
     """Rerun the page (as the fragment's timer does in a browser) until `predicate(at)`."""
-    end = time.time() + timeout
-    while time.time() < end:
+    def rerun():
         at.run()
         assert not at.exception, at.exception
-        if predicate(at):
-            return at
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting for the page")
+        return predicate(at)
+
+    wait_until(rerun, timeout, "the page to show the awaited state", every=0.5)
+    return at
 
 
 def summary_caption(at) -> str:

@@ -1,12 +1,12 @@
 """The Ray executor on a real multi-node Ray cluster on this machine (Ray's own
 ray.cluster_utils.Cluster, how Ray tests multi-node behaviour): a sweep whose trials run on
-both nodes, and a node removed in the middle of the sweep with the sweep still finishing."""
+both nodes, and a node removed in the middle of the sweep with the sweep still finishing; a
+vectorised group trained as one task, written as the same group trained here."""
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -18,6 +18,7 @@ from core.runner import resume  # noqa: E402
 from core import sweeps  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.store import RunStore  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +48,11 @@ def test_a_sweep_runs_on_both_nodes_and_survives_losing_one(cluster, tmp_path):
 
     def remove_worker_mid_trial():
         """Once a trial has finished an epoch on the worker node, take that node away."""
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            for run in store.list(group=spec.sweep_id):
-                if run["node"] == worker.node_id and run["status"] == "running" and run["epochs_done"] >= 1:
-                    removed["run"] = run["id"]
-                    c.remove_node(worker)
-                    return
-            time.sleep(0.1)
+        run = wait_until(lambda: next((r for r in store.list(group=spec.sweep_id) if r["node"] == worker.node_id
+                                       and r["status"] == "running" and r["epochs_done"] >= 1), None),
+                         240, "a trial with a finished epoch on the worker node", every=0.1)
+        removed["run"] = run["id"]
+        c.remove_node(worker)
 
     thread = threading.Thread(target=remove_worker_mid_trial, daemon=True)
     thread.start()
@@ -100,10 +98,7 @@ def test_cancel_stops_a_ray_trial(cluster, tmp_path):
     store = RunStore(tmp_path)
     executor = RayExecutor(store, address=c.address)
     run_id = executor.submit([RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=200, device="cpu")])[0]
-    deadline = time.time() + 120
-    while time.time() < deadline and not store.history(run_id):
-        executor.poll()
-        time.sleep(0.2)
+    wait_until(lambda: executor.poll() or store.history(run_id), 120, "the run's first epoch on Ray")
     executor.cancel(run_id)
     assert store.get(run_id)["status"] == "cancelled" and not executor.active([run_id])
 
@@ -122,10 +117,7 @@ def test_a_run_stopped_on_ray_resumes_here_exactly_where_it_was(cluster, tmp_pat
     config = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=6, device="cpu", lr_schedule="onecycle",
                                    lr=0.002, seed=3)
     straight, stopped = executor.submit([config, config.replace(name="stopped")])
-    deadline = time.time() + 300
-    while time.time() < deadline and len(store.history(stopped)) < 2:
-        executor.poll()
-        time.sleep(0.05)
+    wait_until(lambda: executor.poll() or len(store.history(stopped)) >= 2, 300, "two epochs of the run on Ray")
     executor.cancel(stopped)
     executor.wait([straight], timeout=300)
     assert store.get(stopped)["status"] == "cancelled" and store.load_checkpoint(stopped) is not None

@@ -40,6 +40,7 @@ from core.config import RunConfig
 from core.store import ACTIVE, RunStore
 from core.store.processes import process_alive
 from tests.conftest import ROOT, open_page
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -385,13 +386,8 @@ def test_the_index_deleted_or_broken_while_a_training_writes_does_not_stop_it(fo
             ["train", "--dataset", "mnist-sample", "--epochs", "6", "--model", "mlp-fast", "--name", f"live {damage}",
              "--runs-dir", str(store_root), "--json"], 0, "before", None, str(output)))
         proc.start()
-        end = time.time() + 120
-        while time.time() < end:  # until its first epoch is recorded
-            new = [r for r in RunStore(store_root).list() if r["id"] not in ids and r["epochs_done"] >= 1]
-            if new:
-                break
-            time.sleep(0.05)
-        assert new, "the training did not start"
+        new = wait_until(lambda: [r for r in RunStore(store_root).list()
+                                  if r["id"] not in ids and r["epochs_done"] >= 1], 120, "the training's first epoch")
         INDEX_DAMAGES[damage](store_root)
         proc.join(300)
         assert proc.exitcode == 0, output.read_text()[-1000:]
@@ -411,11 +407,8 @@ def test_a_running_runs_files_damaged_while_it_writes_are_written_again_and_it_f
         ["train", "--dataset", "mnist-sample", "--epochs", "6", "--model", "mlp-fast", "--name", "live files",
          "--runs-dir", str(store_root), "--json"], 0, "before", None, str(output)))
     proc.start()
-    end, new = time.time() + 120, []
-    while time.time() < end and not new:
-        new = [r for r in RunStore(store_root).list() if r["id"] not in ids and r["epochs_done"] >= 1]
-        time.sleep(0.05)
-    assert new, "the training did not start"
+    new = wait_until(lambda: [r for r in RunStore(store_root).list() if r["id"] not in ids and r["epochs_done"] >= 1],
+                     120, "the training's first epoch")
     folder = store_root / new[0]["id"]
     for name in ("history.json", "run.json", "weights_last.pt", "checkpoint.pt", "first_layer.npz"):
         if (folder / name).exists():

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 
 import numpy as np
@@ -20,6 +19,7 @@ from core.runner import train_run
 from core.config import RunConfig
 from core.store import RunStore, RunStoreError, load_state_dict
 from tests.conftest import ROOT, subprocess_env
+from tests.waiting import wait_until
 
 FAST = dict(dataset="mnist-sample", device="cpu", batch_size=100, epochs=2)
 
@@ -204,15 +204,10 @@ def test_killed_worker_marks_run_interrupted_and_resume_completes_it(store):
     args = ["--dataset", "mnist-sample", "--model", "cnn", "--epochs", "8", "--batch-size", "16", "--device", "cpu",
             "--runs-dir", str(store.root), "--seed", "3"]
     proc = _cli("train", *args)
-    run_id = None
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:  # kill once 2 epochs are done, mid-epoch 3
-        runs = store.list()
-        if runs and runs[0]["epochs_done"] >= 2:
-            run_id = runs[0]["id"]
-            break
-        time.sleep(0.02)
-    assert run_id and proc.poll() is None, "the run did not get going"
+    run = wait_until(lambda: proc.poll() is not None or next((r for r in store.list() if r["epochs_done"] >= 2), None),
+                     120, "two finished epochs (to kill it mid-epoch 3)", every=0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    run_id = run["id"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     run = store.get(run_id)  # reading notices the dead worker

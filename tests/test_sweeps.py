@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from core.config import RunConfig
 from core.executors.local import LocalExecutor
 from core.store import RunStore
 from tests.conftest import ROOT, subprocess_env
+from tests.waiting import wait_until
 
 
 def cli(*args, timeout=600):
@@ -115,8 +115,7 @@ def test_cancel_stops_the_whole_sweep(tmp_path):
     import threading
 
     def cancel_soon():
-        while not store.list(group=spec.sweep_id):
-            time.sleep(0.2)
+        wait_until(lambda: store.list(group=spec.sweep_id), 120, "the sweep's first trial", every=0.2)
         sweeps.request_cancel(store, spec.sweep_id)
 
     threading.Thread(target=cancel_soon, daemon=True).start()
@@ -130,14 +129,9 @@ def test_an_interrupted_sweep_resumes_and_finishes_its_budget(tmp_path):
     args = [sys.executable, "-m", "core", "sweep", "--dataset", "mnist-sample", "--model", "mlp", "--trials", "4",
             "--epochs", "2", "--strategy", "random", "--runs-dir", str(runs), "--json"]
     driver = subprocess.Popen(args, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    store = None
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill the driver once its second trial has started
-        if (runs / "index.sqlite").exists():
-            store = RunStore(runs)
-            if len(store.list()) >= 2:
-                break
-        time.sleep(0.2)
+    # kill the driver once its second trial has started
+    store = wait_until(lambda: (runs / "index.sqlite").exists() and len(RunStore(runs).list()) >= 2 and RunStore(runs),
+                       120, "the sweep's second trial", every=0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     sweep_id = sweeps.list_sweeps(store)[0]["sweep_id"]

@@ -26,7 +26,8 @@ from core.runner import train_run  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
-from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, metric_value, wait_idle)
+from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, draw_until_release,  # noqa: E402
+                           metric_value, wait_idle)
 
 # sidebar link -> the page's title
 NAV = {"Train": "Train", "Experiments": "Experiments", "Metrics": "Metrics", "K-fold": "K-fold cross-validation",
@@ -107,13 +108,7 @@ def main(argv=None) -> int:
             for strokes in (ONE, SEVEN, ZERO) * args.repeat:
                 page.goto(f"{url}/draw")  # a fresh, empty canvas (not timed)
                 wait_idle(page, settle=0.3)
-                canvas = page.locator("canvas").last
-                box = canvas.bounding_box()
-                pts = strokes[0]
-                page.mouse.move(box["x"] + pts[0][0] * box["width"], box["y"] + pts[0][1] * box["height"])
-                page.mouse.down()
-                for x, y in pts[1:]:
-                    page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+                draw_until_release(page, strokes[0])
                 t = time.perf_counter()
                 page.mouse.up()
                 page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first.wait_for()

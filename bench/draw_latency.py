@@ -25,7 +25,8 @@ from core.runner import train_run  # noqa: E402
 from core.data import load_sample  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
 from core.store import RunStore  # noqa: E402
-from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, wait_idle)  # noqa: E402
+from tests.browser import (CHROMIUM_ARGS, ONE, SEVEN, ZERO, app_server, chromium_path, draw_until_release,
+                           wait_idle)  # noqa: E402
 
 
 def spin(stop) -> None:
@@ -43,12 +44,7 @@ def round_trip(page, url: str, strokes) -> tuple[float, float]:
     # drawn before that rerun ends waits behind it (0.3-0.4 s here), which a person never meets.
     time.sleep(1.0)
     wait_idle(page, 60, settle=0.3)
-    box = page.locator("canvas").last.bounding_box()
-    points = strokes[0]
-    page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
-    page.mouse.down()
-    for x, y in points[1:]:
-        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+    draw_until_release(page, strokes[0])
     start = time.perf_counter()
     page.mouse.up()
     page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first.wait_for()

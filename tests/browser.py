@@ -99,15 +99,20 @@ def errors_on(page) -> list[str]:
 
 def draw_strokes(page, strokes: list[list[tuple[float, float]]], canvas_selector: str = "canvas") -> None:
     """Draw with the mouse on the (upper) drawing canvas; points are fractions of its size."""
-    canvas = page.locator(canvas_selector).last
-    box = canvas.bounding_box()
     for stroke in strokes:
-        x0, y0 = stroke[0]
-        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+        draw_until_release(page, stroke, canvas_selector)
         page.mouse.up()
+
+
+def draw_until_release(page, stroke: list[tuple[float, float]], canvas_selector: str = "canvas") -> None:
+    """One stroke drawn with the button still held: releasing it (page.mouse.up()) sends the
+    drawing to the app, the moment the latency benchmarks time from."""
+    box = page.locator(canvas_selector).last.bounding_box()
+    x0, y0 = stroke[0]
+    page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+    page.mouse.down()
+    for x, y in stroke[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
 
 
 ONE = [[(0.5, 0.15), (0.5, 0.85)]]

@@ -46,6 +46,17 @@ def app(page: str | None = None, secrets: dict | None = None):
         at.switch_page(page)
     return at
 
+def kfold_from_a_classroom(secrets: dict, student: str | None):
+    """A k-fold started from the k-fold page of a classroom app (a teacher password set, listening
+    on the network), by `student` (None: no name typed); the page after the click."""
+    with listening_on("0.0.0.0"):
+        at = app("pages/kfold.py", {"teacher_password": "s3cret", **secrets}).run()
+        if student is not None:
+            at.text_input(key="student").set_value(student).run()
+        at.selectbox(key="k_data").set_value("mnist-sample").run()
+        return at.button(key="k_go").click().run()
+
+
 
 def test_the_project_config_listens_on_this_computer_only():
     from streamlit import config as st_config
@@ -154,11 +165,7 @@ def test_a_full_queue_is_said_clearly(kept):
     message saying why, and nothing is added to the store."""
     for i in range(3):
         kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"queued {i}"), status="queued")
-    with listening_on("0.0.0.0"):
-        at = app("pages/kfold.py", {"teacher_password": "s3cret", "max_queue": 3}).run()
-        at.text_input(key="student").set_value("ana").run()
-        at.selectbox(key="k_data").set_value("mnist-sample").run()
-        at = at.button(key="k_go").click().run()
+    at = kfold_from_a_classroom({"max_queue": 3}, student="ana")
     assert any("the queue is full (3 jobs waiting" in e.value for e in at.error)
     assert len(kept.list()) == 4
 
@@ -183,10 +190,7 @@ def test_a_student_opening_the_train_page_sees_no_classmates_run_as_their_own(ke
 # --- students kept apart (issue 24) -------------------------------------------------------------------
 
 def test_a_student_without_a_name_can_neither_train_nor_keep_drawings(kept):
-    with listening_on("0.0.0.0"):
-        at = app("pages/kfold.py", {"teacher_password": "s3cret"}).run()
-        at.selectbox(key="k_data").set_value("mnist-sample").run()
-        at = at.button(key="k_go").click().run()
+    at = kfold_from_a_classroom({}, student=None)
     assert any("type your name" in e.value for e in at.error)
     assert len(kept.list()) == 1
 
@@ -212,11 +216,7 @@ def test_a_student_renames_tags_and_notes_only_their_own_runs(kept):
 def test_the_job_quota_is_per_student_in_every_tab(kept):
     waiting = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name="ana's queued"), status="queued")
     kept.set_owner(waiting, "ana")  # started from ana's first tab
-    with listening_on("0.0.0.0"):
-        second_tab = app("pages/kfold.py", {"teacher_password": "s3cret", "jobs_per_session": 1}).run()
-        second_tab.text_input(key="student").set_value("ana").run()
-        second_tab.selectbox(key="k_data").set_value("mnist-sample").run()
-        second_tab = second_tab.button(key="k_go").click().run()
+    second_tab = kfold_from_a_classroom({"jobs_per_session": 1}, student="ana")
     assert any("the most one student can have" in e.value for e in second_tab.error)
     assert len(kept.list()) == 2
 

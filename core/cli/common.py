@@ -16,7 +16,7 @@ from core.devices import DeviceError
 from core.export import ExportError
 from core.handover import HandoverError
 from core.idx import IdxError
-from core.models import ArchitectureError
+from core.models import PRESETS, ArchitectureError
 from core.store import RunStoreError
 from core.sweeps import SweepError
 
@@ -100,6 +100,14 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=DATASETS, help="default mnist")
     p.add_argument("--data-dir", help="folder with the four MNIST IDX files (or MNIST_LAB_DATA)")
     p.add_argument("--runs-dir", help="run store folder (or MNIST_LAB_RUNS; default ./runs)")
+
+
+def preset_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command that trains runs of a preset (kfold, sweep): the data options and --model."""
+    p = sub.add_parser(name, help=help_text)
+    add_data_arguments(p)
+    p.add_argument("--model", choices=list(PRESETS), default="mlp")
+    return p
 
 def config_from_args(args, **fixed) -> RunConfig:
     values = dict(

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.cli.common import add_data_arguments, config_from_args, emit, load_data, note, open_store
-from core.models import PRESETS
+from core.cli.common import config_from_args, emit, load_data, note, open_store, preset_command
 from core.config import PRECISIONS
 
 
@@ -66,9 +65,7 @@ def cmd_kfold(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("kfold", help="k-fold cross-validation of a preset (folds trained as one vectorised model)")
-    add_data_arguments(p)
-    p.add_argument("--model", choices=list(PRESETS), default="mlp")
+    p = preset_command(sub, "kfold", "k-fold cross-validation of a preset (folds trained as one vectorised model)")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

@@ -13,8 +13,7 @@ import math
 
 import sys
 
-from core.cli.common import add_data_arguments, config_from_args, emit, load_data, note, open_store
-from core.models import PRESETS
+from core.cli.common import config_from_args, emit, load_data, note, open_store, preset_command
 
 
 def cmd_sweep(args) -> int:
@@ -70,9 +69,7 @@ def cmd_sweep(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("sweep", help="hyperparameter sweep (Optuna: grid, random or TPE, with pruning)")
-    add_data_arguments(p)
-    p.add_argument("--model", choices=list(PRESETS), default="mlp")
+    p = preset_command(sub, "sweep", "hyperparameter sweep (Optuna: grid, random or TPE, with pruning)")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--epochs", type=int, help="epochs per trial (unless the space searches epochs)")
     p.add_argument("--strategy", choices=["grid", "random", "tpe"], default="tpe")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from core.models import preset_layers, summary
 from core.store import RunStore
 from tests.browser import (ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_idle)
+from tests.waiting import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None,
@@ -201,13 +201,10 @@ def test_backprop_steps_to_the_backward_pass(server, page, shots):
         wait_idle(page)
     page.get_by_text("Follow one weight's chain rule").first.wait_for(timeout=20_000)
     assert "Backward pass" in page.inner_text("body")
-    end = time.time() + 20
-    while True:  # the data grid fills its accessible copy of the cells after it is drawn
-        cells = [c.text_content() for c in page.locator('[role="gridcell"]').all()]
-        if cells.count("0.000438568") >= 2 or time.time() > end:
-            break
-        time.sleep(0.3)
-    assert cells.count("0.000438568") >= 2  # Mazur's ∂L/∂w1: autograd and the chain rule, equal
+    # the data grid fills its accessible copy of the cells after it is drawn; Mazur's ∂L/∂w1: autograd
+    # and the chain rule, equal
+    wait_until(lambda: [c.text_content() for c in page.locator('[role="gridcell"]').all()].count("0.000438568") >= 2,
+               20, "both ∂L/∂w1 cells to read 0.000438568", every=0.3)
     assert errors_on(page) == []
     page.screenshot(path=shots / "backprop.png", full_page=True)
 
@@ -229,9 +226,8 @@ def test_end_to_end_train_draw_and_open_the_metrics(server, page):
     pick(page, "Data set", "Offline sample (4,000 / 1,000 real MNIST digits)")
     before = len(store.list())
     page.get_by_role("button", name="Train").first.click()
-    end = time.time() + 120
-    while not (len(store.list()) > before and store.list()[0]["status"] == "finished") and time.time() < end:
-        time.sleep(0.5)
+    wait_until(lambda: len(store.list()) > before and store.list()[0]["status"] == "finished", 120,
+               "the run started from the page to finish", every=0.5, seen=lambda: store.list()[:1])
     run = store.list()[0]
     assert run["status"] == "finished" and run["model"] == "cnn"
     assert store.config(run["id"]).epochs == 3  # the preset's settings reached the browser's widgets

@@ -1,7 +1,8 @@
 """What a training writes into its run as it goes, the run store's side of core.store.writer
 and core.runner: running on which device and data, the environment, live progress, each
 epoch's history, the first layer's weights, the result, a failure; and the scheduler's marks
-(started, its worker, cancel requested, queued again). A part of RunStore (its base class),
+(started, its worker, cancel requested, queued again) and the queue (a run's place in it, a job
+claiming a device's slot). A part of RunStore (its base class),
 kept apart from creating, reading and editing runs."""
 
 from __future__ import annotations
@@ -136,3 +137,23 @@ class TrainingRecords:
         except (OSError, sqlite3.Error):
             (self.root / upkeep.RESERVE).unlink(missing_ok=True)
             self._set(run_id, status=status, error=error[:2000], progress=None)
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 for the next queued run of its device, 2 after it, ...; None when not queued."""
+        run = self.get(run_id)
+        if run["status"] != Status.QUEUED:
+            return None
+        ids = [r["id"] for r in self.index.queued(run["device"])]
+        return ids.index(run_id) + 1 if run_id in ids else None
+
+    def claim_slot(self, run_ids: list[str], device: str, limit: int) -> bool:
+        """Start these queued runs (one job) if they are first in their device's queue and the
+        device has a free slot; atomic against every other process."""
+        ok = self.index.claim(run_ids, device, limit)
+        if ok:
+            for run_id in run_ids:
+                self._set(run_id, status=Status.RUNNING)
+        return ok
+
+    def running_jobs(self, device: str) -> int:
+        return self.index.running_jobs(device)

@@ -31,6 +31,7 @@ from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
 from core.store.processes import host, process_start_time
 from core.store.records import Status
+from core.store.reading import RunReaders
 from core.store.recording import TrainingRecords
 
 
@@ -42,7 +43,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-class RunStore(TrainingRecords):
+class RunStore(TrainingRecords, RunReaders):
     """The run store at `root` (see the module docstring). Safe to use from several processes.
 
     Opening it checks the index: a missing, unreadable or corrupt index is rebuilt from the
@@ -265,86 +266,6 @@ class RunStore(TrainingRecords):
         if row is None:
             raise RunStoreError(f"no run {run_id!r} in {self.root}")
         return self._reap([row])[0]
-
-    @contextmanager
-    def _reading(self, run_id: str):
-        """Reading a run's files: one that turns out damaged marks the run damaged in the index
-        (listed as such, with the reason, and left out of the pages' pickers from then on);
-        the FileDamaged error goes on to the caller. The folder keeps its own status, so a
-        repaired file and `runs reindex` bring the run back."""
-        try:
-            yield
-        except FileDamaged as exc:
-            self.mark_damaged(run_id, str(exc))
-            raise
-
-    def mark_damaged(self, run_id: str, reason: str) -> bool:
-        """List a run as damaged (index only); True when it was not yet. Active runs are left to
-        their worker, which reports its own failure."""
-        row = self.index.get(run_id)
-        if row is None or row["status"] in ACTIVE or row["status"] == Status.DAMAGED:
-            return False
-        return self.index.update_if(run_id, row["status"], status=Status.DAMAGED, error=reason[:2000], progress=None)
-
-    def saved_config(self, run_id: str) -> dict:
-        """config.json as stored: the config with the data set and device the run recorded."""
-        with self._reading(run_id):
-            return self._existing(run_id).saved_config()
-
-    def config(self, run_id: str) -> RunConfig:
-        with self._reading(run_id):
-            return self._existing(run_id).config()
-
-    def history(self, run_id: str) -> list[dict]:
-        folder = self.folder(run_id)
-        with self._reading(run_id):
-            return folder.history() if folder.exists() else []
-
-    def metrics(self, run_id: str) -> dict:
-        folder = self.folder(run_id)
-        with self._reading(run_id):
-            return folder.metrics() if folder.exists() else {}
-
-    def predictions(self, run_id: str) -> dict[str, np.ndarray]:
-        with self._reading(run_id):
-            return self._existing(run_id).predictions()
-
-    def load_weights(self, run_id: str, which: str = "best") -> dict:
-        """A run's weights as a state dict, loaded without unpickling code (weights_only=True)."""
-        with self._reading(run_id):
-            return self._existing(run_id).load_weights(which)
-
-    def load_checkpoint(self, run_id: str) -> dict | None:
-        with self._reading(run_id):
-            return self._existing(run_id).load_checkpoint()
-
-    def load_model(self, run_id: str, which: str = "best"):
-        from core.models import build_model
-
-        config = self.config(run_id)
-        model = build_model(config.architecture(), config.num_outputs)
-        model.load_state_dict(self.load_weights(run_id, which))
-        return model.eval()
-
-    def queue_position(self, run_id: str) -> int | None:
-        """1 for the next queued run of its device, 2 after it, ...; None when not queued."""
-        run = self.get(run_id)
-        if run["status"] != Status.QUEUED:
-            return None
-        ids = [r["id"] for r in self.index.queued(run["device"])]
-        return ids.index(run_id) + 1 if run_id in ids else None
-
-    def claim_slot(self, run_ids: list[str], device: str, limit: int) -> bool:
-        """Start these queued runs (one job) if they are first in their device's queue and the
-        device has a free slot; atomic against every other process."""
-        ok = self.index.claim(run_ids, device, limit)
-        if ok:
-            for run_id in run_ids:
-                self._set(run_id, status=Status.RUNNING)
-        return ok
-
-    def running_jobs(self, device: str) -> int:
-        return self.index.running_jobs(device)
 
     # --- editing ------------------------------------------------------------------------
 

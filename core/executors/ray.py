@@ -259,16 +259,19 @@ class _Job:
         self.store, self.run_ids, self.configs = store, run_ids, configs
         self.dataset_ref, self.data_dir = dataset_ref, data_dir
         self.attempt = 0
+        self.active: set[str] = set()
         self.gen = None
         self.lost: dict[str, str] = {}   # run id -> what happened to its first attempt
         self.reset()
 
     def reset(self) -> None:
-        """A fresh attempt: every run of the job still to train, seen from the start."""
+        """A fresh attempt, seen from the start: every run of the job, or on a retry the runs
+        the lost attempt had not finished (a group's stack trains them all again; the events of
+        the ones finished before are not written again)."""
         from core.executors.ray_task import Relayed
         from core.store.writer import store_callbacks
 
-        self.active = set(self.run_ids)
+        self.active = set(self.run_ids) if self.attempt <= 1 else set(self.active)
         self.members = {r: Relayed(c) for r, c in zip(self.run_ids, self.configs)}
         self.callbacks = {r: store_callbacks(self.store, r, self.data_dir) for r in self.run_ids}
 

@@ -82,6 +82,8 @@ class OneModel:
         grads = [p.grad for p in self.kernels]
         if not grads or any(g is None for g in grads):
             return None
+        # torch._foreach_norm: one fused kernel for every layer's norm (what clip_grad_norm_ uses
+        # inside; no public equivalent takes a list), instead of one kernel per layer each sample.
         return torch.stack(torch._foreach_norm(grads)).float()[None]
 
     def validate(self, active: list[int]) -> dict[int, dict]:

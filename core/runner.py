@@ -1,7 +1,9 @@
 """The runner: the one code that trains stored runs, fresh or resumed, one run or a vectorised
 group, writing every epoch, result and failure into the store as it goes. The worker process,
-the inline executor and the CLI (`train`, `kfold`, `runs resume`) train through here; RunStore
-only stores.
+the inline executor, the CLI (`train`, `kfold`, `runs resume`) and the Ray driver train through
+here; RunStore only stores. Where the loop itself runs is the `engine`: `HERE` (this process), or
+a Ray task whose callbacks the driver replays (core.executors.ray_task.OnRay); what a stored run
+goes through (checked, started, written epoch by epoch, failed or interrupted) is written here once.
 
     train_run(store, config)       one run, fresh (or resumed with resume=True)
     train_job(store, run_ids)      one job of an executor's plan: a run, or a group as one stack
@@ -22,56 +24,86 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.store.files import RunStoreError, failure_text
-from core.store.records import RESUMABLE, Status
+from core.store.records import ACTIVE, RESUMABLE, Status
 from core.store.writer import GROUP_CHECKPOINT, save_group_checkpoint  # noqa: F401
 
+
+
+# --- where the loop runs --------------------------------------------------------------------
+
+
+class Here:
+    """The engine that trains in this process: the one loop (core.fit) on this machine's device."""
+
+    def check(self, config: RunConfig) -> None:
+        """Refuse, before the run starts, a precision its device cannot train in."""
+        from core.devices import resolve_device
+        from core.training import check_precision
+
+        check_precision(config, resolve_device(config.device))
+
+    def start(self, store, run_id: str) -> None:
+        """This process trains the run from now on."""
+        store.mark_started(run_id)
+
+    def train(self, config: RunConfig, dataset, callbacks, resume_state, name: str):
+        from core.training import train
+
+        return train(config, dataset, callbacks=callbacks, resume_state=resume_state)
+
+    def train_group(self, configs, dataset, callbacks, member_callbacks, resume_state, names) -> dict:
+        from core.group_training import train_group as train_stack
+
+        return train_stack(configs, dataset, callbacks=callbacks, member_callbacks=member_callbacks,
+                           resume_state=resume_state, names=names)
+
+
+HERE = Here()
 
 
 # --- one run --------------------------------------------------------------------------------
 
 
 def train_run(store, config: RunConfig, dataset=None, callbacks=(), run_id: str | None = None,
-              resume: bool = False, data_dir=None) -> dict:
-    """Train `config` here, writing the run into the store; returns the CLI's summary dict.
-    `callbacks` is a list, or a function of the run id that returns one (for a callback that
-    writes where the run's id names, as `train --tensorboard DIR`)."""
+              resume: bool = False, data_dir=None, engine: Here = HERE) -> dict:
+    """Train `config` (on `engine`: here by default), writing the run into the store; returns the
+    CLI's summary dict. `callbacks` is a list, or a function of the run id that returns one (for
+    a callback that writes where the run's id names, as `train --tensorboard DIR`)."""
     from core.data import load_dataset
     from core.store.writer import store_callbacks
-    from core.training import check_against_data, train
+    from core.training import check_against_data
 
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir)
     check_against_data(config, dataset)  # refuse before a run folder exists
     if not resume:
-        from core.devices import resolve_device
-        from core.training import check_precision
-
-        check_precision(config, resolve_device(config.device))
+        engine.check(config)
     run_id = run_id or store.create(config, status=Status.RUNNING)
     folder = store.folder(run_id)
     state = store.load_checkpoint(run_id) if resume else None
-    store.mark_started(run_id)
+    engine.start(store, run_id)
     try:
         extra = callbacks(run_id) if callable(callbacks) else list(callbacks)
-        result = train(config, dataset, callbacks=[*store_callbacks(store, run_id, data_dir), *extra],
-                       resume_state=state)
+        result = engine.train(config, dataset, [*store_callbacks(store, run_id, data_dir), *extra], state, run_id)
     except KeyboardInterrupt:
         store.mark_failed(run_id, "interrupted from the keyboard", status=Status.INTERRUPTED)
         raise
     except BaseException as exc:
         store.mark_failed(run_id, failure_text(exc))
         raise
-    return {"run_id": run_id, "run_dir": str(folder.path.resolve()), **result.summary(),
-            "status": store.get(run_id)["status"]}
+    # No result: the engine ended the run itself (cancelled or lost on Ray); its record is final.
+    summary = result.summary() if result is not None else {}
+    return {"run_id": run_id, "run_dir": str(folder.path.resolve()), **summary, "status": store.get(run_id)["status"]}
 
 
-def train_job(store, run_ids: list[str], dataset=None, data_dir=None) -> list[dict]:
+def train_job(store, run_ids: list[str], dataset=None, data_dir=None, engine: Here = HERE) -> list[dict]:
     """One job of an executor's plan (core.executors.base.plan_jobs): a single run, or the runs
     of one vectorised group trained as one stack. Runs are already in the store."""
     if len(run_ids) > 1:
-        return train_group(store, run_ids, data_dir=data_dir, dataset=dataset)
+        return train_group(store, run_ids, data_dir=data_dir, dataset=dataset, engine=engine)
     config = store.config(run_ids[0])
-    return [train_run(store, config, _dataset_for(config, dataset, data_dir), run_id=run_ids[0], data_dir=data_dir)]
+    return [train_run(store, config, _dataset_for(config, dataset, data_dir), run_id=run_ids[0], data_dir=data_dir,
+                      engine=engine)]
 
 
 def _dataset_for(config: RunConfig, dataset, data_dir):
@@ -191,14 +223,13 @@ def _group_configs(store, run_ids: list[str], state: dict | None) -> list[RunCon
 
 
 def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, dataset=None,
-                callbacks=()) -> list[dict]:
+                callbacks=(), engine: Here = HERE) -> list[dict]:
     """Train the runs `run_ids` (one group, already in the store) as one vectorised model,
     each written into its own run by the same callbacks as a single run (core.store.writer);
     with `resume`, continue from the group's last checkpoint (found in any member's folder; the
     data it saw is loaded again). Members deleted since are trained in the stack, unused, and
     written nowhere. A fresh group trains on `dataset` when given (as a single run does).
     `callbacks`: more callbacks for each present member, a list or a function of the run id."""
-    from core.group_training import train_group as train_stack
     from core.store.writer import GroupCheckpoint, store_callbacks
 
     present = [r for r in run_ids if store.index.get(r)]
@@ -223,12 +254,12 @@ def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, 
         if run_id in present and (state is None or not state["members"][i]["done"]):
             if resume:
                 store.folder(run_id).clear_cancel()  # the request that stopped it, not one for this resume
-            store.mark_started(run_id)
+            engine.start(store, run_id)
     per_member = [[*store_callbacks(store, r, data_dir), *(callbacks(r) if callable(callbacks) else callbacks)]
                   if r in present else [] for r in run_ids]
     try:
-        results = train_stack(configs, dataset, callbacks=[GroupCheckpoint(store, run_ids, configs)],
-                              member_callbacks=per_member, resume_state=state, names=run_ids)
+        results = engine.train_group(configs, dataset, [GroupCheckpoint(store, run_ids, configs)], per_member,
+                                     state, run_ids)
     except KeyboardInterrupt:
         _mark_stopped(store, present, lambda r: store.mark_failed(r, "interrupted from the keyboard",
                                                                  status=Status.INTERRUPTED))
@@ -242,6 +273,7 @@ def train_group(store, run_ids: list[str], data_dir=None, resume: bool = False, 
 
 
 def _mark_stopped(store, run_ids: list[str], mark) -> None:
+    """Mark the group's runs still in training (or, on Ray, not started yet) as `mark` says."""
     for run_id in run_ids:
-        if store.get(run_id)["status"] == Status.RUNNING:
+        if store.get(run_id)["status"] in ACTIVE:
             mark(run_id)

@@ -71,15 +71,25 @@ def test_a_sweep_runs_on_both_nodes_and_survives_losing_one(cluster, tmp_path):
     assert len(store.history(removed["run"])) == 20
 
 
-def test_the_ray_executor_streams_epochs_and_artefacts_back_to_the_driver(cluster, tmp_path):
+def test_the_ray_executor_streams_epochs_and_artefacts_back_to_the_driver(cluster, tmp_path, monkeypatch):
+    """...trained through the runner, as every executor's runs are (core.runner.train_job, here
+    with the Ray engine)."""
+    from core import runner
     from core.executors.ray import RayExecutor
+    from core.executors.ray_task import OnRay
 
+    jobs = []
+    train_job = runner.train_job
+    monkeypatch.setattr(runner, "train_job", lambda store, run_ids, **kw: jobs.append((run_ids, kw["engine"]))
+                        or train_job(store, run_ids, **kw))
     c, worker = cluster
     store = RunStore(tmp_path)
     executor = RayExecutor(store, address=c.address)
     ids = executor.submit([RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=2, device="cpu", seed=s)
                            for s in range(2)])
     executor.wait(ids, timeout=300)
+    assert sorted(r for run_ids, engine in jobs for r in run_ids) == sorted(ids)
+    assert all(isinstance(engine, OnRay) for _, engine in jobs)
     nodes = set()
     for run_id in ids:
         run = store.get(run_id)
@@ -101,6 +111,10 @@ def test_cancel_stops_a_ray_trial(cluster, tmp_path):
     wait_until(lambda: executor.poll() or store.history(run_id), 120, "the run's first epoch on Ray")
     executor.cancel(run_id)
     assert store.get(run_id)["status"] == "cancelled" and not executor.active([run_id])
+    # the task is stopped: the driver's thread for it (core.runner on the OnRay engine) ends
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("ray driver")], 60,
+               "the cancelled job's driver thread to end")
+    assert store.get(run_id)["status"] == "cancelled"
 
 
 def test_a_run_stopped_on_ray_resumes_here_exactly_where_it_was(cluster, tmp_path):

@@ -1,16 +1,18 @@
 """Training on a Ray cluster: each job of the plan (a run, or a vectorised group trained as one
 stack, planned as every executor plans: core.executors.base.plan_jobs) is a Ray task on
 whichever node has room, and this process (the driver, on the machine that keeps the run store)
-writes the store, through the store writer's own callbacks (core.executors.ray_task).
+trains it through the runner (core.runner.train_job, with the job's engine
+core.executors.ray_task.OnRay), which writes the store through the store writer's own callbacks.
 
 No shared file system is assumed between nodes. The data set goes to the cluster once per
 submit through Ray's object store; the `core` package travels as a runtime-env module; each
 task is a streaming generator that yields where it runs, every finished epoch, and at the end
-the artefacts (history, weights, predictions). `poll()` moves them into the store. A task
-requests one CPU, and a fraction of a GPU for a CUDA run (MNIST_LAB_RAY_GPU_FRACTION, default
-0.25: course-sized jobs share a GPU). Cancel stops the task. A node lost in the middle of a
-task makes the run `interrupted`, and it is retried once on the cluster from its first epoch
-(bit for bit the run it would have been: every epoch reseeds from the run's seed). Each epoch's
+the artefacts (history, weights, predictions); a thread of the driver per job replays them into
+the runner's callbacks as they arrive. A task requests one CPU, and a fraction of a GPU for a
+CUDA run (MNIST_LAB_RAY_GPU_FRACTION, default 0.25: course-sized jobs share a GPU). Cancel stops
+the task. A node lost in the middle of a task queues its unfinished runs again and retries the
+task once on the cluster from its first epoch (bit for bit the runs they would have been: every
+epoch reseeds from the run's seed); lost again, the runs are `interrupted`. Each epoch's
 checkpoint comes back to the store too, so `python -m core runs resume RUN` finishes a stopped
 Ray run exactly where it was, on this machine.
 
@@ -60,8 +62,10 @@ def reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 class RayExecutor(Executor):
-    """Runs on the Ray cluster at `address` (see the module docstring). With `detached`, a
-    background thread of this process relays results (the app); otherwise call `poll()`."""
+    """Runs on the Ray cluster at `address` (see the module docstring). Each job is driven by a
+    thread of this process that calls the runner (core.runner.train_job with the job's OnRay
+    engine), so results arrive with or without `poll()`; `detached` is accepted for the
+    executors' common signature and changes nothing."""
 
     name = "ray"
 
@@ -82,12 +86,8 @@ class RayExecutor(Executor):
         from core.executors.ray_task import train_task
 
         self._remote = ray.remote(train_task)
-        self._jobs: dict[str, _Job] = {}   # run_id -> the job it trains in (a run, or a group's stack)
+        self._jobs: dict = {}   # run_id -> the OnRay engine of the job it trains in (a run, or a group's stack)
         self._lock = threading.RLock()
-        self._thread = None
-        if detached:
-            self._thread = threading.Thread(target=self._relay_forever, daemon=True)
-            self._thread.start()
 
     # --- submitting ---------------------------------------------------------------------------
 
@@ -100,6 +100,7 @@ class RayExecutor(Executor):
                dataset=None) -> list[str]:
         from core.data import load_dataset
         from core.executors.base import plan_jobs, record_plan
+        from core.executors.ray_task import OnRay
         from core.training import check_against_data
 
         ray = _ray()
@@ -118,13 +119,30 @@ class RayExecutor(Executor):
         record_plan(self.store, ids, plan, reason)
         for members in plan:
             first = configs[members[0]]
-            job = _Job(self.store, [ids[i] for i in members], [configs[i] for i in members],
-                       refs[first.dataset], self.data_dir)
+            run_ids = [ids[i] for i in members]
+            engine = OnRay(self.store, self._remote, refs[first.dataset], self._resources(first))
+            thread = threading.Thread(target=self._drive, args=(engine, run_ids, datasets[first.dataset]),
+                                      daemon=True, name=f"ray driver {run_ids[0]}")
             with self._lock:
-                for run_id in job.run_ids:
-                    self._jobs[run_id] = job
-                self._start(job)
+                for run_id in run_ids:
+                    self._jobs[run_id] = engine
+            thread.start()
         return ids
+
+    def _drive(self, engine, run_ids: list[str], dataset) -> None:
+        """One job, trained by the runner on the cluster (a thread of this process: the runner
+        waits for the task's events as it would for a loop running here)."""
+        from core import runner
+
+        try:
+            runner.train_job(self.store, run_ids, dataset=dataset, data_dir=self.data_dir, engine=engine)
+        except Exception:  # noqa: BLE001 - the runner wrote the failure into the runs
+            pass
+        finally:
+            with self._lock:
+                for run_id in run_ids:
+                    if self._jobs.get(run_id) is engine:
+                        del self._jobs[run_id]
 
     def resolve(self, config: RunConfig) -> RunConfig:
         """`auto` as the cluster will train it (a CUDA GPU when the cluster has one, else the CPU:
@@ -139,12 +157,6 @@ class RayExecutor(Executor):
             device = "cuda" if _ray().cluster_resources().get("GPU", 0) > 0 else "cpu"
         check_precision(config, torch.device(device))
         return config.replace(device=device)
-
-    def _start(self, job: "_Job") -> None:
-        job.attempt += 1
-        job.reset()
-        job.gen = self._remote.options(num_returns="streaming", max_retries=0, **self._resources(job.configs[0])
-                                       ).remote([c.to_dict() for c in job.configs], job.dataset_ref, job.run_ids)
 
     def resume(self, run_id: str) -> None:
         """Continue a stopped run on the cluster: not done here; the checkpoint every epoch sent
@@ -166,143 +178,25 @@ class RayExecutor(Executor):
         """Stop a run: its record ends here with the epochs it finished. A run of a vectorised
         group stops alone (the stack goes on computing it, unused, as it does for a member that
         stopped early); the task is stopped once none of its runs is left."""
-        ray = _ray()
         with self._lock:
-            job = self._jobs.pop(run_id, None)
-        if job is None:
-            return super().cancel(run_id, reason)
-        job.active.discard(run_id)
-        if not job.active:
-            ray.cancel(job.gen, force=True)
-        status = "pruned" if reason.startswith("pruned") else "cancelled"
-        history = job.members[run_id].history
-        self.store.record_history(run_id, history)
-        self.store.mark_failed(run_id, f"{reason} after {len(history)} epoch(s) on Ray", status=status)
+            engine = self._jobs.pop(run_id, None)
+        if engine is None or not engine.cancel(run_id, reason):
+            super().cancel(run_id, reason)
 
     def active(self, run_ids: Sequence[str]) -> list[str]:
         with self._lock:
             return [r for r in run_ids if r in self._jobs]
 
-    # --- relaying results -------------------------------------------------------------------------
+    # --- waiting ------------------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Move every event that has arrived into the store (non-blocking)."""
-        ray = _ray()
-        with self._lock:
-            jobs = list({id(job): job for job in self._jobs.values()}.values())
-        for job in jobs:
-            while job.active:
-                ready, _ = ray.wait([job.gen], timeout=0)
-                if not ready:
-                    break
-                try:
-                    ref = next(job.gen)
-                except StopIteration:
-                    self._forget(job)
-                    break
-                try:
-                    run_id, kind, item = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - the task or its node died
-                    self._lost(job, exc)
-                    break
-                job.event(run_id, kind, item)
-                if kind == "error" or not job.active:
-                    self._forget(job)
-                    break
-
-    def _forget(self, job: "_Job") -> None:
-        with self._lock:
-            for run_id in job.run_ids:
-                if self._jobs.get(run_id) is job:
-                    del self._jobs[run_id]
-
-    def _lost(self, job: "_Job", exc: Exception) -> None:
-        """A node (or worker) lost mid-task: its runs are interrupted, and the job is retried once
-        (from its first epoch: bit for bit what it would have been)."""
-        for run_id in sorted(job.active):
-            error = (f"the Ray task was lost ({type(exc).__name__}) after {len(job.members[run_id].history)} "
-                     "epoch(s)")
-            self.store.mark_failed(run_id, error, status="interrupted")
-            if job.attempt < 2:
-                job.lost[run_id] = f"{error}; retried once"
-                self.store.requeue(run_id, job.lost[run_id])
-        if job.attempt < 2:
-            with self._lock:
-                self._start(job)
-        else:
-            self._forget(job)
-
-    def _relay_forever(self) -> None:
-        while True:
-            try:
-                self.poll()
-            except Exception:  # noqa: BLE001 - the relay thread must not die; next round retries
-                pass
-            time.sleep(0.5)
+        """Nothing to move: each job's thread writes its runs as their events arrive."""
 
     def wait(self, run_ids: Sequence[str], timeout: float = 600) -> None:
-        """Relay until these runs are over (for scripts and tests)."""
+        """Until these runs are over (for scripts and tests)."""
         deadline = time.time() + timeout
         while self.active(run_ids) and time.time() < deadline:
-            self.poll()
             time.sleep(0.2)
 
     def close(self) -> None:
         """Nothing to release for the store; the connection stays for other executors of this process."""
-
-
-class _Job:
-    """One Ray task: its runs (one, or a vectorised group), and each run as the node relays it
-    (core.executors.ray_task.Relayed), written into the store by the store writer's callbacks."""
-
-    def __init__(self, store, run_ids: list[str], configs: list[RunConfig], dataset_ref, data_dir):
-        self.store, self.run_ids, self.configs = store, run_ids, configs
-        self.dataset_ref, self.data_dir = dataset_ref, data_dir
-        self.attempt = 0
-        self.active: set[str] = set()
-        self.gen = None
-        self.lost: dict[str, str] = {}   # run id -> what happened to its first attempt
-        self.reset()
-
-    def reset(self) -> None:
-        """A fresh attempt, seen from the start: every run of the job, or on a retry the runs
-        the lost attempt had not finished (a group's stack trains them all again; the events of
-        the ones finished before are not written again)."""
-        from core.executors.ray_task import Relayed
-        from core.store.writer import store_callbacks
-
-        self.active = set(self.run_ids) if self.attempt <= 1 else set(self.active)
-        self.members = {r: Relayed(c) for r, c in zip(self.run_ids, self.configs)}
-        self.callbacks = {r: store_callbacks(self.store, r, self.data_dir) for r in self.run_ids}
-
-    def event(self, run_id: str | None, kind: str, item) -> None:
-        """One relayed event, written through the same callbacks as a run trained here."""
-        from core.executors.ray_task import RelayedFit
-        from core.store.writer import GroupCheckpoint
-
-        if kind == "error":
-            for r in sorted(self.active):
-                self.store.mark_failed(r, f"on Ray: {item}")
-            self.active.clear()
-            return
-        if kind == "group_checkpoint":
-            GroupCheckpoint(self.store, self.run_ids, self.configs).on_epoch_end(RelayedFit(item), item["epoch"], {})
-            return
-        if run_id not in self.active:   # cancelled here meanwhile: its record is final
-            return
-        member, callbacks = self.members[run_id], self.callbacks[run_id]
-        if kind == "started":
-            member.started(item)
-            for cb in callbacks:
-                cb.on_train_begin(member)
-            if run_id in self.lost:  # the run's note keeps what happened to its first attempt
-                self.store.set_note(run_id, self.lost[run_id])
-        elif kind == "epoch":
-            member.epoch(item)
-            for cb in callbacks:
-                cb.on_epoch_end(member, item["epoch"], member.history[-1])
-        elif kind == "result":
-            member.finished(item)
-            for cb in callbacks:
-                cb.on_train_end(member)
-            self.active.discard(run_id)

@@ -1,9 +1,10 @@
 """What crosses between a Ray node and the driver: the task that trains one job of the plan (a
 run, or a vectorised group as one stack) on a node, relaying what its trainer's callbacks see;
-and, on the driver, that relayed trainer (`Relayed`), which the store writer's own callbacks
-(core.store.writer) are called with. So a run trained on Ray is written into the store by the
-same code as a run trained here: marked running, each epoch's history, first layer, checkpoint
-and best weights, the group's one checkpoint, the result.
+and, on the driver, the engine the runner trains the job with (`OnRay`, core.runner's engine
+protocol): it starts the task and calls the runner's callbacks (the store writer's own,
+core.store.writer) with that relayed trainer (`Relayed`). So a run trained on Ray goes through
+the same runner and is written by the same code as a run trained here: marked running, each
+epoch's history, first layer, checkpoint and best weights, the group's one checkpoint, the result.
 
 No shared file system is assumed: everything is sent back through Ray as the task's stream, the
 weights and checkpoints as torch.save bytes (read back with weights_only=True, on the CPU).
@@ -106,6 +107,120 @@ def train_task(config_dicts: list[dict], dataset, run_ids: list[str]):
     except (KeyboardInterrupt, GeneratorExit):  # ray.cancel: stop the training thread too
         stop.set()
         raise
+
+
+class TrainingFailed(RuntimeError):
+    """The training on the node raised (its text is the node's exception)."""
+
+
+class OnRay:
+    """The runner's engine for one job on the cluster (core.runner.Here is the one for this
+    process): `train`/`train_group` start the Ray task and, until it ends, replay each relayed
+    event into the runner's callbacks. A node lost mid-task requeues the unfinished runs and
+    retries the task once (from its first epoch: bit for bit the run it would have been: every
+    epoch reseeds from the run's seed); lost again, they are interrupted. `cancel` ends one run
+    here at once with its finished epochs (a group's stack goes on computing it, unused) and
+    stops the task once none of its runs is left."""
+
+    def __init__(self, store, remote, dataset_ref, resources: dict):
+        self.store, self.remote, self.dataset_ref, self.resources = store, remote, dataset_ref, resources
+        self.active: set[str] = set()
+        self.members: dict[str, Relayed] = {}
+        self._lock = threading.RLock()
+        self._gen = None
+
+    def check(self, config: RunConfig) -> None:
+        """Nothing: the executor resolved the device for the cluster and checked its precision."""
+
+    def start(self, store, run_id: str) -> None:
+        """Nothing yet: the run is running once a node starts it (the relayed `started`)."""
+
+    def train(self, config: RunConfig, dataset, callbacks, resume_state, name: str):
+        return self._run([config], [name], [callbacks], []).get(0)
+
+    def train_group(self, configs, dataset, callbacks, member_callbacks, resume_state, names) -> dict:
+        return self._run(list(configs), list(names), member_callbacks, callbacks)
+
+    def cancel(self, run_id: str, reason: str) -> bool:
+        """End `run_id` here (False: not a run of this job any more)."""
+        import ray
+
+        with self._lock:
+            if run_id not in self.active:
+                return False
+            self.active.discard(run_id)
+            if not self.active and self._gen is not None:
+                ray.cancel(self._gen, force=True)
+            history = self.members[run_id].history
+            self.store.record_history(run_id, history)
+            status = "pruned" if reason.startswith("pruned") else "cancelled"
+            self.store.mark_failed(run_id, f"{reason} after {len(history)} epoch(s) on Ray", status=status)
+        return True
+
+    def _run(self, configs, names, member_callbacks, fit_callbacks) -> dict:
+        import ray
+
+        callbacks = dict(zip(names, member_callbacks))
+        results: dict = {}
+        lost: dict[str, str] = {}   # run id -> what happened to its first attempt
+        self.active = {r for r in names if self.store.index.get(r)}
+        for attempt in (1, 2):
+            with self._lock:
+                self.members = {r: Relayed(c) for r, c in zip(names, configs)}
+                self._gen = self.remote.options(num_returns="streaming", max_retries=0, **self.resources).remote(
+                    [c.to_dict() for c in configs], self.dataset_ref, names)
+            try:
+                for ref in self._gen:
+                    run_id, kind, item = ray.get(ref)
+                    if kind == "error":
+                        raise TrainingFailed(f"on a Ray node: {item}")
+                    with self._lock:
+                        self._event(run_id, kind, item, callbacks, fit_callbacks, lost, results, names, configs)
+                    if not self.active:
+                        break
+                return results
+            except TrainingFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the task or its node died (or was cancelled here)
+                with self._lock:
+                    if not self.active:
+                        return results
+                    for run_id in sorted(self.active):
+                        error = (f"the Ray task was lost ({type(exc).__name__}) after "
+                                 f"{len(self.members[run_id].history)} epoch(s)")
+                        if attempt == 1:
+                            lost[run_id] = f"{error}; retried once"
+                            self.store.requeue(run_id, lost[run_id])
+                        else:
+                            self.store.mark_failed(run_id, error, status="interrupted")
+        self.active.clear()
+        return results
+
+    def _event(self, run_id, kind, item, callbacks, fit_callbacks, lost, results, names, configs) -> None:
+        """One relayed event, into the runner's callbacks as if the loop ran here."""
+        if kind == "group_checkpoint":
+            for cb in fit_callbacks:
+                cb.on_epoch_end(RelayedFit(item), item["epoch"], {})
+            return
+        if run_id not in self.active:   # ended here meanwhile (cancelled, or finished before a retry)
+            return
+        member = self.members[run_id]
+        if kind == "started":
+            member.started(item)
+            for cb in callbacks[run_id]:
+                cb.on_train_begin(member)
+            if run_id in lost:  # the run's note keeps what happened to its first attempt
+                self.store.set_note(run_id, lost[run_id])
+        elif kind == "epoch":
+            member.epoch(item)
+            for cb in callbacks[run_id]:
+                cb.on_epoch_end(member, item["epoch"], member.history[-1])
+        elif kind == "result":
+            member.finished(item)
+            for cb in callbacks[run_id]:
+                cb.on_train_end(member)
+            self.active.discard(run_id)
+            results[names.index(run_id)] = member.result
 
 
 class Relayed:

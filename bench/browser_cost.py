@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from playwright.async_api import async_playwright  # noqa: E402
 
 import load  # noqa: E402  (bench/load.py: the same pages, waits and strokes)
+import machine  # noqa: E402  (bench/machine.py: CPU time by kind of process)
 from core.runner import train_run  # noqa: E402
 from core.data import load_sample  # noqa: E402
 from core.handwriting import default_config  # noqa: E402
@@ -44,7 +45,7 @@ class Meter:
 
     @staticmethod
     def now() -> tuple[float, float]:
-        use = load.cpu_seconds_by_pid().values()
+        use = machine.cpu_seconds_by_pid().values()
         return (sum(s for kind, s in use if kind == "browsers"), sum(s for kind, s in use if kind == "server"))
 
     def lap(self) -> tuple[float, float]:

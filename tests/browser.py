@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -51,17 +53,15 @@ def app_server(runs_dir: Path, extra_env: dict | None = None, app_dir: Path = RO
         cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.time() + 60
-        while time.time() < end:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
+        def healthy() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
-        else:
-            raise RuntimeError("streamlit did not answer within 60 s")
+            try:
+                return urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok"
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "streamlit to answer its health check", every=0.2)
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -74,20 +74,47 @@ def app_server(runs_dir: Path, extra_env: dict | None = None, app_dir: Path = RO
 def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
     """Wait until Streamlit has finished the current script run (no 'Running' indicator and
     no skeletons for `settle` seconds)."""
-    end = time.time() + timeout
-    quiet_since = None
-    while time.time() < end:
+    quiet = {"since": None}
+
+    def settled() -> bool:
         busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
             page.locator('[data-testid="stSkeleton"]').count() > 0 or \
             page.locator('[data-testid="stMain"] h1').count() == 0
         if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since >= settle:
-            return
-        time.sleep(0.05)
-    raise TimeoutError("the app did not finish running in time")
+            quiet["since"] = None
+        elif quiet["since"] is None:
+            quiet["since"] = time.monotonic()
+        return quiet["since"] is not None and time.monotonic() - quiet["since"] >= settle
+
+    wait_until(settled, timeout, "the app to finish running", every=0.05)
+
+
+# What the page shows, drawn: each Vega chart's marks and size, each image's size, the sidebar's
+# links. Vega draws after Streamlit's script run has ended, so wait_idle alone returns too early.
+LAYOUT = """() => [
+  ...Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]')).map(box => {
+    const svg = box.querySelector('svg'), r = box.getBoundingClientRect();
+    return svg ? `${svg.querySelectorAll('path, text, line, rect').length}@${Math.round(r.width)}x${Math.round(r.height)}`
+               : 'not drawn';
+  }),
+  ...Array.from(document.querySelectorAll('[data-testid="stImage"] img')).map(i => `${i.complete}:${i.height}`),
+  `nav ${document.querySelectorAll('[data-testid="stSidebarNav"] a').length}`]"""
+
+
+def wait_drawn(page, timeout: float = 60.0, settle: float = 0.3) -> None:
+    """Wait until every chart on the page is drawn and nothing it draws has changed for `settle`
+    seconds (returns as soon as that holds, instead of a fixed second after the script run)."""
+    last = {"layout": None, "since": time.monotonic()}
+
+    def settled() -> bool:
+        layout = page.evaluate(LAYOUT)
+        if layout != last["layout"] or "not drawn" in layout:
+            last.update(layout=layout, since=time.monotonic())
+            return False
+        return time.monotonic() - last["since"] >= settle
+
+    wait_until(settled, timeout, "the page's charts and images to be drawn", every=0.05,
+               seen=lambda: last["layout"])
 
 
 def errors_on(page) -> list[str]:

@@ -1,6 +1,6 @@
 """The house rules, checked on the source: core never imports streamlit, modules import one
-another without cycles, no module reaches into another's private parts, and the commands of
-the CLI share only core.cli.common."""
+another without cycles, no module reaches into another's private parts, the commands of
+the CLI share only core.cli.common, and no module is over 450 lines nor a class over 300."""
 
 from __future__ import annotations
 
@@ -35,6 +35,22 @@ def imports(path: Path) -> set[str]:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
     return found
+
+
+MAX_MODULE_LINES, MAX_CLASS_LINES = 450, 300
+
+
+def test_no_module_over_450_lines_and_no_class_over_300():
+    """Small modules named after what they hold, the lab's, its tests' and its benches' alike."""
+    too_long = []
+    for path in [ROOT / "app.py", *sources("core", "ui", "pages", "tests", "bench")]:
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                too_long.append(f"{path.relative_to(ROOT)}: class {node.name}, {node.end_lineno - node.lineno + 1} lines")
+    assert too_long == []
 
 
 def test_core_never_imports_streamlit():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from core.executors.inline import InlineExecutor
 from core.launch import launch_activation_comparison, launch_capacity, launch_kfold
 from core.store import RunStore
 from tests.browser import (ONE, PAGES, app_server, chromium_path, draw_strokes, errors_on,
-                           metric_value, wait_idle)
+                           metric_value, wait_drawn, wait_idle)
 from tests.conftest import ROOT, subprocess_env
 from tests.waiting import wait_until
 
@@ -95,8 +94,7 @@ def page(browser, request):
 def visit(page, url: str, path: str):
     page.goto(f"{url}/{path}")
     wait_idle(page, 120)
-    time.sleep(1.0)  # Vega draws after the script run ends
-    wait_idle(page, 120)
+    wait_drawn(page)  # Vega draws after the script run ends
 
 
 def fits(page) -> list[str]:
@@ -131,7 +129,7 @@ def test_the_backprop_drawing_labels_do_not_overlap_and_both_activations_are_in_
     for _ in range(2):  # to the backward pass: every weight's label has its gradient as a second line
         page.get_by_role("button", name="Next step").click()
         wait_idle(page)
-    time.sleep(1.0)
+    wait_drawn(page)
     drawing = page.locator('[data-testid="stVegaLiteChart"]').first
     boxes = [(t.text_content(), t.bounding_box()) for t in drawing.locator("g.mark-text text").all()
              if (t.text_content() or "").strip()]
@@ -150,7 +148,7 @@ def test_the_draw_page_shows_a_drawn_one_in_one_row_of_squares(server, page):
     draw_strokes(page, ONE)
     metric_value(page, "Prediction", timeout=60)
     wait_idle(page)
-    time.sleep(1.0)
+    wait_drawn(page)
     steps = [page.locator('[data-testid="stImage"]').filter(has_text=caption).first.locator("img")
              for caption in ("your drawing", "cropped to the strokes", "(20x20 box)", "centred by mass")]
     heights = [s.bounding_box()["height"] for s in steps]
@@ -168,7 +166,7 @@ def test_on_the_network_without_a_password_the_refusal_lists_no_pages(browser, t
         for path in ("", "experiments"):
             page.goto(f"{url}/{path}")
             page.get_by_text("no teacher password is set").first.wait_for(timeout=60_000)
-            time.sleep(1.0)
+            wait_drawn(page)
             assert page.locator('[data-testid="stSidebarNav"] a').count() == 0
             assert "experiments" not in page.locator('[data-testid="stSidebar"]').all_inner_texts()
         page.close()

@@ -128,7 +128,8 @@ def test_classroom_mode_keeps_delete_import_and_clearing_for_the_teacher(kept):
         at = at.button(key="_teacher_in").click().run()
         assert any("Wrong password" in e.value for e in at.error)
         assert at.button(key="x_delete").disabled
-        time.sleep(1.05)  # after one wrong password the next try waits a second
+        # after one wrong password the next try waits a second: until that wait has run out
+        wait_until(lambda: at.session_state["_pw_until"] < time.time(), 5, "the wait after a wrong password")
         at.text_input(key="_teacher_pw").set_value("s3cret")
         at = at.button(key="_teacher_in").click().run()
         assert not at.button(key="x_delete").disabled

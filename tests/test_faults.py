@@ -2,9 +2,9 @@
 
 The command line is killed with SIGKILL just before and just after every file rename of a
 training, a vectorised k-fold, a fold-by-fold k-fold (its last fold) and a sweep; each file
-kind of a run and the index is deleted, truncated or replaced by garbage; the disk fills up
-at several points of a training and of an import; a corpus of hostile and wrongly typed
-archives is imported. After every fault:
+kind of a run and the index is deleted, truncated or replaced by garbage; a corpus of wrongly
+typed archives (tests/faults/archives.py) is imported; the disk fills up at several points of a
+training and of an import (tests/test_disk_full.py). After every fault (tests/faults/checks.py):
 
 - no run is queued or running without a live process behind it;
 - `runs list` and `runs show` answer without a traceback;
@@ -13,16 +13,13 @@ archives is imported. After every fault:
 - no temporary file, staging folder or half-built index is left behind.
 
 At the end every page of the app opens (AppTest) on the store that went through all of it.
-The README states the counts (the `COUNTS` this module prints with `-s`).
+The README states the counts (the `COUNTS` this module prints with `-s`, the full disk's too
+when tests/test_disk_full.py runs in the same session, before it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -35,17 +32,16 @@ import numpy as np
 import pytest
 
 from core.runner import train_run
-from core.cli import main
 from core.config import RunConfig
-from core.store import ACTIVE, RunStore
-from core.store.processes import process_alive
+from core.store import RunStore
 from tests.conftest import ROOT, open_page
+from tests.faults.archives import WRONGLY_TYPED
+from tests.faults.checks import (COUNTS, check_after_fault, cli, content_digests, make_forkserver, run_digests,
+                                 run_killed, wait_idle)
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-LEFTOVER = re.compile(r"\.tmp(\.npz)?$|^\.import-|^\.creating-|^\.index\.sqlite\.new-")
-COUNTS: dict[str, int] = {}
 
 # On 600 real digits of the offline sample written as an IDX folder (`data_args`): each of the
 # hundreds of kill points costs its process and its writes, not a training.
@@ -60,117 +56,9 @@ KILLED_COMMANDS = {
 
 # --- tools ---------------------------------------------------------------------------------------
 
-def cli(*args) -> tuple[int, str]:
-    """`python -m core ARGS` in this process: its status and everything it printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            code = main(list(args))
-        except BaseException:  # noqa: BLE001 - a traceback is a failure of the suite, shown
-            import traceback
-
-            traceback.print_exc(file=out)
-            code = 99
-    return code, out.getvalue()
-
-
-def run_digests(root: Path, ids) -> dict:
-    """Every file of these runs' folders, as (inode, size, modification time in ns): any write,
-    truncation or replacement changes it, and a store of a hundred runs is compared in
-    milliseconds, not by hashing gigabytes after each of hundreds of faults."""
-    out = {}
-    for run_id in ids:
-        for p in sorted((root / run_id).rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                out[str(p.relative_to(root))] = (st.st_ino, st.st_size, st.st_mtime_ns)
-    return out
-
-
-def content_digests(root: Path, ids) -> dict:
-    """The bytes of every file of these runs' folders."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for run_id in ids for p in sorted((root / run_id).rglob("*")) if p.is_file()}
-
-
-def store_processes(root: Path) -> list[int]:
-    """Processes working on this store (a sweep's workers go on after its driver is killed)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if str(root).encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
-
-
-def wait_idle(root: Path, timeout: float = 90.0) -> list[dict]:
-    """The store's runs once no process works on it any more and none is active behind a
-    live process (a sweep's workers finish their trial after the driver is killed)."""
-    end = time.time() + timeout
-    while True:
-        runs = RunStore(root).list()
-        alive = [r for r in runs if r["status"] in ACTIVE and process_alive(r["pid"], r["pid_start"])]
-        if (not alive and not store_processes(root)) or time.time() > end:
-            return runs
-        time.sleep(0.2)
-
-
-def check_after_fault(root: Path, before: dict, old_ids: set, what: str) -> list[str]:
-    """Everything that must hold after a fault; the list of what did not (empty: all held)."""
-    problems = []
-    runs = wait_idle(root)
-    for r in runs:
-        if r["status"] in ACTIVE:
-            problems.append(f"{what}: run {r['id']} is {r['status']} with no live process")
-        if r["id"] not in old_ids and r["status"] not in ("finished",) and not r["error"]:
-            problems.append(f"{what}: run {r['id']} is {r['status']} and does not say why")
-    left = [str(p.relative_to(root)) for p in root.rglob("*") if LEFTOVER.search(p.name)]
-    if left:
-        problems.append(f"{what}: left behind {left}")
-    code, out = cli("runs", "list", "--runs-dir", str(root))
-    if code != 0 or "Traceback" in out:
-        problems.append(f"{what}: runs list said {out[-500:]}")
-    for r in runs:
-        if r["id"] not in old_ids:
-            code, out = cli("runs", "show", r["id"], "--runs-dir", str(root))
-            if code != 0 or "Traceback" in out:
-                problems.append(f"{what}: runs show {r['id']} said {out[-500:]}")
-    after = run_digests(root, before_ids(before))
-    if after != before:
-        changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
-        problems.append(f"{what}: runs that were there before changed: {changed[:5]}")
-    return problems
-
-
-def before_ids(digests: dict) -> set:
-    return {k.split(os.sep)[0] for k in digests}
-
-
 @pytest.fixture(scope="module")
 def forkserver():
-    """Processes forked from a server that has imported torch and the lab: a kill point costs
-    its training, not an interpreter start."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "core.cli", "core.store.store", "core.training",
-                                "tests.faults.kill_at_rename", "tests.faults.forkserver_preload"])
-    return ctx
-
-
-def run_killed(ctx, args: list[str], kill_at: int, when: str, tmp: Path) -> tuple[int, str]:
-    from tests.faults.kill_at_rename import run_command
-
-    output = tmp / f"out-{kill_at}-{when}.txt"
-    count = tmp / "renames.txt"
-    proc = ctx.Process(target=run_command, args=(args, kill_at, when, str(count) if not kill_at else None,
-                                                 str(output)))
-    proc.start()
-    proc.join(300)
-    assert proc.exitcode is not None, f"{args} with a kill at rename {kill_at} did not end in 300 s"
-    text = output.read_text() if output.exists() else ""
-    return proc.exitcode, text
+    return make_forkserver()
 
 
 @pytest.fixture(scope="module")
@@ -428,11 +316,12 @@ def test_reindex_never_hides_a_row_from_a_concurrent_reader(store_root):
     code = ("import sys, time\nfrom core.store.index import RunIndex\nidx = RunIndex(sys.argv[1])\n"
             "n = int(sys.argv[2]); short = 0; end = time.time() + 15; reads = 0\n"
             "while time.time() < end:\n    got = len(idx.ids()); reads += 1\n    short += got < n\n"
+            "    if reads == 1: print('reading', flush=True)\n"
             "print(reads, short)\n")
     reader = subprocess.Popen([os.sys.executable, "-c", code, str(store_root / "index.sqlite"), str(len(ids))],
                               stdout=subprocess.PIPE, text=True, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    time.sleep(1)
+    assert reader.stdout.readline().strip() == "reading"  # the reader is reading the index
     for _ in range(10):
         assert cli("runs", "reindex", "--runs-dir", str(store_root))[0] == 0
     reads, short = map(int, reader.communicate(timeout=60)[0].split())
@@ -456,144 +345,7 @@ def test_leftovers_of_a_killed_write_are_removed_once_their_process_is_gone(stor
     mine.unlink()
 
 
-# --- a full disk -------------------------------------------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 48 MiB file system of its own (tmpfs; needs root), unmounted after the test."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here (needs root): {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """Fill the disk but `leave` bytes."""
-    filler = disk / "filler"
-    stat = os.statvfs(disk)
-    free = stat.f_bavail * stat.f_frsize + (filler.stat().st_size if filler.exists() else 0)
-    with open(filler, "wb") as f:
-        f.truncate(0)
-        f.write(b"\0" * max(0, free - leave))
-    return filler
-
-
-# Free space left when the command starts: nothing (the store cannot even be opened to write),
-# less than a run's config, less than its first checkpoint, less than its results.
-FREE_BYTES = (0, 8 * 1024, 96 * 1024, 600 * 1024, 2 * 1024 * 1024)
-
-
-def test_a_full_disk_at_any_point_fails_with_the_reason_and_loses_nothing(forkserver, small_disk, tmp_path, small):
-    from tests.faults.kill_at_rename import run_command
-
-    root = small_disk / "runs"
-    train_run(RunStore(root), RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
-                                                               train_subset=200, name="bystander"), small)
-    problems = []
-    for leave in FREE_BYTES:
-        old_ids = {r["id"] for r in RunStore(root).list()}
-        before = run_digests(root, old_ids)
-        filler = fill(small_disk, leave)
-        output = tmp_path / f"out-{leave}.txt"
-        proc = forkserver.Process(target=run_command, args=(
-            ["train", "--dataset", "mnist-sample", "--epochs", "2", "--train-subset", "300", "--model", "mlp-fast",
-             "--runs-dir", str(root), "--json"], 0, "before", None, str(output)))
-        started = time.time()
-        proc.start()
-        proc.join(120)
-        out = output.read_text()
-        what = f"{leave // 1024} KiB free"
-        if time.time() - started > 30:
-            problems.append(f"{what}: the command took {time.time() - started:.0f} s to end (at most 30)")
-        if proc.exitcode == 0:
-            pass  # it fit: nothing to explain
-        elif "Traceback" in out or "error:" not in out or not re.search(r"disk is full|disk full", out):
-            problems.append(f"{what}: exit {proc.exitcode}, said {out[-600:]}")
-        filler.unlink()
-        problems += check_after_fault(root, before, old_ids, what)
-        for r in RunStore(root).list():
-            if r["id"] not in old_ids and r["status"] == "failed" and "disk" not in (r["error"] or ""):
-                problems.append(f"{what}: run failed saying {r['error']!r}, not that the disk is full")
-    COUNTS["full-disk points (training)"] = len(FREE_BYTES)
-    assert not problems, "\n".join(problems)
-
-
-def test_an_import_onto_a_full_disk_is_refused_in_one_line_and_changes_nothing(small_disk, tmp_path, small):
-    root = small_disk / "runs"
-    store = RunStore(root)
-    train_run(store, RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1,
-                                                      train_subset=200), small)
-    run_id = store.list()[0]["id"]
-    archive = tmp_path / "run.zip"
-    assert cli("runs", "export", run_id, str(archive), "--runs-dir", str(root))[0] == 0
-    for leave in (0, 64 * 1024, archive.stat().st_size // 2):
-        before = content_digests(root, [run_id])
-        filler = fill(small_disk, leave)
-        code, out = cli("runs", "import", str(archive), "--runs-dir", str(root))
-        filler.unlink()
-        assert code == 2 and "Traceback" not in out and re.search(r"disk is full|disk full", out), out
-        assert content_digests(root, [run_id]) == before
-        assert [r["id"] for r in RunStore(root).list()] == [run_id]
-        assert not [p for p in root.rglob("*") if LEFTOVER.search(p.name)]
-    COUNTS["full-disk points (import)"] = 3
-
-
 # --- archives that import but would break the lab -------------------------------------------------------
-
-def _json_member(name, change):
-    def apply(members):
-        value = json.loads(members[name])
-        members[name] = json.dumps(change(value)).encode()
-    return apply
-
-
-def _npz_member(name, change):
-    def apply(members):
-        with np.load(io.BytesIO(members[name])) as z:
-            arrays = {k: z[k] for k in z.files}
-        change(arrays)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        members[name] = buf.getvalue()
-    return apply
-
-
-def _config(**fields):
-    return _json_member("config.json", lambda saved: {**saved, "config": {**saved["config"], **fields}})
-
-
-WRONGLY_TYPED = {
-    "metrics: accuracy as text": _json_member("metrics.json", lambda m: {**m, "test_accuracy": "0.9"}),
-    "metrics: accuracy NaN": _json_member("metrics.json", lambda m: {**m, "test_accuracy": float("nan")}),
-    "metrics: accuracy 7": _json_member("metrics.json", lambda m: {**m, "best_val_accuracy": 7}),
-    "metrics: a list": _json_member("metrics.json", lambda m: [m]),
-    "metrics: epochs as text": _json_member("metrics.json", lambda m: {**m, "epochs_run": "1"}),
-    "history: minimal": _json_member("history.json", lambda h: [{"val_accuracy": 0.5}]),
-    "history: NaN accuracy": _json_member("history.json", lambda h: [{**h[0], "val_accuracy": float("nan")}]),
-    "history: epochs out of order": _json_member("history.json", lambda h: [{**h[0], "epoch": 3}]),
-    "history: an object": _json_member("history.json", lambda h: {"epochs": h}),
-    "history: confusion of text": _json_member("history.json", lambda h: [{**h[0], "val_confusion": [["a"]]}]),
-    "predictions: empty": _npz_member("predictions.npz", lambda a: a.update(
-        labels=a["labels"][:0], preds=a["preds"][:0], probs=a["probs"][:0])),
-    "predictions: label 99": _npz_member("predictions.npz", lambda a: a["labels"].__setitem__(0, 99)),
-    "predictions: NaN probabilities": _npz_member("predictions.npz", lambda a: a["probs"].__setitem__(0, np.nan)),
-    "predictions: labels as floats": _npz_member("predictions.npz", lambda a: a.update(labels=a["labels"] + 0.5)),
-    "predictions: 3 classes": _npz_member("predictions.npz", lambda a: a.update(probs=a["probs"][:, :3])),
-    "split: garbage": lambda m: m.__setitem__("split.npz", b"PK\x03\x04 garbage"),
-    "split: overlapping": _npz_member("split.npz", lambda a: a.update(val_index=a["train_index"][:5])),
-    "config: lr true": _config(lr=True),
-    "config: augment 'no'": _config(augment="no"),
-    "config: restore_best 'yes'": _config(restore_best="yes"),
-    "config: extra a list": _config(extra=[1, 2]),
-    "config: name a number": _config(name=123),
-    "config: seed 2**80": _config(seed=2**80),
-    "config: kfold a number": _config(kfold=3),
-    "environment: a list": lambda m: m.__setitem__("environment.json", b"[1, 2]"),
-}
-
 
 @pytest.fixture(scope="module")
 def archive(store_root, tmp_path_factory):

@@ -6,7 +6,6 @@ import os
 import platform
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,7 @@ def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(s
     assert store.claim_slot([holder], "cpu", 1)
     waiting = start_job(store, config(name="waits"))
     pid = store.get(waiting)["pid"]
-    time.sleep(3)
+    wait_in_slot_queue(pid)
     assert store.get(waiting)["status"] == "queued" and store.queue_position(waiting) == 1
     maps = open(f"/proc/{pid}/maps").read()
     assert "libtorch" not in maps and "python" in maps
@@ -136,13 +135,26 @@ def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(s
     store.mark_failed(holder, "test over", status="cancelled")
 
 
+def wait_in_slot_queue(pid: int) -> None:
+    """Until worker `pid` waits for its slot: sleeping between its claims (core.executors.queue's
+    poll), with SQLite loaded, that is, past every import it makes before it has a slot."""
+    def waiting() -> bool:
+        try:
+            maps, wchan = open(f"/proc/{pid}/maps").read(), open(f"/proc/{pid}/wchan").read()
+        except OSError:
+            return False
+        return "_sqlite3" in maps and "nanosleep" in wchan
+
+    wait_until(waiting, 60, f"worker {pid} to wait for its slot")
+
+
 @pytest.mark.slow
 def test_a_queued_worker_starts_training_when_the_slot_frees(store):
     holder = store.create(config(name="holds the slot"), status="queued")
     store.record_worker(holder, os.getpid())
     assert store.claim_slot([holder], "cpu", 1)
     waiting = start_job(store, config(name="waits", epochs=1))
-    time.sleep(2)
+    wait_in_slot_queue(store.get(waiting)["pid"])
     assert store.get(waiting)["status"] == "queued"
     store.mark_failed(holder, "done holding", status="cancelled")
     done = wait_for(store, waiting)

@@ -64,12 +64,12 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, default=json_default).encode())
 
 
-def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
-    """np.savez_compressed, all or nothing."""
+def atomic_save_npz(path: str | os.PathLike, compress: bool = True, **arrays) -> None:
+    """np.savez_compressed (np.savez with `compress=False`), all or nothing."""
     path = Path(path)
     tmp = _tmp_name(path, ".tmp.npz")  # numpy appends .npz to names without it
     try:
-        np.savez_compressed(tmp, **arrays)
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -37,6 +37,22 @@ def pause_workers_at(monkeypatch, point: str | None) -> None:
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")]))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _streamlit_components_scanned_once():
+    """Each new AppTest scans the metadata of every installed package for Streamlit components
+    (streamlit 1.67, AppTest._run: BidiComponentManager.discover_and_register_components): most
+    of a page test's time (measured: `open_page("pages/experiments.py")` 0.43 s, 0.07 s with the
+    scan done once). The installed packages do not change while the tests run, so the scan runs
+    once and every AppTest registers what it found (the drawing canvas)."""
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = manifest_scanner.scan_component_manifests
+    found = scan()
+    manifest_scanner.scan_component_manifests = lambda max_workers=None: list(found)
+    yield
+    manifest_scanner.scan_component_manifests = scan
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_isolated(monkeypatch, tmp_path_factory):
     """No test touches the network, the user's cache or the user's run store."""
@@ -149,18 +165,30 @@ def trained_copy(trained_root, tmp_path, monkeypatch):
     return RunStore(root)
 
 
-@pytest.fixture
-def kept(tmp_path, small, monkeypatch):
-    """A store (also the app's, through MNIST_LAB_RUNS) with one finished run named "kept",
-    which refused actions and bad input must leave as it is."""
+@pytest.fixture(scope="session")
+def kept_root(tmp_path_factory, small):
+    """A store with one finished run named "kept", trained once for the session."""
     from core.config import RunConfig
     from core.store import RunStore
 
+    root = tmp_path_factory.mktemp("kept") / "runs"
+    train_run(RunStore(root), RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
+                                                    name="kept"), small)
+    return root
+
+
+@pytest.fixture
+def kept(kept_root, tmp_path, monkeypatch):
+    """A store of this test's own (also the app's, through MNIST_LAB_RUNS) with one finished run
+    named "kept", which refused actions and bad input must leave as it is (a copy of `kept_root`:
+    copying a run is milliseconds, training it a third of a second)."""
+    import shutil
+
+    from core.store import RunStore
+
+    shutil.copytree(kept_root, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path))
-    store = RunStore(tmp_path)
-    train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200,
-                                                      name="kept"), small)
-    return store
+    return RunStore(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,11 @@ class TrainingRecords:
 
         weights = first_layer_weights(model)
         if weights is not None:
-            atomic_save_npz(self.folder(run_id) / "first_layer.npz", weights=weights, epoch=np.float32(epoch))
+            # Not compressed: written from the training loop (each epoch, and every 2 s within
+            # one), where zlib cost 27 ms a write for the course MLP's 784x128 floats (0.4 ms
+            # without) and saved 9% of 400 KB.
+            atomic_save_npz(self.folder(run_id) / "first_layer.npz", compress=False, weights=weights,
+                            epoch=np.float32(epoch))
 
     def request_cancel(self, run_id: str, reason: str = "cancelled") -> None:
         """Ask a running (or queued) run to stop; the worker stops within one batch. `reason`

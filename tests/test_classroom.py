@@ -323,8 +323,6 @@ def test_the_quota_counts_the_jobs_a_click_starts(kept):
 
 @pytest.mark.parametrize("value", ["<script>", "a" * 60, "ana;drop"])
 def test_a_bad_student_name_in_the_link_is_said_and_not_used(kept, value):
-    from ui import access
-
     with listening_on("0.0.0.0"):
         at = app("pages/kfold.py", {"teacher_password": "s3cret"})
         at.query_params["student"] = value

@@ -17,7 +17,8 @@ not hold torch's ~280 MB while it waits (core.executors.queue).
 """
 
 from core.store.files import FileDamaged, RunStoreError, atomic_save_npz, atomic_torch_save, atomic_write_json, load_state_dict
-from core.store.folder import ACTIVE, RUN_ID, STATUSES, RunFolder
+from core.store.folder import RUN_ID, STATUSES, RunFolder
+from core.store.records import ACTIVE
 
 
 def __getattr__(name: str):

@@ -28,7 +28,7 @@ import numpy as np
 
 from core.store.files import (FileDamaged, RunStoreError, atomic_write_bytes, atomic_write_json, load_state_dict,
                               read_json)
-from core.store.records import ACTIVE, STATUSES, group_kind_of, task_of  # statuses re-exported for callers
+from core.store.records import STATUSES, group_kind_of, task_of  # STATUSES re-exported for callers
 from core.store.schema import SchemaError, check_history, check_metrics, check_predictions
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")

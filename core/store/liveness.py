@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.store.folder import ACTIVE, RunFolder
+from core.store.folder import RunFolder
+from core.store.records import ACTIVE, Status
 from core.store.processes import host, process_alive
-from core.store.records import Status
 
 
 def reap(index, root: Path, rows: list[dict]) -> list[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from core.config import RunConfig
 from core.store.files import FileDamaged
-from core.store.folder import ACTIVE
+from core.store.records import ACTIVE
 from core.store.records import Status
 
 

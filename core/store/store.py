@@ -17,20 +17,18 @@ import os
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
 from core.config import RunConfig
 from core.settings import settings
 from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_write_json, clean_text, disk_text)
 import core.store.upkeep as upkeep
-from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder, check_run_id
+from core.store.folder import META_FIELDS, RUN_ID, RunFolder, check_run_id
+from core.store.records import ACTIVE, Status
 from core.store.index import IndexBroken, RunIndex
 from core.store.liveness import reap
 from core.store.processes import host, process_start_time
-from core.store.records import Status
 from core.store.reading import RunReaders
 from core.store.recording import TrainingRecords
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from core.atomic import atomic_write_bytes
 from core.store.files import RunStoreError
-from core.store.folder import ACTIVE, META_FIELDS, RUN_ID, RunFolder
+from core.store.folder import META_FIELDS, RUN_ID, RunFolder
+from core.store.records import ACTIVE, Status
 from core.store.index import IndexBroken
 from core.store.processes import process_alive
-from core.store.records import Status
 
 RESERVE, RESERVE_BYTES = ".reserve", 256 * 1024  # room to record why runs failed on a full disk
 # What an interrupted write leaves: core.atomic's temporary files, archive.py's import staging,

@@ -89,11 +89,12 @@ def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
     wait_until(settled, timeout, "the app to finish running", every=0.05)
 
 
-# What the page shows, drawn: each Vega chart's marks and size, each image's size, the sidebar's
-# links. Vega draws after Streamlit's script run has ended, so wait_idle alone returns too early.
+# What the page shows, drawn: each visible Vega chart's marks and size, each image's size, the
+# sidebar's links. Vega draws after Streamlit's script run has ended, so wait_idle alone returns too early.
 LAYOUT = """() => [
   ...Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]')).map(box => {
     const svg = box.querySelector('svg'), r = box.getBoundingClientRect();
+    if (box.offsetParent === null || r.width === 0) return 'hidden';  // in a closed expander or tab
     return svg ? `${svg.querySelectorAll('path, text, line, rect').length}@${Math.round(r.width)}x${Math.round(r.height)}`
                : 'not drawn';
   }),

@@ -175,9 +175,13 @@ class OnRay:
                     if kind == "error":
                         raise TrainingFailed(f"on a Ray node: {item}")
                     with self._lock:
-                        self._event(run_id, kind, item, callbacks, fit_callbacks, lost, results, names, configs)
+                        self._event(run_id, kind, item, callbacks, fit_callbacks, lost, results, names)
                     if not self.active:
                         break
+                with self._lock:  # a stream that ended without a run's result: said, not left running
+                    for run_id in sorted(self.active):
+                        self.store.mark_failed(run_id, "the Ray task ended without the run's result")
+                    self.active.clear()
                 return results
             except TrainingFailed:
                 raise
@@ -196,7 +200,7 @@ class OnRay:
         self.active.clear()
         return results
 
-    def _event(self, run_id, kind, item, callbacks, fit_callbacks, lost, results, names, configs) -> None:
+    def _event(self, run_id, kind, item, callbacks, fit_callbacks, lost, results, names) -> None:
         """One relayed event, into the runner's callbacks as if the loop ran here."""
         if kind == "group_checkpoint":
             for cb in fit_callbacks:

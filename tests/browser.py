@@ -11,11 +11,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from tests.waiting import wait_until
+from tests.waiting import wait_steady, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -74,19 +73,12 @@ def app_server(runs_dir: Path, extra_env: dict | None = None, app_dir: Path = RO
 def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
     """Wait until Streamlit has finished the current script run (no 'Running' indicator and
     no skeletons for `settle` seconds)."""
-    quiet = {"since": None}
-
-    def settled() -> bool:
-        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+    def busy() -> bool:
+        return page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
             page.locator('[data-testid="stSkeleton"]').count() > 0 or \
             page.locator('[data-testid="stMain"] h1').count() == 0
-        if busy:
-            quiet["since"] = None
-        elif quiet["since"] is None:
-            quiet["since"] = time.monotonic()
-        return quiet["since"] is not None and time.monotonic() - quiet["since"] >= settle
 
-    wait_until(settled, timeout, "the app to finish running", every=0.05)
+    wait_steady(busy, lambda b: not b, settle, timeout, "the app to finish running")
 
 
 # What the page shows, drawn: each visible Vega chart's marks and size, each image's size, the
@@ -105,17 +97,8 @@ LAYOUT = """() => [
 def wait_drawn(page, timeout: float = 60.0, settle: float = 0.3) -> None:
     """Wait until every chart on the page is drawn and nothing it draws has changed for `settle`
     seconds (returns as soon as that holds, instead of a fixed second after the script run)."""
-    last = {"layout": None, "since": time.monotonic()}
-
-    def settled() -> bool:
-        layout = page.evaluate(LAYOUT)
-        if layout != last["layout"] or "not drawn" in layout:
-            last.update(layout=layout, since=time.monotonic())
-            return False
-        return time.monotonic() - last["since"] >= settle
-
-    wait_until(settled, timeout, "the page's charts and images to be drawn", every=0.05,
-               seen=lambda: last["layout"])
+    wait_steady(lambda: page.evaluate(LAYOUT), lambda layout: "not drawn" not in layout, settle, timeout,
+                "the page's charts and images to be drawn")
 
 
 def errors_on(page) -> list[str]:

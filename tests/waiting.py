@@ -27,6 +27,23 @@ def wait_until(check: Callable[[], T], timeout: float = 60.0, what: str = "the c
         time.sleep(every)
 
 
+def wait_steady(read: Callable[[], T], ok: Callable[[T], bool], settle: float, timeout: float = 60.0,
+                what: str = "a steady state", every: float = 0.05) -> T:
+    """read()'s value once it has been `ok` and unchanged for `settle` seconds (a page that has
+    stopped redrawing); AssertionError after `timeout`, with the last value read."""
+    last = {"value": None, "since": None}
+
+    def steady() -> bool:
+        value = read()
+        if not ok(value) or value != last["value"] or last["since"] is None:
+            last.update(value=value, since=time.monotonic() if ok(value) else None)
+            return False
+        return time.monotonic() - last["since"] >= settle
+
+    wait_until(steady, timeout, what, every, seen=lambda: last["value"])
+    return last["value"]
+
+
 def wait_for_runs(store, run_ids: Iterable[str], statuses: Iterable[str] = TERMINAL, timeout: float = 180.0,
                   every: float = 0.1) -> list[dict]:
     """The runs, once every one of them has one of `statuses` (by default: any terminal status)."""

@@ -30,8 +30,10 @@ def rotate(images: np.ndarray, degrees: float) -> np.ndarray:
     return TF.rotate(x, float(degrees), interpolation=InterpolationMode.BILINEAR)[:, 0].numpy()
 
 
-def fgsm(classifier, images: np.ndarray, labels: np.ndarray, epsilon: float, batch_size: int = 1000) -> np.ndarray:
-    """x + ε·sign(∇ₓ loss(model(x), label)), clipped to [0, 1]: the one-step attack."""
+def fgsm_direction(classifier, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """sign(∇ₓ loss(model(x), label)) for every image: the direction FGSM moves each pixel.
+    It is taken at the clean digits, so it does not depend on ε: a curve over several ε
+    needs it once (one backward pass) instead of once for each ε."""
     from core.training import loss_function
 
     loss_fn = loss_function(classifier.config)
@@ -41,8 +43,17 @@ def fgsm(classifier, images: np.ndarray, labels: np.ndarray, epsilon: float, bat
         y = torch.from_numpy(np.asarray(labels[i:i + batch_size], np.int64))
         loss = loss_fn(classifier.model(classifier.normalize(x[:, None])), y)
         (grad,) = torch.autograd.grad(loss, x)
-        out.append(torch.clamp(x.detach() + epsilon * grad.sign(), 0, 1).numpy())
-    return np.concatenate(out) if out else np.zeros_like(images)
+        out.append(grad.sign().numpy())
+    return np.concatenate(out) if out else np.zeros_like(images, dtype=np.float32)
+
+
+def fgsm(classifier, images: np.ndarray, labels: np.ndarray, epsilon: float, batch_size: int = 1000,
+         direction: np.ndarray | None = None) -> np.ndarray:
+    """x + ε·sign(∇ₓ loss(model(x), label)), clipped to [0, 1]: the one-step attack
+    (`direction`, from fgsm_direction, where it was computed already)."""
+    if direction is None:
+        direction = fgsm_direction(classifier, images, labels, batch_size)
+    return np.clip(np.asarray(images, np.float32) + np.float32(epsilon) * direction, 0, 1)
 
 
 def perturb(classifier, images: np.ndarray, labels: np.ndarray, kind: str, amount: float) -> np.ndarray:
@@ -61,9 +72,15 @@ def accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> float:
 
 def accuracy_curve(classifier, images: np.ndarray, labels: np.ndarray, kind: str, amounts) -> pd.DataFrame:
     """Test accuracy for each amount of one perturbation (amount 0 = the clean digits)."""
-    rows = [{"kind": kind, "amount": float(a),
-             "accuracy": accuracy(classifier, perturb(classifier, images, labels, kind, a) if a else images, labels)}
-            for a in amounts]
+    direction = fgsm_direction(classifier, images, labels) if kind == "fgsm" else None
+
+    def changed(a):
+        if not a:
+            return images
+        return fgsm(classifier, images, labels, a, direction=direction) if kind == "fgsm" else \
+            perturb(classifier, images, labels, kind, a)
+
+    rows = [{"kind": kind, "amount": float(a), "accuracy": accuracy(classifier, changed(a), labels)} for a in amounts]
     return pd.DataFrame(rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, open_page
@@ -31,6 +32,7 @@ def test_app_navigation_opens_the_home_page():
     assert at.title[0].value == "MNIST Lab"
 
 
+@pytest.mark.slow  # a fresh Python that imports torch, pandas and Altair: seconds
 def test_after_each_rerun_the_garbage_collector_walks_only_what_the_runs_made():
     """Streamlit collects garbage after every script run; the libraries' ~330,000 objects are
     frozen once (ui.state.freeze_long_lived_objects) so that this stays cheap, and frozen again

@@ -255,6 +255,26 @@ def test_fgsm_accuracy_on_the_page_equals_a_direct_computation(trained_store, sa
     assert curve["accuracy"].iloc[0] == pytest.approx(clean) and curve["accuracy"].is_monotonic_decreasing
 
 
+def test_the_fgsm_curve_takes_the_gradient_once_and_gives_each_epsilons_own_attack(trained_store, sample):
+    """The sign of the gradient is taken at the clean digits, so the curve computes it once; each
+    point equals the attack recomputed from scratch at that ε."""
+    from core import robustness as R
+
+    run = next(r for r in trained_store.list() if r["name"] == "cnn short")
+    clf = load_classifier(trained_store.run_dir(run["id"]), "last")
+    images, labels = sample.test_images[:300] / 255.0, sample.test_labels[:300]
+    calls = []
+    real = R.fgsm_direction
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(R, "fgsm_direction", lambda *a, **k: calls.append(1) or real(*a, **k))
+        curve = R.accuracy_curve(clf, images, labels, "fgsm", R.AMOUNTS["fgsm"])
+    assert len(calls) == 1
+    for eps, acc in zip(curve["amount"], curve["accuracy"]):
+        alone = R.accuracy(clf, R.fgsm(clf, images, labels, eps) if eps else images, labels)
+        assert acc == alone, eps
+    assert curve["accuracy"].iloc[-1] < curve["accuracy"].iloc[0] - 0.2
+
+
 @pytest.mark.slow
 def test_noise_and_rotation_lower_accuracy_and_show_the_changed_digits(trained_store):
     run = next(r for r in trained_store.list() if r["name"] == "cnn short")

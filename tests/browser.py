@@ -126,6 +126,20 @@ def draw_until_release(page, stroke: list[tuple[float, float]], canvas_selector:
         page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
 
 
+def wait_metric(page, label: str, value: str, timeout: float = 30.0) -> None:
+    """Wait until the st.metric with this label shows `value`. After a click, wait_idle alone can
+    return before the click's script run has begun (a loaded machine starts it later than the
+    0.3 s of quiet it waits for); the value the run must show cannot be read too early."""
+    def shown() -> str | None:
+        metric = page.locator('[data-testid="stMetric"]').filter(
+            has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+        return metric.locator('[data-testid="stMetricValue"]').inner_text().strip() if metric.count() else None
+
+    alerts = lambda: [w.inner_text() for w in page.locator('[data-testid="stAlert"]').all()]  # noqa: E731
+    wait_until(lambda: shown() == value, timeout, f"{label!r} to read {value!r}",
+               seen=lambda: {"shown": shown(), "alerts": alerts()})
+
+
 ONE = [[(0.5, 0.15), (0.5, 0.85)]]
 SEVEN = [[(0.3, 0.2), (0.72, 0.2), (0.45, 0.85)]]
 ZERO = [[(0.5, 0.15), (0.3, 0.3), (0.27, 0.55), (0.35, 0.8), (0.5, 0.86), (0.65, 0.8), (0.73, 0.55), (0.7, 0.3),

@@ -21,7 +21,7 @@ from core.handwriting import default_config
 from core.models import preset_layers, summary
 from core.store import RunStore
 from tests.browser import (ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
-                           metric_value, wait_idle)
+                           metric_value, wait_idle, wait_metric)
 from tests.waiting import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -175,9 +175,7 @@ def test_draw_a_seven_and_read_the_right_prediction(server, page, shots):
             break
     assert label.input_value() == "7"
     page.get_by_role("button", name="Save drawing").click()
-    wait_idle(page)
-    assert metric_value(page, "Drawings in your set") == "1", [
-        w.inner_text() for w in page.locator('[data-testid="stAlert"]').all()]
+    wait_metric(page, "Drawings in your set", "1")
     # the score is drawn after the count, at the end of the same run: wait for it, not for a quiet page
     page.wait_for_function("document.body.innerText.includes('reads 100.0%')", timeout=30_000)
 

@@ -128,12 +128,16 @@ def test_the_keras_program_runs_with_each_option(variant, sample_dir):
 def test_the_keras_and_pytorch_programs_match_the_labs_run(preset, tmp_path):
     """Same data (full MNIST: the same stratified 12,000 training digits, all 10,000 test digits),
     same epochs (2), same recipe: the parameter count equals the lab's summary and both programs'
-    test accuracy is within 1.5 points of the lab's run (the subset: tests/conftest.py)."""
+    test accuracy is within 1.5 points of the lab's run (the subset: tests/conftest.py; half of it
+    for cnn-accurate)."""
     needs_keras()
     from core.data import load_dataset
     from core.training import train
 
-    config = RunConfig.from_preset(preset, dataset="mnist", epochs=2, train_subset=PARITY_SUBSET)
+    # cnn-accurate (four convolutions, augmented) on half the subset: on 12,000 digits its three
+    # trainings took 430 s of CI's hour; on 6,000 they take 170 s and agree within 0.5 points.
+    subset = PARITY_SUBSET // 2 if preset == "cnn-accurate" else PARITY_SUBSET
+    config = RunConfig.from_preset(preset, dataset="mnist", epochs=2, train_subset=subset)
     lab = train(config, load_dataset("mnist", FULL_MNIST)).summary()["test_accuracy"]
     out, keras_accuracy = run_program(keras_code(config, FULL_MNIST), tmp_path, f"keras_{preset}")
     total = summary(config.architecture(), config.num_outputs)["total_params"]

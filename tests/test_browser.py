@@ -241,8 +241,8 @@ def test_end_to_end_train_draw_and_open_the_metrics(server, page):
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Train").click()
     wait_idle(page)
     page.get_by_role("link", name="Open its metrics").click()
+    wait_until(lambda: main_title(page) == "Metrics", 60, "the Metrics page", seen=lambda: main_title(page))
     wait_idle(page)
-    assert main_title(page) == "Metrics"
     assert metric_value(page, "Test accuracy") == f"{run['test_accuracy']:.2%}"
     assert errors_on(page) == []
 

@@ -126,8 +126,9 @@ def _overlaps(a: dict, b: dict) -> bool:
 
 def test_the_backprop_drawing_labels_do_not_overlap_and_both_activations_are_in_the_legend(server, page):
     visit(page, server, "backprop")
-    for _ in range(2):  # to the backward pass: every weight's label has its gradient as a second line
+    for step in ("Loss.", "Backward pass."):  # every weight's label has its gradient as a second line
         page.get_by_role("button", name="Next step").click()
+        page.get_by_text(step, exact=False).first.wait_for(timeout=20_000)  # this click's run, not the last
         wait_idle(page)
     wait_drawn(page)
     drawing = page.locator('[data-testid="stVegaLiteChart"]').first

@@ -56,13 +56,15 @@ def fgsm(classifier, images: np.ndarray, labels: np.ndarray, epsilon: float, bat
     return np.clip(np.asarray(images, np.float32) + np.float32(epsilon) * direction, 0, 1)
 
 
-def perturb(classifier, images: np.ndarray, labels: np.ndarray, kind: str, amount: float) -> np.ndarray:
+def perturb(classifier, images: np.ndarray, labels: np.ndarray, kind: str, amount: float,
+            direction: np.ndarray | None = None) -> np.ndarray:
+    """The images changed by `amount` of `kind` (`direction`: FGSM's, where computed already)."""
     if kind == "noise":
         return add_noise(images, amount)
     if kind == "rotation":
         return rotate(images, amount)
     if kind == "fgsm":
-        return fgsm(classifier, images, labels, amount)
+        return fgsm(classifier, images, labels, amount, direction=direction)
     raise ValueError(f"unknown perturbation {kind!r}; allowed: {', '.join(KINDS)}")
 
 
@@ -73,14 +75,10 @@ def accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> float:
 def accuracy_curve(classifier, images: np.ndarray, labels: np.ndarray, kind: str, amounts) -> pd.DataFrame:
     """Test accuracy for each amount of one perturbation (amount 0 = the clean digits)."""
     direction = fgsm_direction(classifier, images, labels) if kind == "fgsm" else None
-
-    def changed(a):
-        if not a:
-            return images
-        return fgsm(classifier, images, labels, a, direction=direction) if kind == "fgsm" else \
-            perturb(classifier, images, labels, kind, a)
-
-    rows = [{"kind": kind, "amount": float(a), "accuracy": accuracy(classifier, changed(a), labels)} for a in amounts]
+    rows = [{"kind": kind, "amount": float(a),
+             "accuracy": accuracy(classifier, perturb(classifier, images, labels, kind, a, direction) if a else images,
+                                  labels)}
+            for a in amounts]
     return pd.DataFrame(rows)
 
 

@@ -131,13 +131,13 @@ def wait_metric(page, label: str, value: str, timeout: float = 30.0) -> None:
     return before the click's script run has begun (a loaded machine starts it later than the
     0.3 s of quiet it waits for); the value the run must show cannot be read too early."""
     def shown() -> str | None:
-        metric = page.locator('[data-testid="stMetric"]').filter(
-            has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
-        return metric.locator('[data-testid="stMetricValue"]').inner_text().strip() if metric.count() else None
+        found = metric(page, label)
+        return found.locator('[data-testid="stMetricValue"]').inner_text().strip() if found.count() else None
 
-    alerts = lambda: [w.inner_text() for w in page.locator('[data-testid="stAlert"]').all()]  # noqa: E731
-    wait_until(lambda: shown() == value, timeout, f"{label!r} to read {value!r}",
-               seen=lambda: {"shown": shown(), "alerts": alerts()})
+    def seen() -> dict:
+        return {"shown": shown(), "alerts": [w.inner_text() for w in page.locator('[data-testid="stAlert"]').all()]}
+
+    wait_until(lambda: shown() == value, timeout, f"{label!r} to read {value!r}", seen=seen)
 
 
 ONE = [[(0.5, 0.15), (0.5, 0.85)]]
@@ -146,9 +146,14 @@ ZERO = [[(0.5, 0.15), (0.3, 0.3), (0.27, 0.55), (0.35, 0.8), (0.5, 0.86), (0.65,
          (0.5, 0.15)]]
 
 
+def metric(page, label: str):
+    """The st.metric with this label (a Playwright locator)."""
+    return page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
+
+
 def metric_value(page, label: str, timeout: float = 20.0) -> str:
     """The value of the st.metric with this label, waiting for it to appear."""
-    metric = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
-    metric.wait_for(timeout=timeout * 1000)
-    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    found = metric(page, label)
+    found.wait_for(timeout=timeout * 1000)
+    return found.locator('[data-testid="stMetricValue"]').inner_text().strip()

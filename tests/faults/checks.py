@@ -115,9 +115,12 @@ def before_ids(digests: dict) -> set:
 
 def make_forkserver():
     """Processes forked from a server that has imported torch and the lab: a kill point costs
-    its training, not an interpreter start."""
+    its training, not an interpreter start. The list names what a training imports on its
+    first use too (torch._dynamo by Adam, torchvision and PIL, optuna for a sweep): without
+    them each forked command paid 1.7-2.5 s of imports here, most of a kill point's time."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "core.cli", "core.store.store", "core.training",
+    ctx.set_forkserver_preload(["torch", "torch._dynamo", "torchvision", "PIL.Image", "PIL.ImageDraw", "optuna",
+                                "core.cli", "core.store.store", "core.training", "core.runner",
                                 "tests.faults.kill_at_rename", "tests.faults.forkserver_preload"])
     return ctx
 

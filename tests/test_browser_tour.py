@@ -11,12 +11,11 @@ Skipped, with the reason, where no Chromium is installed (as tests/test_browser.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from core import sweeps
 from core.config import RunConfig
 from core.data import Dataset, load_sample
 from core.executors.inline import InlineExecutor
@@ -24,7 +23,7 @@ from core.launch import launch_activation_comparison, launch_capacity, launch_kf
 from core.store import RunStore
 from tests.browser import (ONE, PAGES, app_server, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_drawn, wait_idle)
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT
 from tests.waiting import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -75,9 +74,12 @@ def server(tmp_path_factory):
                                                                name="course MLP"), dataset=small)
     inline.submit([RunConfig.from_preset("cnn", dataset="mnist-sample", epochs=2, name="draw model (tour)")],
                   dataset=small)
-    subprocess.run([sys.executable, "-m", "core", "sweep", "--dataset", "mnist-sample", "--runs-dir", str(runs),
-                    "--model", "mlp-fast", "--trials", "4", "--epochs", "1", "--strategy", "random", "--json"],
-                   cwd=ROOT, env=subprocess_env(MNIST_LAB_OFFLINE="1"), check=True, capture_output=True, timeout=600)
+    # The sweep trains in this process (the command line's sweep, with its worker per trial, is
+    # tested in tests/test_sweeps.py and tests/test_faults.py): the tour needs a finished sweep to
+    # show, and four worker starts cost about half a minute of the suite here.
+    spec = sweeps.new_sweep(store, RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1), None,
+                            "random", trials=4)
+    sweeps.run_sweep(store, inline, spec, dataset=sample, poll_s=0)
     with app_server(runs, {"MNIST_LAB_OFFLINE": "1", "MNIST_LAB_STARTERS": "0"}) as url:
         yield url
 

@@ -51,6 +51,16 @@ def robustness_for(run_id: str, version: float, kind: str) -> pd.DataFrame:
     return R.accuracy_curve(classifier(run_id, "last"), images[idx] / 255.0, p["labels"][idx], kind, R.AMOUNTS[kind])
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def fgsm_direction_for(run_id: str, version: float) -> np.ndarray:
+    """FGSM's direction on the subset (one backward pass; it does not depend on ε): once per
+    run, not on every move of the ε slider."""
+    images, _ = test_images_for(run_id)
+    labels = predictions(run_id)["labels"]
+    idx = subset_index(len(labels))
+    return R.fgsm_direction(classifier(run_id, "last"), images[idx] / 255.0, labels[idx])
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def curves_for(run_id: str, version: float, n_classes: int):
     """ROC and PR curves (thinned for drawing) and their areas, computed once per stored file."""
@@ -250,7 +260,8 @@ if tabs[7].open:
             clf = classifier(run_id, "last")
             idx = subset_index(len(labels))
             clean = images[idx] / 255.0
-            changed = R.perturb(clf, clean, labels[idx], kind, amount) if amount else clean
+            direction = fgsm_direction_for(run_id, version) if kind == "fgsm" else None
+            changed = R.perturb(clf, clean, labels[idx], kind, amount, direction) if amount else clean
             acc = R.accuracy(clf, changed, labels[idx])
             m = st.columns(2)
             m[0].metric("Accuracy on the clean digits", f"{R.accuracy(clf, clean, labels[idx]):.2%}")

@@ -132,7 +132,7 @@ def wait_metric(page, label: str, value: str, timeout: float = 30.0) -> None:
     0.3 s of quiet it waits for); the value the run must show cannot be read too early."""
     def shown() -> str | None:
         found = metric(page, label)
-        return found.locator('[data-testid="stMetricValue"]').inner_text().strip() if found.count() else None
+        return value_of(found) if found.count() else None
 
     def seen() -> dict:
         return {"shown": shown(), "alerts": [w.inner_text() for w in page.locator('[data-testid="stAlert"]').all()]}
@@ -152,8 +152,13 @@ def metric(page, label: str):
         has=page.locator('[data-testid="stMetricLabel"]', has_text=label)).first
 
 
+def value_of(found) -> str:
+    """The value an st.metric locator shows."""
+    return found.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
 def metric_value(page, label: str, timeout: float = 20.0) -> str:
     """The value of the st.metric with this label, waiting for it to appear."""
     found = metric(page, label)
     found.wait_for(timeout=timeout * 1000)
-    return found.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    return value_of(found)

@@ -4,7 +4,9 @@
 
 A random sweep of the course MLP (the default MLP space: learning rate, batch, depth, width,
 dropout, L2) on the offline sample, `--trials` trials of `--epochs` epochs, run three ways in
-this one process: the local executor with 1 slot, with 2 slots, and the Ray executor on a
+this one process: the local executor with 1 slot and workers started as fresh Pythons
+(MNIST_LAB_PRELOAD=0), with 1 slot and with 2 slots forked from the preloaded zygote (the
+default: core/executors/zygote.py; started and awaited first), and the Ray executor on a
 2-node Ray cluster started on this machine (ray.cluster_utils.Cluster, one CPU per node).
 Prints each wall time, the ratios to the 1-slot run, and the overhead per trial (wall time
 times parallel trials divided by trials, minus the mean training time a trial recorded):
@@ -15,6 +17,7 @@ results for Ray.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import sweeps  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.data import load_dataset  # noqa: E402
+from core.executors import zygote  # noqa: E402
 from core.executors.local import LocalExecutor  # noqa: E402
 from core.store import RunStore  # noqa: E402
 
@@ -51,8 +55,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     dataset = load_dataset("mnist-sample")
-    rows = [one("local, 1 slot", lambda s: LocalExecutor(s, slots=1), 1, args.trials, args.epochs, dataset),
-            one("local, 2 slots", lambda s: LocalExecutor(s, slots=2), 2, args.trials, args.epochs, dataset)]
+    os.environ["MNIST_LAB_PRELOAD"] = "0"
+    rows = [one("local, fresh", lambda s: LocalExecutor(s, slots=1), 1, args.trials, args.epochs, dataset)]
+    os.environ["MNIST_LAB_PRELOAD"] = "1"
+    zygote.ensure_started()
+    deadline = time.monotonic() + 120
+    while zygote.ping() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rows += [one("local, 1 slot", lambda s: LocalExecutor(s, slots=1), 1, args.trials, args.epochs, dataset),
+             one("local, 2 slots", lambda s: LocalExecutor(s, slots=2), 2, args.trials, args.epochs, dataset)]
     try:
         import ray
         from ray.cluster_utils import Cluster
@@ -69,9 +80,10 @@ def main() -> int:
         finally:
             ray.shutdown()
             cluster.shutdown()
+    zygote.stop()
     ref = rows[0]["wall"]
     print(f"random sweep, course MLP, {args.trials} trials of {args.epochs} epochs, offline sample, this machine:")
-    print(f"{'':<16}{'wall s':>8}{'vs 1 slot':>10}{'train s/trial':>15}{'overhead s/trial':>18}{'nodes':>7}"
+    print(f"{'':<16}{'wall s':>8}{'vs fresh':>10}{'train s/trial':>15}{'overhead s/trial':>18}{'nodes':>7}"
           f"{'finished':>10}{'best val':>10}")
     for r in rows:
         print(f"{r['name']:<16}{r['wall']:8.1f}{r['wall'] / ref:9.2f}x{r['train']:15.2f}{r['overhead']:18.2f}"

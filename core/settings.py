@@ -25,6 +25,8 @@ VARIABLES = {
     "MNIST_LAB_WORKER_NICE": ("10", "the niceness of training workers (0: the app's priority)"),
     "MNIST_LAB_CUDA_GRAPHS": ("1", "0: train on CUDA without capturing CUDA graphs"),
     "MNIST_LAB_STARTERS": ("1", "0: the first open trains no starter runs"),
+    "MNIST_LAB_PRELOAD": ("1", "0: each CPU worker starts a fresh Python instead of a fork of a preloaded one "
+                                "(core/executors/zygote.py)"),
     "MNIST_LAB_RAY_ADDRESS": ("(none)", "HEAD:6379 of a Ray cluster the app and the CLI offer as an executor"),
     "MNIST_LAB_RAY_GPU_FRACTION": ("0.25", "the share of a GPU one Ray task of a CUDA run asks for"),
 }
@@ -54,6 +56,7 @@ class Settings:
     worker_nice: int
     cuda_graphs: bool
     starters: bool
+    preload: bool
     ray_address: str | None
     ray_gpu_fraction: float
 
@@ -75,6 +78,7 @@ def _parse(values: tuple[str, ...]) -> Settings:
         worker_nice=int(v["MNIST_LAB_WORKER_NICE"]) if v["MNIST_LAB_WORKER_NICE"].isdigit() else WORKER_NICENESS,
         cuda_graphs=_flag(v["MNIST_LAB_CUDA_GRAPHS"], True),
         starters=_flag(v["MNIST_LAB_STARTERS"], True),
+        preload=_flag(v["MNIST_LAB_PRELOAD"], True),
         ray_address=v["MNIST_LAB_RAY_ADDRESS"] or None,
         ray_gpu_fraction=fraction if 0 < fraction <= 1 else 0.25,
     )

@@ -53,6 +53,16 @@ def _streamlit_components_scanned_once():
     manifest_scanner.scan_component_manifests = scan
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_zygote_left_behind():
+    """The workers the tests start are forked from a preloaded zygote (core.executors.zygote),
+    started by the first of them; it would otherwise wait IDLE_S after the last test."""
+    yield
+    from core.executors import zygote
+
+    zygote.stop()
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_isolated(monkeypatch, tmp_path_factory):
     """No test touches the network, the user's cache or the user's run store."""

@@ -115,9 +115,12 @@ def test_a_device_that_is_not_there_starts_nothing(store):
 
 @pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc")
-def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(store):
+def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(store, monkeypatch):
     """A fresh lab queues 18 starter runs at once: each waiting worker used to hold torch's
-    ~280 MB. A worker now imports torch only once its job has a slot."""
+    ~280 MB. A worker now imports torch only once its job has a slot. This is the worker that
+    starts a fresh interpreter (a GPU job, macOS, a request the zygote refuses); one forked from
+    the preloaded zygote shares torch's pages instead (tests/test_zygote.py)."""
+    monkeypatch.setenv("MNIST_LAB_PRELOAD", "0")
     holder = store.create(config(name="holds the slot"), status="queued")
     store.record_worker(holder, os.getpid())  # this test process "trains" it
     assert store.claim_slot([holder], "cpu", 1)

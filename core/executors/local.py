@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.executors.base import Executor, plan_jobs, prepare, record_plan
+from core.executors.zygote import spawn as spawn_forked
 from core.store import RunStoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,10 +50,17 @@ def _child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def spawn_core(store, args: list[str], log_path) -> int:
+def spawn_core(store, args: list[str], log_path, device: str | None = None) -> int:
     """Start `python -m core ARGS --runs-dir STORE` in its own session (it outlives the app's
-    script reruns and the caller), logging to `log_path`; returns its pid."""
-    cmd = [sys.executable, "-m", "core", *args, "--runs-dir", str(store.root.resolve())]
+    script reruns and the caller), logging to `log_path`; returns its pid. A job on the CPU, or
+    a process that trains nothing itself (device None: a sweep's driver), is forked from the
+    preloaded zygote when one answers (core.executors.zygote: seconds of imports saved)."""
+    args = [*args, "--runs-dir", str(store.root.resolve())]
+    if device in (None, "cpu"):
+        pid = spawn_forked(args, log_path, _child_env())
+        if pid:
+            return pid
+    cmd = [sys.executable, "-m", "core", *args]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=_child_env(), start_new_session=True)
@@ -61,7 +69,7 @@ def spawn_core(store, args: list[str], log_path) -> int:
 
 def spawn(store, args: list[str], log_run: str) -> int:
     """A worker process for a job, logging to its first run's worker.log; returns its pid."""
-    return spawn_core(store, args, store.run_dir(log_run) / "worker.log")
+    return spawn_core(store, args, store.run_dir(log_run) / "worker.log", store.get(log_run)["device"])
 
 
 class LocalExecutor(Executor):

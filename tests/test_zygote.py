@@ -1,0 +1,166 @@
+"""A CPU worker is forked from a preloaded process (core.executors.zygote), so that it trains
+after a fraction of a second instead of after seconds of imports; it is still the same worker:
+the same run bit for bit, its own pid, session, command line and log, killable and resumable,
+with the lab's code read afresh, and it trains on when the zygote goes. What the zygote cannot
+serve starts a fresh interpreter, as before, and the worker's log says why."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import RunConfig
+from core.executors import zygote
+from core.executors.local import LocalExecutor, _child_env
+from core.store import RunStore
+from core.store.processes import process_alive
+from tests.conftest import pause_workers_at
+from tests.waiting import wait_for_runs, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="the zygote is Linux only")]
+
+CONFIG = dict(dataset="mnist-sample", device="cpu", epochs=3, batch_size=100, train_subset=1500, seed=3)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return RunStore(tmp_path / "runs")
+
+
+@pytest.fixture
+def zygote_up(monkeypatch):
+    """A zygote answering for this checkout (started if none is); its ping."""
+    monkeypatch.setattr(zygote, "_launched_at", 0.0)
+    zygote.ensure_started()
+    return wait_until(zygote.ping, 120, "the zygote to answer")
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def private_mb(pid: int) -> float:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    return (int(fields["Private_Clean"].split()[0]) + int(fields["Private_Dirty"].split()[0])) / 1024
+
+
+def wait_for(store, run_ids, statuses=("finished", "failed", "cancelled", "interrupted"), timeout=180):
+    return wait_for_runs(store, run_ids, statuses, timeout)
+
+
+def test_a_forked_worker_is_its_own_killable_process_and_trains_the_run_a_fresh_python_trains(
+        store, zygote_up, monkeypatch):
+    config = RunConfig.from_preset("mlp", **CONFIG)
+    monkeypatch.setenv("MNIST_LAB_PRELOAD", "0")
+    [fresh] = LocalExecutor(store).submit([config])
+    monkeypatch.delenv("MNIST_LAB_PRELOAD")
+    pause_workers_at(monkeypatch, "2:3")  # the tests' hook (a sitecustomize on PYTHONPATH) reaches a fork too
+    [forked] = LocalExecutor(store).submit([config])
+    pause_workers_at(monkeypatch, None)
+    wait_until((store.run_dir(forked) / "paused").exists, 60, "the forked worker to pause")
+    pid = store.get(forked)["pid"]
+    assert parent_of(pid) == zygote_up["pid"] and os.getsid(pid) == pid  # its own session, as start_new_session
+    assert f"-m core worker {forked}" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert zygote.stop()  # the zygote goes; its child trains on
+    wait_until(lambda: zygote.ping() is None, 30, "the zygote to exit")
+    assert process_alive(pid, store.get(forked)["pid_start"])
+    os.kill(pid, signal.SIGKILL)
+    [killed] = wait_for(store, [forked], statuses=("interrupted",), timeout=30)
+    assert "died" in killed["error"] and killed["epochs_done"] == 1
+    LocalExecutor(store).resume(forked)  # no zygote answers now: a fresh Python resumes it
+    runs = wait_for(store, [fresh, forked], statuses=("finished", "failed"))
+    assert [r["status"] for r in runs] == ["finished", "finished"], [r["error"] for r in runs]
+    a, b = store.history(fresh), store.history(forked)
+    assert [h["val_loss"] for h in a] == [h["val_loss"] for h in b] and len(a) == 3
+    wa, wb = store.load_weights(fresh, "last"), store.load_weights(forked, "last")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert np.array_equal(store.predictions(fresh)["probs"], store.predictions(forked)["probs"])
+
+
+def test_a_queued_child_shares_torch_with_the_zygote_instead_of_holding_a_copy(store, zygote_up):
+    """The fresh worker waits for its slot before importing torch (280 MB private each,
+    tests/test_jobs.py); a fork has torch mapped already, shared with the zygote."""
+    holder = store.create(RunConfig.from_preset("mlp", **CONFIG), status="queued")
+    store.record_worker(holder, os.getpid())
+    assert store.claim_slot([holder], "cpu", 1)
+    [waiting] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **CONFIG)])
+    pid = store.get(waiting)["pid"]
+    assert parent_of(pid) == zygote_up["pid"]
+    wait_until(lambda: "nanosleep" in Path(f"/proc/{pid}/wchan").read_text(), 60, "the child to wait for its slot")
+    with_torch = subprocess.Popen([sys.executable, "-c", "import torch, sys; print(1, flush=True); sys.stdin.read()"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        with_torch.stdout.readline()
+        assert "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+        assert private_mb(pid) < private_mb(with_torch.pid) / 3, (private_mb(pid), private_mb(with_torch.pid))
+    finally:
+        with_torch.kill()
+    store.request_cancel(waiting)
+    assert wait_for(store, [waiting])[0]["status"] == "cancelled"
+    store.mark_failed(holder, "test over", status="cancelled")
+
+
+def test_a_request_with_other_import_time_variables_starts_a_fresh_python_and_says_why(
+        store, zygote_up, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by torch's import: a fork would not obey it
+    [run_id] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **{**CONFIG, "epochs": 1})])
+    assert wait_for(store, [run_id])[0]["status"] == "finished"
+    log = (store.run_dir(run_id) / "worker.log").read_text()
+    assert "started without the zygote: variables read at import differ: OMP_NUM_THREADS" in log
+
+
+def test_the_zygote_preloads_libraries_and_each_child_reads_the_lab_afresh(tmp_path, zygote_up):
+    assert zygote_up["preloaded"] and not [m for m in zygote_up["preloaded"] if m.split(".")[0] == "core"]
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import sys
+        core = [m for m in sys.modules if m == "core" or m.startswith("core.")]
+        open({str(tmp_path / "seen.txt")!r}, "w").write(f"{{core}} {{'torch' in sys.modules}}")
+    """))
+    env = {**_child_env(), "PYTHONPATH": os.pathsep.join([str(hook), _child_env()["PYTHONPATH"]])}
+    pid = zygote.spawn(["runs", "list", "--runs-dir", str(tmp_path / "runs")], tmp_path / "child.log", env)
+    assert pid
+    wait_until((tmp_path / "seen.txt").exists, 30, "the child's sitecustomize")
+    assert (tmp_path / "seen.txt").read_text() == "[] True"  # no lab module kept; torch preloaded
+    wait_until(lambda: not process_alive(pid, None), 30, "the child to exit")
+    assert "no runs" in (tmp_path / "child.log").read_text().lower()
+
+
+def test_with_preload_off_no_zygote_is_asked_or_started(monkeypatch, tmp_path):
+    monkeypatch.setenv("MNIST_LAB_PRELOAD", "0")
+    monkeypatch.setattr(zygote, "_launched_at", 0.0)
+    assert zygote.spawn(["runs", "list"], tmp_path / "log", _child_env()) is None
+    assert not zygote.ensure_started()
+
+
+def test_only_this_user_can_reach_the_zygote(zygote_up):
+    """Whoever reaches its socket can have it run the lab's command line as this user: the
+    socket lives in a folder only this user can enter, and is this user's only itself."""
+    path = zygote.socket_path()
+    assert path.exists() and not path.stat().st_mode & 0o077 and not path.parent.stat().st_mode & 0o077
+    assert path.parent.stat().st_uid == os.getuid()
+    if os.getuid() != 0:
+        return  # the other user's try below needs root to become someone else
+    child = os.fork()
+    if child == 0:  # becomes nobody, and tries to reach the socket
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(str(path))
+        except PermissionError:
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0, "another user reached the zygote's socket"

@@ -6,6 +6,7 @@ serve starts a fresh interpreter, as before, and the worker's log says why."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -164,3 +165,25 @@ def test_only_this_user_can_reach_the_zygote(zygote_up):
         finally:
             os._exit(code)
     assert os.waitpid(child, 0)[1] == 0, "another user reached the zygote's socket"
+
+
+def test_a_child_whose_pid_the_caller_never_got_never_runs(tmp_path, zygote_up):
+    """A caller that gave up waiting for the reply starts the job itself: the zygote's child
+    for it must not start it too (it waits for the word the zygote sends once the pid is out)."""
+    seen = tmp_path / "ran.txt"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(f"open({str(seen)!r}, 'w').write('ran')\n")
+    env = {**_child_env(), "PYTHONPATH": os.pathsep.join([str(hook), _child_env()["PYTHONPATH"]])}
+    request = {"argv": ["runs", "list", "--runs-dir", str(tmp_path / "runs")], "log": str(tmp_path / "child.log"),
+               "cwd": str(zygote.ROOT), "env": env, "python": sys.executable, "root": str(zygote.ROOT)}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(zygote.socket_path()))
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        conn.shutdown(socket.SHUT_RDWR)  # gone before the reply
+    assert zygote.ping()  # the zygote served on
+    pid = zygote.spawn(request["argv"], tmp_path / "second.log", env)  # the same request, waited for: it runs
+    wait_until(seen.exists, 30, "the second child's sitecustomize")
+    wait_until(lambda: not process_alive(pid, None), 30, "the second child to exit")
+    assert "no runs" in (tmp_path / "second.log").read_text().lower()
+    assert not (tmp_path / "child.log").exists()  # the first child never got as far as its log

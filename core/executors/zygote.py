@@ -47,6 +47,8 @@ from core.settings import settings
 ROOT = Path(__file__).resolve().parents[2]
 IDLE_S = 20 * 60
 CONNECT_S = 5.0
+REPLY_S = 30.0  # a fork on a loaded machine; past it the caller starts the job itself and the
+#                 zygote, unable to hand the pid over, kills its child before it did anything
 PRELOAD = ("numpy", "pandas", "torch", "torch.optim", "torch._dynamo", "torchvision", "torchvision.transforms.v2",
            "PIL.Image", "PIL.ImageDraw", "scipy.stats", "sklearn.model_selection", "sklearn.metrics",
            "sklearn.preprocessing", "optuna")
@@ -112,7 +114,7 @@ def spawn(args: list[str], log_path, env: dict) -> int | None:
     if not supported():
         return None
     reply = _ask({"argv": args, "log": str(Path(log_path).resolve()), "cwd": str(ROOT), "env": env,
-                  "python": sys.executable, "root": str(ROOT)})
+                  "python": sys.executable, "root": str(ROOT)}, timeout=REPLY_S)
     if reply is None:
         ensure_started()
         return None
@@ -236,15 +238,27 @@ def serve(listener: socket.socket, loaded: list[str], before: dict) -> dict | No
                 continue
             sys.stdout.flush()
             sys.stderr.flush()
+            go_read, go_write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 listener.close()
+                os.close(go_write)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                go = os.read(go_read, 1)
+                os.close(go_read)
+                if go != b"1":
+                    raise SystemExit(0)  # out of this child only: main() never reaches its cleanup
                 return request
+            os.close(go_read)
             try:
                 conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                os.write(go_write, b"1")
             except OSError:
-                pass  # the caller gave up waiting: the child trains anyway and records its own pid
+                # The caller gave up waiting and starts the job itself: this child must not
+                # start it too. It waits for the word, so it has done nothing yet.
+                os.kill(pid, signal.SIGKILL)
+            finally:
+                os.close(go_write)
 
 
 def become(request: dict) -> int:

@@ -187,3 +187,11 @@ def test_a_child_whose_pid_the_caller_never_got_never_runs(tmp_path, zygote_up):
     wait_until(lambda: not process_alive(pid, None), 30, "the second child to exit")
     assert "no runs" in (tmp_path / "second.log").read_text().lower()
     assert not (tmp_path / "child.log").exists()  # the first child never got as far as its log
+
+
+def test_a_request_with_another_interpreter_start_variable_starts_a_fresh_python(store, zygote_up, monkeypatch):
+    monkeypatch.setenv("PYTHONWARNINGS", "default")  # read when an interpreter starts, not after
+    [run_id] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **{**CONFIG, "epochs": 1})])
+    wait_for(store, [run_id])
+    log = (store.run_dir(run_id) / "worker.log").read_text()
+    assert "started without the zygote: variables read at import differ: PYTHONWARNINGS" in log

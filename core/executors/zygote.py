@@ -18,9 +18,10 @@ What a child shares with the zygote, and what it does not:
 - the child applies the request's environment, working folder and PYTHONPATH (and runs a
   `sitecustomize` found there, as a starting interpreter would), starts its own session (like
   `start_new_session`), writes to its log, and exits through the normal interpreter shutdown;
-- a library may read some variables when it is imported (OMP_*, MKL_*, TORCH*, ...): a request
-  whose values of those differ from the zygote's, or from another Python or checkout, is refused,
-  and the caller starts a fresh interpreter as before;
+- a library may read some variables when it is imported (OMP_*, MKL_*, TORCH*, ...), and the
+  interpreter others when it starts (PYTHON*): a request whose values of those differ from the
+  zygote's, or from another Python or checkout, is refused, and the caller starts a fresh
+  interpreter as before;
 - the zygote never initialises CUDA (importing torch does not), so a child may; GPU and MPS jobs
   are nevertheless started the plain way (core.executors.local), as the fork path has not been
   checked on a GPU.
@@ -52,8 +53,10 @@ REPLY_S = 30.0  # a fork on a loaded machine; past it the caller starts the job 
 PRELOAD = ("numpy", "pandas", "torch", "torch.optim", "torch._dynamo", "torchvision", "torchvision.transforms.v2",
            "PIL.Image", "PIL.ImageDraw", "scipy.stats", "sklearn.model_selection", "sklearn.metrics",
            "sklearn.preprocessing", "optuna")
-# Variables a preloaded library may have read at its import: a child must see the zygote's values.
-IMPORT_TIME_PREFIXES = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA_", "LD_", "PYTHONHASHSEED")
+# Variables a preloaded library may have read at its import, or the interpreter at its start
+# (PYTHONWARNINGS, PYTHONUNBUFFERED, ...; PYTHONPATH is applied to each child): a child must
+# see the zygote's values.
+IMPORT_TIME_PREFIXES = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA_", "LD_", "PYTHON")
 _launched_at = 0.0
 
 
@@ -87,7 +90,7 @@ def socket_path() -> Path | None:
 
 
 def _import_time_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES)}
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES) and k != "PYTHONPATH"}
 
 
 # --- the caller's side ------------------------------------------------------------------

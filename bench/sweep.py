@@ -8,8 +8,9 @@ this one process: the local executor with 1 slot and workers started as fresh Py
 (MNIST_LAB_PRELOAD=0), with 1 slot and with 2 slots forked from the preloaded zygote (the
 default: core/executors/zygote.py; started and awaited first), and the Ray executor on a
 2-node Ray cluster started on this machine (ray.cluster_utils.Cluster, one CPU per node).
-Prints each wall time, the ratios to the 1-slot run, and the overhead per trial (wall time
-times parallel trials divided by trials, minus the mean training time a trial recorded):
+Prints each wall time, the ratios to the fresh-Python 1-slot run, and the overhead per trial
+(wall time times parallel trials divided by trials, minus the mean training time a trial
+recorded):
 process start and data loading for local workers, task scheduling and shipping data and
 results for Ray.
 """
@@ -58,10 +59,7 @@ def main() -> int:
     os.environ["MNIST_LAB_PRELOAD"] = "0"
     rows = [one("local, fresh", lambda s: LocalExecutor(s, slots=1), 1, args.trials, args.epochs, dataset)]
     os.environ["MNIST_LAB_PRELOAD"] = "1"
-    zygote.ensure_started()
-    deadline = time.monotonic() + 120
-    while zygote.ping() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    zygote.ready()
     rows += [one("local, 1 slot", lambda s: LocalExecutor(s, slots=1), 1, args.trials, args.epochs, dataset),
              one("local, 2 slots", lambda s: LocalExecutor(s, slots=2), 2, args.trials, args.epochs, dataset)]
     try:

@@ -77,11 +77,7 @@ def main() -> None:
     if not zygote.supported():
         raise SystemExit("the zygote serves Linux only (and not with MNIST_LAB_PRELOAD=0)")
     store = RunStore(Path(tempfile.mkdtemp(prefix="worker-start-")) / "runs")
-    zygote.ensure_started()
-    deadline = time.monotonic() + 120
-    while zygote.ping() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    print(f"zygote {zygote.ping()}")
+    print(f"zygote {zygote.ready()}")
     one_job(store, True)  # the data set's first read, each way, outside the figures
     one_job(store, False)
     times = {True: [], False: []}

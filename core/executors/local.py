@@ -67,9 +67,9 @@ def spawn_core(store, args: list[str], log_path, device: str | None = None) -> i
     return proc.pid
 
 
-def spawn(store, args: list[str], log_run: str) -> int:
-    """A worker process for a job, logging to its first run's worker.log; returns its pid."""
-    return spawn_core(store, args, store.run_dir(log_run) / "worker.log", store.get(log_run)["device"])
+def spawn(store, args: list[str], log_run: str, device: str) -> int:
+    """A worker process for a job on `device`, logging to its first run's worker.log; returns its pid."""
+    return spawn_core(store, args, store.run_dir(log_run) / "worker.log", device)
 
 
 class LocalExecutor(Executor):
@@ -98,7 +98,8 @@ class LocalExecutor(Executor):
         ids = [self.store.create(config, status="queued", group=group, executor=self.name) for config in configs]
         record_plan(self.store, ids, plan, reason)
         for job in ([ids[i] for i in indexes] for indexes in plan):
-            pid = spawn(self.store, self._worker_args(job, self.store.get(job[0])["device"]), job[0])
+            device = self.store.get(job[0])["device"]
+            pid = spawn(self.store, self._worker_args(job, device), job[0], device)
             for run_id in job:
                 self.store.record_worker(run_id, pid)
         return ids
@@ -117,6 +118,6 @@ class LocalExecutor(Executor):
         if self.data_dir:
             args += ["--data-dir", str(self.data_dir)]
         members = self.store.group_members(run_id)
-        pid = spawn(self.store, args, run_id)
+        pid = spawn(self.store, args, run_id, run["device"])
         for member in members:
             self.store.record_worker(member, pid)

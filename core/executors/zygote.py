@@ -131,12 +131,12 @@ def ensure_started() -> bool:
     """Start a zygote in the background unless one answers (or one was started in the last
     minute and is still importing); returns whether this call started one."""
     global _launched_at
-    if not supported() or socket_path() is None or time.monotonic() - _launched_at < 60 \
-            or _ask({"ping": True}) is not None:
+    path = socket_path() if supported() else None
+    if path is None or time.monotonic() - _launched_at < 60 or ping() is not None:
         return False
     _launched_at = time.monotonic()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(socket_path().with_suffix(".log"), "ab") as log:
+    with open(path.with_suffix(".log"), "ab") as log:
         subprocess.Popen([sys.executable, "-m", "core.executors.zygote"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     return True
@@ -150,6 +150,16 @@ def stop() -> bool:
 def ping() -> dict | None:
     """The zygote's pid and what it preloaded, or None when none answers."""
     return _ask({"ping": True})
+
+
+def ready(timeout: float = 120.0) -> dict | None:
+    """Start a zygote unless one answers, and wait up to `timeout` s for it to answer (its
+    imports); its ping, or None (not supported here, or not up in time)."""
+    ensure_started()
+    deadline = time.monotonic() + timeout
+    while (answer := ping()) is None and supported() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return answer
 
 
 # --- the zygote's side ------------------------------------------------------------------

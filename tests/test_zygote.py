@@ -195,3 +195,19 @@ def test_a_request_with_another_interpreter_start_variable_starts_a_fresh_python
     wait_for(store, [run_id])
     log = (store.run_dir(run_id) / "worker.log").read_text()
     assert "started without the zygote: variables read at import differ: PYTHONWARNINGS" in log
+
+
+def test_a_variable_read_at_use_does_not_send_a_job_to_a_fresh_python(store, zygote_up, monkeypatch):
+    """`ray.init` writes PYTHONBREAKPOINT into its caller's environment (read at each breakpoint()
+    call, not at start): after a Ray sweep in the app's process, its CPU jobs are still forked."""
+    monkeypatch.setenv("PYTHONBREAKPOINT", "ray.util.rpdb._driver_set_trace")  # what ray.init sets on a driver
+    pause_workers_at(monkeypatch, "1:2")
+    [run_id] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **{**CONFIG, "epochs": 1})])
+    pause_workers_at(monkeypatch, None)
+    wait_until((store.run_dir(run_id) / "paused").exists, 60, "the worker to pause")
+    pid = store.get(run_id)["pid"]
+    try:
+        assert parent_of(pid) == zygote_up["pid"]
+        assert "started without the zygote" not in (store.run_dir(run_id) / "worker.log").read_text()
+    finally:
+        os.kill(pid, signal.SIGKILL)

@@ -54,9 +54,12 @@ PRELOAD = ("numpy", "pandas", "torch", "torch.optim", "torch._dynamo", "torchvis
            "PIL.Image", "PIL.ImageDraw", "scipy.stats", "sklearn.model_selection", "sklearn.metrics",
            "sklearn.preprocessing", "optuna")
 # Variables a preloaded library may have read at its import, or the interpreter at its start
-# (PYTHONWARNINGS, PYTHONUNBUFFERED, ...; PYTHONPATH is applied to each child): a child must
-# see the zygote's values.
+# (PYTHONWARNINGS, PYTHONUNBUFFERED, ...): a child must see the zygote's values.
 IMPORT_TIME_PREFIXES = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA_", "LD_", "PYTHON")
+# ... except those read later, which the child's environment carries: PYTHONPATH (each child
+# applies it) and PYTHONBREAKPOINT (read at every breakpoint() call; `ray.init` writes it into
+# the environment of the process that called it, so after a Ray sweep the app's would differ).
+READ_AT_USE = frozenset({"PYTHONPATH", "PYTHONBREAKPOINT"})
 _launched_at = 0.0
 
 
@@ -90,7 +93,7 @@ def socket_path() -> Path | None:
 
 
 def _import_time_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES) and k != "PYTHONPATH"}
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_PREFIXES) and k not in READ_AT_USE}
 
 
 # --- the caller's side ------------------------------------------------------------------

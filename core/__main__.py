@@ -4,13 +4,18 @@ import sys
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    if argv[:1] == ["worker"]:  # wait for a slot before torch is imported (core.executors.queue)
+    # A worker waits for its slot before torch is imported (core.executors.queue), unless it
+    # is the fork a waiting worker handed its job to (`--waited` given: that one waited).
+    if argv[:1] == ["worker"] and "--waited" not in argv:
         from core.executors.queue import background_priority, wait_from_argv
+        from core.executors.zygote import hand_over
 
         background_priority()  # the app's pages before background training (see its docstring)
         argv = ["worker", *wait_from_argv(argv[1:])]
         if argv[-2:] == ["--waited", "cancelled"]:
             sys.exit(0)  # cancelled while queued, and recorded so (core.executors.queue): nothing to import
+        if hand_over(argv[1:]):
+            sys.exit(0)  # a preloaded fork trains it (and is recorded as the runs' worker)
     from core.cli import main
 
     sys.exit(main(argv))

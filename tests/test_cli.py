@@ -190,3 +190,28 @@ def test_runs_export_to_a_folder_or_a_missing_folder_is_one_error_line(tmp_path,
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: export to") and says in lines[0]
     assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "missing").exists()
+
+
+@pytest.mark.slow
+def test_listing_and_cancelling_runs_from_the_command_line_imports_no_torch(tmp_path, small):
+    """`runs list` and `runs cancel` read and edit the store only: they answer without torch's
+    seconds of imports (only the asked command's parser is built; the user errors are looked up
+    among the modules already imported), and a bad run id is still one error line. (`runs show`
+    checks the run's config and files, with torch.)"""
+    from core.config import RunConfig
+    from core.store import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    finished = train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1, train_subset=200),
+                         small)["run_id"]
+    queued = store.create(RunConfig.from_preset("mlp", dataset="mnist-sample"))
+    probe = ("import runpy, sys\nsys.argv = ['core', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('core', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+             "print('torch imported:', 'torch' in sys.modules, 'exit', code, file=sys.stderr)")
+    for args, says in ((["list", "--json"], finished), (["cancel", queued, "--json"], queued),
+                       (["cancel", "20000101-000000-abcdef"], "error: ")):
+        r = subprocess.run([sys.executable, "-c", probe, "runs", *args, "--runs-dir", str(store.root)],
+                           capture_output=True, text=True, cwd=ROOT, env=subprocess_env(), timeout=120)
+        assert "torch imported: False" in r.stderr, (args, r.stderr[-2000:])
+        assert says in r.stdout + r.stderr, (args, r.stdout[-2000:], r.stderr[-2000:])
+    assert store.get(queued)["status"] == "cancelled"

@@ -149,6 +149,26 @@ def live_pids():
         p.wait()
 
 
+
+def test_a_reader_that_read_a_job_before_it_was_handed_over_does_not_mark_it_interrupted(tmp_path, live_pids):
+    """A waiting worker hands its job to a zygote's fork and exits (core.executors.zygote.hand_over):
+    a reader holding the row from before, with the old (now dead) pid, must not mark it interrupted."""
+    from core.store.liveness import reap
+
+    store = RunStore(tmp_path)
+    run_id = store.create(RunConfig.from_preset("mlp", dataset="mnist-sample", device="cpu"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.record_worker(run_id, dead.pid)
+    assert store.claim_slot([run_id], "cpu", 1)
+    rows = store.index.all()  # read while the first worker is recorded
+    store.record_worker(run_id, live_pids[0])  # handed over
+    [row] = reap(store.index, store.root, rows)
+    assert row["status"] == "running" and row["pid"] == live_pids[0]
+    assert store.get(run_id)["status"] == "running"
+    store.record_worker(run_id, dead.pid)  # the worker it was handed to died: that is noticed
+    assert store.get(run_id)["status"] == "interrupted"
+
 def test_claiming_a_slot_is_atomic_and_first_in_line_first(tmp_path, live_pids):
     store = RunStore(tmp_path)
     config = RunConfig.from_preset("cnn", dataset="mnist-sample", device="cpu")

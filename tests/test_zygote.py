@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,40 @@ def test_a_variable_read_at_use_does_not_send_a_job_to_a_fresh_python(store, zyg
         assert "started without the zygote" not in (store.run_dir(run_id) / "worker.log").read_text()
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_job_that_waited_as_a_fresh_python_is_handed_to_a_fork_when_its_slot_comes(store, zygote_up, monkeypatch):
+    """A fresh lab queues its starters before the zygote answers, so each waits for its slot as a
+    fresh Python. When its slot comes and a zygote answers, it hands the job to a fork instead of
+    paying the imports: the fork is recorded as the job's worker (killable, resumable), at the
+    waiting worker's CPU priority, and the waiting process exits."""
+    from core.settings import settings
+
+    holder = store.create(RunConfig.from_preset("mlp", **CONFIG), status="queued")
+    store.record_worker(holder, os.getpid())
+    assert store.claim_slot([holder], "cpu", 1)
+    assert zygote.stop()
+    wait_until(lambda: zygote.ping() is None, 30, "the zygote to exit")
+    monkeypatch.setattr(zygote, "_launched_at", time.monotonic())  # this submit starts no zygote
+    pause_workers_at(monkeypatch, "1:2")
+    [run_id] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **{**CONFIG, "epochs": 2})])
+    pause_workers_at(monkeypatch, None)
+    waiter = store.get(run_id)["pid"]
+    assert parent_of(waiter) == os.getpid()  # no zygote answered: a fresh Python waits for the slot
+    wait_until(lambda: "nanosleep" in Path(f"/proc/{waiter}/wchan").read_text(), 60, "the worker to wait")
+    monkeypatch.setattr(zygote, "_launched_at", 0.0)
+    up = zygote.ready()
+    store.mark_failed(holder, "test over", status="cancelled")  # the slot is free
+    wait_until((store.run_dir(run_id) / "paused").exists, 60, "the handed-over job to pause")
+    fork = store.get(run_id)["pid"]
+    assert fork != waiter and parent_of(fork) == up["pid"]
+    wait_until(lambda: os.waitpid(waiter, os.WNOHANG)[0] == waiter, 30, "the waiting process to exit")  # our child
+    assert os.getpriority(os.PRIO_PROCESS, fork) == settings().worker_nice  # the waiter's, not added twice
+    assert store.get(run_id)["status"] == "running"  # its recorded worker is alive
+    os.kill(fork, signal.SIGKILL)
+    [killed] = wait_for(store, [run_id], statuses=("interrupted",), timeout=30)
+    assert f"process {fork} died" in killed["error"]
+    LocalExecutor(store).resume(run_id)
+    [done] = wait_for(store, [run_id], statuses=("finished", "failed"))
+    assert done["status"] == "finished" and len(store.history(run_id)) == 2, done["error"]
+    assert "started without the zygote" not in (store.run_dir(run_id) / "worker.log").read_text()

@@ -9,19 +9,24 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.config import ConfigError, RunConfig
-from core.data import DATASETS, DataError
-from core.devices import DeviceError
-from core.export import ExportError
-from core.handover import HandoverError
-from core.idx import IdxError
-from core.models import PRESETS, ArchitectureError
-from core.store import RunStoreError
-from core.sweeps import SweepError
+from core.data import DATASETS
 
-USER_ERRORS = (ConfigError, DataError, DeviceError, IdxError, ArchitectureError, RunStoreError, SweepError,
-               ExportError, HandoverError)
+if TYPE_CHECKING:
+    from core.config import RunConfig
+
+# The errors that are the user's (a bad config, data, device, file...): one `error:` line, no
+# traceback. Named by their defining module and looked up only among the modules already
+# imported (one that is not cannot have raised): a command that needs no torch (`runs list`,
+# `runs cancel`) must not import torch, about 4 s, just to name what it could catch.
+USER_ERRORS = {"core.config": "ConfigError", "core.data": "DataError", "core.devices": "DeviceError",
+               "core.idx": "IdxError", "core.layer_kinds": "ArchitectureError", "core.store.files": "RunStoreError",
+               "core.search_space": "SweepError", "core.export": "ExportError", "core.handover": "HandoverError"}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    return tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS.items() if module in sys.modules)
 
 
 class UsageError(Exception):
@@ -104,12 +109,16 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def preset_command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     """A command that trains runs of a preset (kfold, sweep): the data options and --model."""
+    from core.models import PRESETS
+
     p = sub.add_parser(name, help=help_text)
     add_data_arguments(p)
     p.add_argument("--model", choices=list(PRESETS), default="mlp")
     return p
 
 def config_from_args(args, **fixed) -> RunConfig:
+    from core.config import RunConfig
+
     values = dict(
         dataset=args.dataset, epochs=args.epochs, batch_size=getattr(args, "batch_size", None),
         lr=getattr(args, "lr", None), optimizer=getattr(args, "optimizer", None),
@@ -134,6 +143,8 @@ def config_file(path) -> RunConfig:
     """A RunConfig from a JSON file: a stored run's config.json ({"config": {...}, ...}) or a
     config written by hand (the same fields; what it leaves out takes RunConfig's defaults, and
     `layers` makes the model custom). Checked like any config: a bad field is one error line."""
+    from core.config import RunConfig
+
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:

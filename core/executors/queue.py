@@ -103,16 +103,20 @@ def starter_priority() -> None:
         pass
 
 
-def wait_from_argv(argv: list[str]) -> list[str]:
-    """For `python -m core worker RUN... [--runs-dir R] [--slots N] ...`: wait, then return the
-    argv for the CLI with `--waited RESULT` added, so the worker knows what happened."""
+def worker_args(argv: list[str]):
     import argparse
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--runs-dir", default=str(settings().runs))
     parser.add_argument("--slots", type=int, default=None)
-    known, _ = parser.parse_known_args(argv)
+    return parser.parse_known_args(argv)[0]
+
+
+def wait_from_argv(argv: list[str]) -> list[str]:
+    """For `python -m core worker RUN... [--runs-dir R] [--slots N] ...`: wait, then return the
+    argv for the CLI with `--waited RESULT` added, so the worker knows what happened."""
+    known = worker_args(argv)
     if not known.runs or not Path(known.runs_dir, "index.sqlite").exists():
         return argv
     try:

@@ -113,21 +113,63 @@ def _ask(message: dict, timeout: float = CONNECT_S) -> dict | None:
         return None
 
 
-def spawn(args: list[str], log_path, env: dict) -> int | None:
+def spawn(args: list[str], log_path, env: dict, say_refusal: bool = True) -> int | None:
     """Start `python -m core ARGS` as a child of the zygote, in its own session, writing to
     `log_path`; returns its pid, or None when no zygote can take it (then the caller starts a
-    fresh interpreter). A missing zygote is started for the next call."""
+    fresh interpreter, and the log says why unless `say_refusal` is False). A missing zygote
+    is started for the next call."""
     if not supported():
         return None
     reply = _ask({"argv": args, "log": str(Path(log_path).resolve()), "cwd": str(ROOT), "env": env,
-                  "python": sys.executable, "root": str(ROOT)}, timeout=REPLY_S)
+                  "python": sys.executable, "root": str(ROOT), "nice": os.nice(0)}, timeout=REPLY_S)
     if reply is None:
         ensure_started()
         return None
-    if reply.get("refused"):
+    if reply.get("refused") and say_refusal:
         with open(log_path, "a") as log:  # why this one pays a fresh interpreter's imports
             log.write(f"started without the zygote: {reply['refused']}\n")
     return reply.get("pid")
+
+
+def hand_over(argv: list[str]) -> int | None:
+    """In a fresh worker that waited for its CPU slot (core.executors.queue: queued before a
+    zygote answered, as a fresh lab's starters are): hand the job to a fork when a zygote answers
+    now, which trains seconds sooner than this process would after its own imports. `argv`:
+    wait_from_argv's, ending `--waited claimed`. Records the fork as the runs' worker (the slot
+    is counted by that pid: it stays one job) and returns its pid, after which this process
+    exits; None: this process trains the job itself."""
+    import sqlite3
+
+    from core.executors.queue import worker_args
+    from core.store.folder import RunFolder
+    from core.store.index import IndexBroken, RunIndex
+    from core.store.processes import process_start_time
+
+    if argv[-2:] != ["--waited", "claimed"] or "torch" in sys.modules or not supported():
+        return None  # not a claimed job, or this process is a fork already (torch preloaded)
+    if ping() is None:
+        return None  # none answering now: none is started for this one job (the next submit does)
+    known = worker_args(argv)
+    root = Path(known.runs_dir)
+    index = RunIndex(root / "index.sqlite")
+    try:
+        if any((index.get(r) or {}).get("device") != "cpu" for r in known.runs):
+            return None
+    except (IndexBroken, sqlite3.Error):
+        return None
+    # A refusal was said in the log when this job was submitted (why this process is a fresh one).
+    pid = spawn(["worker", *argv], RunFolder(root, known.runs[0]) / "worker.log", dict(os.environ),
+                say_refusal=False)
+    if not pid:
+        return None
+    start = process_start_time(pid)
+    try:
+        for run_id in known.runs:  # before this process exits: a reader must never see the job's worker gone
+            index.update(run_id, pid=pid, pid_start=start)
+            RunFolder(root, run_id).write_meta(pid=pid, pid_start=start)
+    except (IndexBroken, sqlite3.Error, OSError, ValueError):
+        pass  # the fork trains it all the same, and records itself when it starts (mark_running)
+    return pid
 
 
 def ensure_started() -> bool:
@@ -278,13 +320,17 @@ def serve(listener: socket.socket, loaded: list[str], before: dict) -> dict | No
 
 
 def become(request: dict) -> int:
-    """In a forked child: turn into `python -m core ARGV` with the request's environment."""
+    """In a forked child: turn into `python -m core ARGV` with the request's environment, at
+    the caller's CPU priority or lower (as a child the caller started itself would be)."""
     import importlib
     import importlib.util
     import runpy
     import signal
 
     os.setsid()
+    asked = request.get("nice")
+    if isinstance(asked, int) and asked > os.nice(0):
+        os.nice(asked - os.nice(0))
     try:  # `ps` and /proc/PID/cmdline show the command this child is, not the zygote's
         import setproctitle
 

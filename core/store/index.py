@@ -221,12 +221,15 @@ class RunIndex:
         cols = ", ".join(f"{k} = ?" for k in fields)
         self._run(lambda db: db.execute(f"UPDATE runs SET {cols} WHERE id = ?", [*fields.values(), run_id]))
 
-    def update_if(self, run_id: str, expected: str, **fields) -> bool:
-        """Update only while the run's status is still `expected` (a compare-and-set)."""
+    def update_if(self, run_id: str, expected: str, worker: int | None = None, **fields) -> bool:
+        """Update only while the run's status is still `expected` (a compare-and-set), and, when
+        `worker` is given, while its recorded worker pid is still that one (a job handed to
+        another process since the row was read: core.executors.zygote.hand_over)."""
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        return self._run(lambda db: db.execute(f"UPDATE runs SET {cols} WHERE id = ? AND status = ?",
-                                               [*fields.values(), run_id, expected]).rowcount == 1)
+        guard, args = ("", []) if worker is None else (" AND pid IS ?", [worker])
+        return self._run(lambda db: db.execute(f"UPDATE runs SET {cols} WHERE id = ? AND status = ?{guard}",
+                                               [*fields.values(), run_id, expected, *args]).rowcount == 1)
 
     def set_checked(self, run_id: str, signature: str) -> None:
         """Record that the run's files with these stats were found sound (not an edit: the

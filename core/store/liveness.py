@@ -23,10 +23,13 @@ def reap(index, root: Path, rows: list[dict]) -> list[dict]:
                 and not process_alive(run["pid"], run["pid_start"]):
             error = (f"the worker process {run['pid']} died; resume continues from epoch "
                      f"{run['epochs_done'] + 1}")
-            if index.update_if(run["id"], run["status"], status=Status.INTERRUPTED, error=error, progress=None):
+            if index.update_if(run["id"], run["status"], worker=run["pid"], status=Status.INTERRUPTED, error=error,
+                               progress=None):
                 try:
                     RunFolder(Path(root), run["id"]).write_meta(status=Status.INTERRUPTED, error=error)
                 except (OSError, ValueError):
                     pass  # a full disk, or a damaged run.json (listed as damaged): the index says it
-            run.update(status=Status.INTERRUPTED, error=error, progress=None)
+                run.update(status=Status.INTERRUPTED, error=error, progress=None)
+            else:  # it moved on since `rows` were read (finished, or handed to another process)
+                run.update(index.get(run["id"]) or {})
     return rows

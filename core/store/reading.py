@@ -5,13 +5,16 @@ RunStore (its base class), kept apart from creating, listing and editing runs.""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.config import RunConfig
 from core.store.files import FileDamaged
 from core.store.records import ACTIVE
 from core.store.records import Status
+
+if TYPE_CHECKING:  # imported where a config is read (core.store.folder): it imports torch
+    from core.config import RunConfig
 
 
 class RunReaders:

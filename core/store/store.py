@@ -18,9 +18,8 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-from core.config import RunConfig
 from core.settings import settings
 from core.store.files import (MAX_NAME, MAX_TAG, FileDamaged, RunStoreError, atomic_write_json, clean_text, disk_text)
 import core.store.upkeep as upkeep
@@ -31,6 +30,9 @@ from core.store.liveness import reap
 from core.store.processes import host, process_start_time
 from core.store.reading import RunReaders
 from core.store.recording import TrainingRecords
+
+if TYPE_CHECKING:  # a listing needs no config module (it imports torch: seconds for `runs list`)
+    from core.config import RunConfig
 
 
 def default_root() -> Path:

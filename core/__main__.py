@@ -14,8 +14,10 @@ if __name__ == "__main__":
         argv = ["worker", *wait_from_argv(argv[1:])]
         if argv[-2:] == ["--waited", "cancelled"]:
             sys.exit(0)  # cancelled while queued, and recorded so (core.executors.queue): nothing to import
-        if hand_over(argv[1:]):
-            sys.exit(0)  # a preloaded fork trains it (and is recorded as the runs' worker)
+        fork = hand_over(argv[1:])
+        if fork:
+            print(f"handed to the zygote's fork {fork}, which trains it", flush=True)  # worker.log
+            sys.exit(0)
     from core.cli import main
 
     sys.exit(main(argv))

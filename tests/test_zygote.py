@@ -248,4 +248,5 @@ def test_a_job_that_waited_as_a_fresh_python_is_handed_to_a_fork_when_its_slot_c
     LocalExecutor(store).resume(run_id)
     [done] = wait_for(store, [run_id], statuses=("finished", "failed"))
     assert done["status"] == "finished" and len(store.history(run_id)) == 2, done["error"]
-    assert "started without the zygote" not in (store.run_dir(run_id) / "worker.log").read_text()
+    log = (store.run_dir(run_id) / "worker.log").read_text()
+    assert f"handed to the zygote's fork {fork}" in log and "started without the zygote" not in log

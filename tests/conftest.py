@@ -3,15 +3,44 @@ MNIST only for the accuracy tests (skipped where `../shared/data/mnist` is not t
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
 
-from core.runner import train_run
-from core.data import Dataset, load_sample
-from core.idx import write_idx
+def _one_core_per_xdist_worker() -> None:
+    """Under pytest-xdist (`-n 2`, the README's test command), each worker process is one test
+    at a time beside another; set before torch is imported, so that it and every process it
+    starts obey it.
+
+    - One CPU thread each: two 2-thread trainings on 2 cores spin against each other (two jobs
+      sharing the CPU trained 65x slower per trial than one, bench/sweep.py), while two 1-thread
+      tests use both cores and overlap what the other waits for (interpreter starts, a browser,
+      a worker's poll).
+    - A private runtime folder each ($XDG_RUNTIME_DIR, where core.executors.zygote keeps its
+      socket): each worker has its own zygote, so that one worker's zygote tests (which stop it,
+      start it, and check what a fork obeys) and its last test's `zygote.stop()` never reach the
+      other worker's jobs.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    os.environ["OMP_NUM_THREADS"] = "1"
+    folder = tempfile.mkdtemp(prefix=f"mnist-lab-{worker}-")  # mode 0700, this user's
+    os.environ["XDG_RUNTIME_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+_one_core_per_xdist_worker()
+
+import numpy as np  # noqa: E402 - after the thread count is set
+import pytest  # noqa: E402
+
+from core.runner import train_run  # noqa: E402
+from core.data import Dataset, load_sample  # noqa: E402
+from core.idx import write_idx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_MNIST = Path(os.environ.get("MNIST_LAB_TEST_DATA", ROOT.parent / "shared" / "data" / "mnist"))
@@ -221,3 +250,17 @@ def browser():
             pytest.skip(f"Chromium at {chromium_path()} does not start: {exc}")
         yield b
         b.close()
+
+
+# The files that take longest, longest first (by file, in the 44ba69b CI run's `--durations=0`:
+# test_codegen.py 720 s, test_faults.py 461 s, test_accuracy.py 299 s, the browser files 444 s,
+# then 150-200 s each). Under pytest-xdist a file runs on one worker (`--dist loadscope`); started
+# last, one of them kept one worker busy for minutes after the other had run out of work (the
+# slides' MLP, 112 s alone at the end of a `-n 2` run). Within a file the order stays as written.
+LONGEST_FIRST = ("test_codegen.py", "test_faults.py", "test_accuracy.py", "test_browser_tour.py", "test_browser.py",
+                 "test_resume.py", "test_handover.py", "test_sweeps.py", "test_ray.py", "test_ship.py", "test_runs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort

@@ -113,7 +113,9 @@ def test_a_queued_child_shares_torch_with_the_zygote_instead_of_holding_a_copy(s
 
 def test_a_request_with_other_import_time_variables_starts_a_fresh_python_and_says_why(
         store, zygote_up, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by torch's import: a fork would not obey it
+    # read by torch's import: a fork would not obey it (another value than the tests' own: "1"
+    # under pytest-xdist, tests/conftest.py)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2" if os.environ.get("OMP_NUM_THREADS") == "1" else "1")
     [run_id] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **{**CONFIG, "epochs": 1})])
     assert wait_for(store, [run_id])[0]["status"] == "finished"
     log = (store.run_dir(run_id) / "worker.log").read_text()

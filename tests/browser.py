@@ -81,6 +81,18 @@ def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
     wait_steady(busy, lambda b: not b, settle, timeout, "the app to finish running")
 
 
+
+def body_shows(page, text: str, timeout: float = 30.0) -> bool:
+    """Whether the page shows `text` within `timeout` seconds. What a rerun writes after a click
+    is read this way: `wait_idle` can return before the rerun has begun (the app's status widget
+    is not up yet), which a loaded machine made visible (a summary read 11 s after a preset was
+    picked, during a `-n 2` run, still showed the old one)."""
+    try:
+        wait_until(lambda: text in page.inner_text("body"), timeout, f"the page to show {text!r}", every=0.2)
+    except AssertionError:
+        return False
+    return True
+
 # What the page shows, drawn: each visible Vega chart's marks and size, each image's size, the
 # sidebar's links. Vega draws after Streamlit's script run has ended, so wait_idle alone returns too early.
 LAYOUT = """() => [

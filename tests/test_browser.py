@@ -20,7 +20,7 @@ from core.data import load_sample
 from core.handwriting import default_config
 from core.models import preset_layers, summary
 from core.store import RunStore
-from tests.browser import (ONE, SEVEN, app_server, chromium_path, draw_strokes, errors_on,
+from tests.browser import (ONE, SEVEN, app_server, body_shows, chromium_path, draw_strokes, errors_on,
                            metric_value, wait_idle, wait_metric)
 from tests.waiting import wait_until
 
@@ -98,7 +98,7 @@ def test_home(server, page, shots):
     page.screenshot(path=shots / "home.png", full_page=True)
     before = page.locator('[data-testid="stImage"]').count()
     slide(page, "How many digits")
-    assert page.locator('[data-testid="stImage"]').count() == before + 8
+    wait_until(lambda: page.locator('[data-testid="stImage"]').count() == before + 8, 30, "eight more digits")
 
 
 def test_train_page_preset_updates_the_summary(server, page, shots):
@@ -106,7 +106,7 @@ def test_train_page_preset_updates_the_summary(server, page, shots):
     open_page(page, url, "train")
     pick(page, "Start from", "LeNet-5 (LeCun et al. 1998)")
     total = summary(preset_layers("lenet5"))["total_params"]
-    assert f"Total parameters: {total:,}" in page.inner_text("body")
+    assert body_shows(page, f"Total parameters: {total:,}")
     assert errors_on(page) == []
     page.screenshot(path=shots / "train.png", full_page=True)
 
@@ -118,7 +118,7 @@ def test_experiments_filter(server, page, shots):
     box.fill("draw")
     box.press("Enter")
     wait_idle(page)
-    assert "1 of" in page.inner_text("body")
+    assert body_shows(page, "1 of")
     page.screenshot(path=shots / "experiments.png", full_page=True)
 
 
@@ -128,7 +128,7 @@ def test_metrics_threshold(server, page, shots):
     page.get_by_role("tab", name="Threshold").click()
     wait_idle(page)
     slide(page, "Threshold on its probability", 5)
-    assert "2x2 matrix for class 0" in page.inner_text("body")
+    assert body_shows(page, "2x2 matrix for class 0")
     assert errors_on(page) == []
     page.get_by_role("tab", name="Confusion matrix").click()
     page.get_by_text("Test set confusion matrix").first.wait_for()  # the view is drawn when opened
@@ -141,7 +141,7 @@ def test_kfold_grid(server, page, shots):
     url, _ = server
     open_page(page, url, "kfold")
     slide(page, "k (number of folds)")
-    assert "StratifiedKFold with k = 6" in page.inner_text("body") or page.locator("canvas, svg").count() > 0
+    assert body_shows(page, "StratifiedKFold with k = 6") or page.locator("canvas, svg").count() > 0
     assert errors_on(page) == []
     page.screenshot(path=shots / "kfold.png", full_page=True)
 
@@ -151,7 +151,7 @@ def test_fitting_page(server, page, shots):
     open_page(page, url, "fitting")
     pick(page, "Data set", "mnist")
     assert errors_on(page) == []
-    assert "Diagnosis" in page.inner_text("body")
+    assert body_shows(page, "Diagnosis")
     page.screenshot(path=shots / "fitting.png", full_page=True)
 
 

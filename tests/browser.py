@@ -81,7 +81,6 @@ def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
     wait_steady(busy, lambda b: not b, settle, timeout, "the app to finish running")
 
 
-
 def body_shows(page, text: str, timeout: float = 30.0) -> bool:
     """Whether the page shows `text` within `timeout` seconds. What a rerun writes after a click
     is read this way: `wait_idle` can return before the rerun has begun (the app's status widget
@@ -92,6 +91,7 @@ def body_shows(page, text: str, timeout: float = 30.0) -> bool:
     except AssertionError:
         return False
     return True
+
 
 # What the page shows, drawn: each visible Vega chart's marks and size, each image's size, the
 # sidebar's links. Vega draws after Streamlit's script run has ended, so wait_idle alone returns too early.

@@ -177,7 +177,9 @@ def run_sweep(store, executor, spec: SweepSpec, dataset=None, on_update=None, po
     # workers outlive the driver) or be over.
     # They are followed to their end and told by number (no more pruning for them).
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        run_id = frozen.user_attrs.get("run_id")
+        # A driver killed between creating the trial's run and noting its id in the study
+        # leaves the run with no link from the trial: the run's config names its trial.
+        run_id = frozen.user_attrs.get("run_id") or _run_of_trial(store, spec.sweep_id, frozen.number)
         if run_id:
             active[frozen.number] = (None, run_id, 0)
         else:
@@ -200,9 +202,7 @@ def run_sweep(store, executor, spec: SweepSpec, dataset=None, on_update=None, po
                 break
             trial = study.ask()
             params = suggest(trial, spec.space)
-            config = apply_params(base, params).replace(
-                name=f"{spec.sweep_id} trial {trial.number}",
-                extra={**base.extra, "sweep": spec.sweep_id, "trial": trial.number, "params": params})
+            config = trial_config(base, spec.sweep_id, trial.number, params)
             try:
                 run_id = executor.submit([config], group=spec.sweep_id, dataset=dataset)[0]
             except Exception as exc:  # noqa: BLE001 - a trial the executor refuses fails, the sweep goes on
@@ -223,17 +223,18 @@ def run_sweep(store, executor, spec: SweepSpec, dataset=None, on_update=None, po
                 if spec.pruning and trial.should_prune() and run["status"] in ("queued", "running"):
                     executor.cancel(run_id, "pruned")
             active[number] = (trial, run_id, reported)
-            if run["status"] not in FINISHED:
-                continue
+            if run["status"] not in FINISHED or (run["status"] == "interrupted" and run_id in retried
+                                                 and _worker_alive(run)):
+                continue  # (a retried run stays interrupted until its new worker starts it)
             value = _value(store.history(run_id))
             which = trial if trial is not None else number
             if run["status"] == "finished" and value is not None:
                 study.tell(which, value)
             elif run["status"] == "pruned":
                 study.tell(which, state=TrialState.PRUNED)
-            elif run["status"] == "interrupted" and run_id not in retried and not cancelled \
-                    and store.load_checkpoint(run_id) is not None:
-                # a node or worker lost mid-trial: retried once, from its checkpoint
+            elif run["status"] == "interrupted" and run_id not in retried and not cancelled:
+                # a node or worker lost mid-trial: retried once, from its checkpoint (or from
+                # the start when it had none yet: its driver or worker died before epoch 1 ended)
                 retried.add(run_id)
                 try:
                     executor.resume(run_id)
@@ -271,6 +272,29 @@ def driver_running(store, sweep_id: str) -> bool:
 def _note(folder: Path, text: str) -> None:
     with open(folder / "notes.log", "a") as f:
         f.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+
+
+def trial_config(base: RunConfig, sweep_id: str, number: int, params: dict) -> RunConfig:
+    """The run of trial `number`: `base` with the trial's params, its sweep and number in
+    `extra` (what the sweep's table shows, and how a resumed driver finds the trial's run)."""
+    return apply_params(base, params).replace(
+        name=f"{sweep_id} trial {number}",
+        extra={**base.extra, "sweep": sweep_id, "trial": number, "params": params})
+
+
+def _worker_alive(run: dict) -> bool:
+    """Is the worker process recorded for `run` (on this machine) alive?"""
+    from core.store.processes import host, process_alive
+
+    return bool(run.get("pid")) and run.get("host") in (None, host()) and process_alive(run["pid"], run.get("pid_start"))
+
+
+def _run_of_trial(store, sweep_id: str, number: int) -> str | None:
+    """The id of the run the sweep created for trial `number`, if it created one."""
+    for run in sweep_runs(store, sweep_id):
+        if (json.loads(run["config"] or "{}").get("extra") or {}).get("trial") == number:
+            return run["id"]
+    return None
 
 
 def sweep_runs(store, sweep_id: str) -> list[dict]:

@@ -143,6 +143,32 @@ def test_an_interrupted_sweep_resumes_and_finishes_its_budget(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_trial_whose_driver_died_before_noting_its_run_is_taken_up_on_resume(tmp_path, monkeypatch):
+    """The window the test above hits now and then, made certain: the driver created trial 0's
+    run and died before it wrote the run's id into the study and before a worker started it
+    (the store reaps such a run as interrupted). Resuming finds the run by its trial number and
+    trains it from the start; it is not left behind beside a replacement trial. Its worker is a
+    fresh Python (no zygote): the run stays interrupted for the seconds of its imports, and the
+    driver waits for it rather than count it as failed."""
+    from core.search_space import suggest
+
+    monkeypatch.setenv("MNIST_LAB_PRELOAD", "0")
+    store = RunStore(tmp_path)
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
+    spec = sweeps.new_sweep(store, base, {"lr": {"log": [1e-3, 1e-2]}}, "random", trials=2)
+    trial = sweeps.open_study(store, spec).ask()
+    orphan = store.create(sweeps.trial_config(base, spec.sweep_id, trial.number, suggest(trial, spec.space)),
+                          status="queued", group=spec.sweep_id)
+    store.mark_failed(orphan, "the worker process died", status="interrupted")
+    result = sweeps.run_sweep(store, LocalExecutor(store), spec, poll_s=0.1)
+    assert [t["trial"] for t in result["trials"]] == [0, 1] and result["trials"][0]["run_id"] == orphan
+    assert [t["status"] for t in result["trials"]] == ["finished", "finished"], result["trials"]
+    told = sweeps.open_study(store, spec).get_trials(deepcopy=False)
+    assert [(t.number, t.state.name) for t in told] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    assert told[0].value == result["trials"][0]["value"]
+
+
+@pytest.mark.slow
 def test_tpe_finds_better_configs_than_random_with_the_same_small_budget(sample, tmp_path):
     """16 trials (1 epoch on 1,000 sample digits) over a learning rate from 1e-5 to 1 and the
     batch size, for seeds 0-4: TPE's best is better on average, and once past its 4 random

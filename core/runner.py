@@ -126,41 +126,75 @@ def check_resumable(store, run_id: str) -> dict | None:
     return checkpoint
 
 
-def unstarted_members(store, run_id: str) -> list[str]:
+def _stopped(claimed: bool) -> tuple:
+    """The statuses a run to resume may have: a stopped one, or running when this process is
+    the worker that claimed it for the resume (core.executors.worker, `worker --resume`)."""
+    return (*RESUMABLE, Status.RUNNING) if claimed else RESUMABLE
+
+
+def unstarted_members(store, run_id: str, claimed: bool = False) -> list[str]:
     """The runs of `run_id`'s vectorised group that stopped before their first epoch ended
     (killed before the group's first checkpoint): they train again from the start, together.
     A member that finished meanwhile (resumed alone: a process killed while it wrote the
     group's membership) is left as it is."""
     return [r for r in store.group_members(run_id)
-            if store.index.get(r) and store.get(r)["status"] in RESUMABLE and not store.get(r)["epochs_done"]
+            if store.index.get(r) and store.get(r)["status"] in _stopped(claimed) and not store.get(r)["epochs_done"]
             and store.load_checkpoint(r) is None]
 
 
-def resume(store, run_id: str, callbacks=(), data_dir=None) -> dict:
+def resume_group(store, run_id: str, claimed: bool = False) -> list[str] | None:
+    """The vectorised group `resume(store, run_id)` trains again (from its checkpoint, or from
+    the start when it stopped before one), or None when the run resumes alone."""
+    checkpoint = store.load_checkpoint(run_id) if store.get(run_id)["status"] != "missing" else None
+    if checkpoint and checkpoint.get("group"):
+        return list(checkpoint["group"])
+    unstarted = unstarted_members(store, run_id, claimed) if checkpoint is None else []
+    return unstarted if len(unstarted) > 1 else None
+
+
+def resume_members(store, run_id: str) -> list[str]:
+    """The runs a resume of `run_id` trains: the run, or its group's present members that are
+    not done (those `train_group` starts). Refused while one of them is queued or running."""
+    group = resume_group(store, run_id)
+    if group is None:
+        members = [run_id]
+    else:
+        state = load_group_checkpoint(store, group)
+        present = [r for r in group if store.index.get(r)]
+        members = present if state is None else \
+            [r for i, r in enumerate(group) if r in present and not state["members"][i]["done"]]
+    busy = sorted({store.get(r)["status"] for r in members} - set(RESUMABLE))
+    if busy and group is None:
+        raise RunStoreError(f"run {run_id} is {busy[0]}; only interrupted, cancelled or failed runs resume")
+    if busy:
+        raise RunStoreError(f"the group of run {run_id} is still {'/'.join(busy)}")
+    return members
+
+
+def resume(store, run_id: str, callbacks=(), data_dir=None, claimed: bool = False) -> dict:
     """Resume a stopped run, or the vectorised group it was trained in (all of the group's
     stopped runs, from any member). For a group the answer is the run's own summary plus
-    `group` (the member ids) and `group_results` (each member trained now)."""
-    checkpoint = store.load_checkpoint(run_id) if store.get(run_id)["status"] != "missing" else None
-    unstarted = unstarted_members(store, run_id) if checkpoint is None else []
-    if not ((checkpoint and checkpoint.get("group")) or len(unstarted) > 1):
-        return resume_run(store, run_id, callbacks, data_dir)
-    group = list(checkpoint["group"]) if checkpoint else unstarted
+    `group` (the member ids) and `group_results` (each member trained now). `claimed`: this
+    process is the worker that took the queued runs of `resume_members` (they read running)."""
+    group = resume_group(store, run_id, claimed)
+    if group is None:
+        return resume_run(store, run_id, callbacks, data_dir, claimed)
     stopped = [store.get(r)["status"] for r in group if store.index.get(r)]
-    if any(s in (Status.QUEUED, Status.RUNNING) for s in stopped):
+    if not claimed and any(s in (Status.QUEUED, Status.RUNNING) for s in stopped):
         raise RunStoreError(f"the group of run {run_id} is still {'/'.join(sorted(set(stopped)))}")
     results = {r["run_id"]: r for r in train_group(store, group, data_dir=data_dir, resume=True)}
     out = results.get(run_id) or {"run_id": run_id, **store.get(run_id)}
     return {**out, "group": group, "group_results": [results[r] for r in group if r in results]}
 
 
-def resume_run(store, run_id: str, callbacks=(), data_dir=None) -> dict:
+def resume_run(store, run_id: str, callbacks=(), data_dir=None, claimed: bool = False) -> dict:
     """Continue one interrupted, cancelled or failed run (not of a group) from its last
     checkpoint, on the same data it was trained on, to the same result it would have reached."""
     run = store.get(run_id)
-    if run["status"] not in RESUMABLE:
+    if run["status"] not in _stopped(claimed):
         raise RunStoreError(f"run {run_id} is {run['status']}; only interrupted, cancelled or failed runs resume")
     checkpoint = check_resumable(store, run_id)
-    if (checkpoint is None and len(unstarted_members(store, run_id)) > 1) or (checkpoint or {}).get("group"):
+    if (checkpoint is None and len(unstarted_members(store, run_id, claimed)) > 1) or (checkpoint or {}).get("group"):
         raise RunStoreError(f"run {run_id} was trained in a vectorised group; resume the group with "
                             f"`python -m core runs resume {run_id}` (it resumes all its runs)")
     config = store.config(run_id)

@@ -17,7 +17,7 @@ from core.executors import Executor
 from core.executors.local import LocalExecutor
 from core.settings import WORKER_NICENESS
 from core.runner import train_run
-from core.store import RunStore
+from core.store import RunStore, RunStoreError
 from tests.waiting import wait_until, wait_for_runs
 
 
@@ -162,6 +162,58 @@ def test_a_queued_worker_starts_training_when_the_slot_frees(store):
     store.mark_failed(holder, "done holding", status="cancelled")
     done = wait_for(store, waiting)
     assert done["status"] == "finished", done["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc")
+def test_a_resumed_run_waits_for_its_slot_like_a_new_one(store):
+    """A resume used to start at once, sharing the CPU with whatever job held its slot. Now the
+    run is queued again at once (the page shows it waiting) and resumes from its checkpoint
+    when the slot frees."""
+    from core.callbacks import Callback
+
+    class CrashAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer, epoch, log):
+            raise KeyboardInterrupt  # what a killed process looks like
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(store, config(name="stopped", train_subset=500), callbacks=[CrashAfterFirstEpoch()])
+    [stopped] = [r["id"] for r in store.list()]
+    assert store.get(stopped)["status"] == "interrupted" and store.get(stopped)["epochs_done"] == 1
+    holder = store.create(config(name="holds the slot"), status="queued")
+    store.record_worker(holder, os.getpid())
+    assert store.claim_slot([holder], "cpu", 1)
+    LocalExecutor(store).resume(stopped)
+    run = store.get(stopped)
+    assert run["status"] == "queued" and store.queue_position(stopped) == 1 and run["pid"] != os.getpid()
+    wait_in_slot_queue(run["pid"])
+    assert store.get(stopped)["status"] == "queued" and store.get(stopped)["epochs_done"] == 1
+    store.mark_failed(holder, "done holding", status="cancelled")
+    done = wait_for(store, stopped)
+    assert done["status"] == "finished" and len(store.history(stopped)) == 2, done["error"]
+    assert [h["epoch"] for h in store.history(stopped)] == [1, 2]
+
+
+def test_a_resume_whose_worker_cannot_start_leaves_the_run_as_it_was(store, monkeypatch):
+    """Queued again, then no worker could be started (or another resume took the run first):
+    the run is stopped again with its own message, not queued forever behind a live app."""
+    import core.executors.local as local
+
+    run_id = store.create(config(name="stopped"), status="queued")
+    store.mark_failed(run_id, "the worker process 1 died; resume continues from epoch 1", status="interrupted")
+
+    def no_process(*args, **kw):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(local, "spawn", no_process)
+    with pytest.raises(OSError, match="no more processes"):
+        LocalExecutor(store).resume(run_id)
+    run = store.get(run_id)
+    assert run["status"] == "interrupted" and run["error"].startswith("the worker process 1 died")
+    assert store.queue_to_resume(run_id, "interrupted") and store.get(run_id)["status"] == "queued"
+    assert not store.queue_to_resume(run_id, "interrupted")  # taken already: a second resume is refused
+    with pytest.raises(RunStoreError, match="only a stopped run"):
+        LocalExecutor(store).resume(run_id)
 
 
 @pytest.mark.slow

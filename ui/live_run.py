@@ -25,23 +25,19 @@ def _stop(run_id: str):
 
 def _resume(run_id: str):
     try:
-        executor().resume(run_id)
-        spawned = store().get(run_id)  # its worker recorded; the run still reads as stopped
+        executor().resume(run_id)  # queued again at once; its worker waits for the device's slot
     except RunStoreError as exc:
         st.session_state["train_error"] = str(exc)
         return
-    # The worker marks the run running only once it has loaded torch and the data (seconds): until
-    # it changes the run, the view says it is resuming and keeps polling, instead of showing the
-    # run as still cancelled.
-    st.session_state["t_resuming"] = {"id": run_id, "updated": spawned["updated"]}
+    st.session_state["t_resuming"] = run_id
 
 
 def resuming(run: dict) -> bool:
-    """Whether `run` was just resumed from this page and its worker has not yet changed it."""
-    flag = st.session_state.get("t_resuming")
-    if not flag or flag["id"] != run["id"]:
+    """Whether `run` was resumed from this page and has not trained a batch since (it waits
+    for its slot, or its worker loads the data and the checkpoint): the view says it resumes."""
+    if st.session_state.get("t_resuming") != run["id"]:
         return False
-    if run["updated"] != flag["updated"]:
+    if run["status"] not in ACTIVE or run.get("progress"):
         st.session_state.pop("t_resuming", None)
         return False
     return True
@@ -66,27 +62,28 @@ def live_view(run_id: str) -> None:
     if first is None:
         st.session_state.pop("train_run", None)
         return
-    was_active = first["status"] in ACTIVE or resuming(first)
+    was_active = first["status"] in ACTIVE
 
     @st.fragment(run_every=1.0 if was_active else None)
     def view():
         run = safe_get(run_id)
         if run is None:
             return
-        if resuming(run):
-            st.markdown(f"**{run['name']}** · status **resuming** · device `{run['device']}`")
-            st.info("Resuming from the last checkpoint: starting the worker (it loads the data and the weights "
-                    "first)...", icon=":material/restart_alt:")
-            return
         if was_active and run["status"] not in ACTIVE:
             st.rerun()  # the whole page once more: stops polling and shows the results
         history = store().history(run_id)
-        st.markdown(f"**{run['name']}** · status **{run['status']}** · device `{run['device']}`")
+        again = resuming(run)
+        st.markdown(f"**{run['name']}** · status **{'resuming' if again else run['status']}** · "
+                    f"device `{run['device']}`")
+        if again and run["status"] == "running":
+            st.info("Resuming from the last checkpoint: the worker loads the data and the weights first...",
+                    icon=":material/restart_alt:")
         if run["status"] == "queued":
             pos = store().queue_position(run_id)
             slots = executor().capacity(run["device"])
-            st.info(f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) busy): "
-                    f"number {pos} in its queue." if pos else "Starting the worker...")
+            st.info(("Resuming from the last checkpoint once it has a slot. " if again else "") +
+                    (f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) "
+                     f"busy): number {pos} in its queue." if pos else "Starting the worker..."))
             st.button("Cancel", icon=":material/cancel:", key="t_cancel", on_click=_stop, args=(run_id,),
                       help="Takes the run out of the queue; nothing was trained yet.")
         prog = run.get("progress")
@@ -98,7 +95,7 @@ def live_view(run_id: str) -> None:
                 st.progress(prog["batch"] / prog["batches"],
                             text=f"Batch {prog['batch']} of {prog['batches']} · running loss {prog['loss']:.4f} · "
                                  f"{prog['samples_per_second']:,.0f} samples/s")
-            else:
+            elif not again:
                 st.progress(len(history) / epochs, text="Loading data and building the model...")
             st.button("Stop", icon=":material/stop:", key="t_stop", on_click=_stop, args=(run_id,),
                       help="Stops within one batch; the finished epochs and their weights are kept.")

@@ -116,7 +116,8 @@ def cmd_worker(args) -> int:
     from core.executors.worker import run_worker
     from core.store import RunStore
 
-    return run_worker(RunStore(args.runs_dir), args.runs, args.data_dir, args.slots, waited=args.waited)
+    return run_worker(RunStore(args.runs_dir), args.runs, args.data_dir, args.slots, waited=args.waited,
+                      resume=args.resume)
 
 
 def add_parsers(sub) -> None:
@@ -139,4 +140,5 @@ def add_parsers(sub) -> None:
     w.add_argument("--data-dir")
     w.add_argument("--slots", type=int)
     w.add_argument("--waited", choices=["claimed", "cancelled"], help=argparse.SUPPRESS)
+    w.add_argument("--resume", metavar="RUN", help="the job is this stopped run (or its group), queued to resume")
     w.set_defaults(handler=cmd_worker)

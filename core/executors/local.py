@@ -24,6 +24,7 @@ from core.config import RunConfig
 from core.executors.base import Executor, plan_jobs, prepare, record_plan
 from core.executors.zygote import spawn as spawn_forked
 from core.store import RunStoreError
+from core.store.records import ACTIVE
 
 ROOT = Path(__file__).resolve().parents[2]
 GB_PER_GPU_JOB = 2.0   # what a slot reserves on a GPU: generous for course-sized models
@@ -108,16 +109,26 @@ class LocalExecutor(Executor):
         return self.slots or slots_for(device)
 
     def resume(self, run_id: str) -> None:
+        """Queue the stopped run (or the group it trained in) again and start its worker, which
+        waits for the device's slot like any queued job (a resume beside a training run would
+        share the CPU with it: core.executors.queue), then continues from the checkpoint."""
         run = self.store.get(run_id)
-        if run["status"] in ("queued", "running"):
+        if run["status"] in ACTIVE:
             raise RunStoreError(f"run {run_id} is {run['status']}; only a stopped run can be resumed")
-        from core.runner import check_resumable
+        from core.runner import check_resumable, resume_members
 
         check_resumable(self.store, run_id)
-        args = ["runs", "resume", run_id]
-        if self.data_dir:
-            args += ["--data-dir", str(self.data_dir)]
-        members = self.store.group_members(run_id)
-        pid = spawn(self.store, args, run_id, run["device"])
+        members = resume_members(self.store, run_id)
+        was = {m: self.store.get(m) for m in members}
+        queued = [m for m in members if self.store.queue_to_resume(m, was[m]["status"])]
+        try:
+            if len(queued) < len(members):  # another resume took some of them first: leave it to that one
+                raise RunStoreError(f"run {run_id} is being resumed already")
+            pid = spawn(self.store, [*self._worker_args(members, run["device"]), "--resume", run_id], run_id,
+                        run["device"])
+        except BaseException:
+            for m in queued:  # back as they were: stopped, with their own message
+                self.store.mark_failed(m, was[m]["error"] or "stopped", status=was[m]["status"])
+            raise
         for member in members:
             self.store.record_worker(member, pid)

@@ -110,6 +110,7 @@ def worker_args(argv: list[str]):
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--runs-dir", default=str(settings().runs))
     parser.add_argument("--slots", type=int, default=None)
+    parser.add_argument("--resume", default=None)  # (its value is a run id, not one of the job's runs)
     return parser.parse_known_args(argv)[0]
 
 

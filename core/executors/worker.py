@@ -13,9 +13,11 @@ POLL_S = 0.3
 
 
 def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | None = None,
-               waited: str | None = None) -> int:
+               waited: str | None = None, resume: str | None = None) -> int:
     """Train one queued job: a run, or several runs of one group as one vectorised model.
-    `waited` is what the torch-free wait (core.executors.queue) ended with, when it ran."""
+    `waited` is what the torch-free wait (core.executors.queue) ended with, when it ran.
+    `resume`: the job is the stopped run `resume` (or its group) queued again to be resumed
+    (core.executors.local): once it has its slot it continues from its checkpoint."""
     from core.executors.local import slots_for
 
     if waited == "cancelled":
@@ -42,9 +44,12 @@ def run_worker(store: RunStore, run_ids: list[str], data_dir=None, slots: int | 
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
     try:
-        from core.runner import train_job
+        from core.runner import resume as resume_job, train_job
 
-        train_job(store, run_ids, data_dir=data_dir)
+        if resume:
+            resume_job(store, resume, data_dir=data_dir, claimed=True)
+        else:
+            train_job(store, run_ids, data_dir=data_dir)
     except Exception as exc:  # noqa: BLE001 - recorded, then the process exits
         for run_id in run_ids:
             if store.get(run_id)["status"] in ("queued", "running"):  # failed before training started

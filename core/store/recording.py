@@ -130,6 +130,20 @@ class TrainingRecords:
         """Queue a stopped run again (an executor retrying it), saying why in its error field."""
         self._set(run_id, status=Status.QUEUED, error=note[:2000], progress=None)
 
+    def queue_to_resume(self, run_id: str, was: str) -> bool:
+        """Queue the stopped run `run_id` (status `was`) again, for a worker that resumes it once
+        its device has a free slot (core.executors.local: a resumed run waits its turn as a new
+        one does). This process answers for the run until that worker is recorded, as for a new
+        run (create): killed in between, the run is reaped as interrupted again, never stuck.
+        False: the run is not `was` any more (another resume, or a worker, took it first)."""
+        pid = os.getpid()
+        fields = dict(status=Status.QUEUED, progress=None, pid=pid, pid_start=process_start_time(pid), host=host(),
+                      error=f"resuming after it was {was}: waiting for a free slot on its device")
+        if not self.index.update_if(run_id, was, **fields):
+            return False
+        self._set(run_id, **fields)  # run.json too
+        return True
+
     def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
         """Record a run that stopped without results. On a full disk the store's reserve file
         is given up to make room for saying why (in run.json and the index); it comes back the

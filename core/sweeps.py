@@ -223,9 +223,8 @@ def run_sweep(store, executor, spec: SweepSpec, dataset=None, on_update=None, po
                 if spec.pruning and trial.should_prune() and run["status"] in ("queued", "running"):
                     executor.cancel(run_id, "pruned")
             active[number] = (trial, run_id, reported)
-            if run["status"] not in FINISHED or (run["status"] == "interrupted" and run_id in retried
-                                                 and _worker_alive(run)):
-                continue  # (a retried run stays interrupted until its new worker starts it)
+            if run["status"] not in FINISHED:
+                continue
             value = _value(store.history(run_id))
             which = trial if trial is not None else number
             if run["status"] == "finished" and value is not None:
@@ -280,13 +279,6 @@ def trial_config(base: RunConfig, sweep_id: str, number: int, params: dict) -> R
     return apply_params(base, params).replace(
         name=f"{sweep_id} trial {number}",
         extra={**base.extra, "sweep": sweep_id, "trial": number, "params": params})
-
-
-def _worker_alive(run: dict) -> bool:
-    """Is the worker process recorded for `run` (on this machine) alive?"""
-    from core.store.processes import host, process_alive
-
-    return bool(run.get("pid")) and run.get("host") in (None, host()) and process_alive(run["pid"], run.get("pid_start"))
 
 
 def _run_of_trial(store, sweep_id: str, number: int) -> str | None:

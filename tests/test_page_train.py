@@ -193,6 +193,44 @@ def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sampl
     assert next(m.value for m in at.metric if m.label == "Epochs done") == "4"
 
 
+@pytest.mark.slow
+def test_a_run_resumed_while_another_trains_waits_in_the_queue_and_can_be_cancelled(sample):
+    """The CPU's one slot is held: the resumed run is queued (not trained beside the other), the
+    page says so, and Cancel, which says the finished epochs stay, takes it out of the queue."""
+    import os
+
+    from core.callbacks import Callback
+    from core.config import RunConfig
+
+    class CrashAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer, epoch, log):
+            raise KeyboardInterrupt
+
+    store = RunStore()
+    with pytest.raises(KeyboardInterrupt):
+        train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=500, device="cpu"),
+                  sample, callbacks=[CrashAfterFirstEpoch()])
+    [stopped] = [r["id"] for r in store.list()]
+    at = open_page("pages/train.py")  # on the newest run: the stopped one
+    holder = store.create(RunConfig.from_preset("mlp", dataset="mnist-sample", device="cpu", name="holds the slot"),
+                          status="queued")
+    store.record_worker(holder, os.getpid())  # this test process "trains" it
+    assert store.claim_slot([holder], "cpu", 1)
+    try:
+        at.button(key="t_resume").click().run()
+        assert store.get(stopped)["status"] == "queued"
+        info = " ".join(i.value for i in at.info)
+        assert "Resuming from the last checkpoint once it has a slot" in info and "number 1 in its queue" in info
+        cancel = at.button(key="t_cancel")
+        assert "finished epochs and checkpoint are kept" in cancel.proto.help
+        cancel.click().run()
+        run = wait_until(lambda: (lambda r: r if r["status"] == "cancelled" else None)(store.get(stopped)), 60,
+                         "the queued resume to be cancelled")
+        assert run["epochs_done"] == 1 and store.load_checkpoint(stopped) is not None
+    finally:
+        store.mark_failed(holder, "test over", status="cancelled")
+
+
 def test_the_page_opens_on_the_persons_latest_run_never_on_a_starter(kept, small):
     from core.config import RunConfig
 

@@ -148,8 +148,8 @@ def test_a_trial_whose_driver_died_before_noting_its_run_is_taken_up_on_resume(t
     run and died before it wrote the run's id into the study and before a worker started it
     (the store reaps such a run as interrupted). Resuming finds the run by its trial number and
     trains it from the start; it is not left behind beside a replacement trial. Its worker is a
-    fresh Python (no zygote): the run stays interrupted for the seconds of its imports, and the
-    driver waits for it rather than count it as failed."""
+    fresh Python (no zygote), seconds from starting the run: the driver waits for it (the resume
+    queues the run at once) rather than count the still-stopped run as failed."""
     from core.search_space import suggest
 
     monkeypatch.setenv("MNIST_LAB_PRELOAD", "0")

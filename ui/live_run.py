@@ -85,7 +85,8 @@ def live_view(run_id: str) -> None:
                     (f"Waiting for `{run['device']}` ({store().running_jobs(run['device'])} of {slots} slot(s) "
                      f"busy): number {pos} in its queue." if pos else "Starting the worker..."))
             st.button("Cancel", icon=":material/cancel:", key="t_cancel", on_click=_stop, args=(run_id,),
-                      help="Takes the run out of the queue; nothing was trained yet.")
+                      help="Takes the run out of the queue; " + ("its finished epochs and checkpoint are kept."
+                                                                 if history else "nothing was trained yet."))
         prog = run.get("progress")
         if run["status"] == "running":
             epochs = int(json.loads(run["config"])["epochs"])

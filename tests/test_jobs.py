@@ -216,6 +216,19 @@ def test_a_resume_whose_worker_cannot_start_leaves_the_run_as_it_was(store, monk
         LocalExecutor(store).resume(run_id)
 
 
+def test_a_job_whose_worker_cannot_start_fails_saying_why_instead_of_waiting_forever(store, monkeypatch):
+    import core.executors.local as local
+
+    def no_process(*args, **kw):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(local, "spawn", no_process)
+    with pytest.raises(OSError, match="no more processes"):
+        LocalExecutor(store).submit([config(name="never started")])
+    [run] = store.list()
+    assert run["status"] == "failed" and run["error"] == "its worker process could not be started: no more processes"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "nice"), reason="Unix only")
 def test_background_priority_is_set_by_MNIST_LAB_WORKER_NICE_and_0_turns_it_off():

@@ -98,11 +98,21 @@ class LocalExecutor(Executor):
         plan, reason = plan_jobs(configs, vectorize, dataset)
         ids = [self.store.create(config, status="queued", group=group, executor=self.name) for config in configs]
         record_plan(self.store, ids, plan, reason)
-        for job in ([ids[i] for i in indexes] for indexes in plan):
-            device = self.store.get(job[0])["device"]
-            pid = spawn(self.store, self._worker_args(job, device), job[0], device)
-            for run_id in job:
-                self.store.record_worker(run_id, pid)
+        started: set[str] = set()
+        try:
+            for job in ([ids[i] for i in indexes] for indexes in plan):
+                device = self.store.get(job[0])["device"]
+                pid = spawn(self.store, self._worker_args(job, device), job[0], device)
+                for run_id in job:
+                    self.store.record_worker(run_id, pid)
+                started.update(job)
+        except Exception as exc:
+            # The caller (the app) answers for a run until its worker is recorded: alive, it would
+            # keep these runs queued with nobody to train them. They fail, saying why.
+            for run_id in ids:
+                if run_id not in started:
+                    self.store.mark_failed(run_id, f"its worker process could not be started: {exc}")
+            raise
         return ids
 
     def capacity(self, device: str = "cpu") -> int:

@@ -205,7 +205,12 @@ def test_in_classroom_mode_a_name_survives_reloads_and_page_switches_and_so_does
         assert page.get_by_role("textbox", name="Your name").input_value() == "ana"
         assert "student=ana" in page.url
         page.get_by_text("Teacher login").first.click()
-        page.get_by_role("textbox", name="Password").fill("s3cret")
+        password = page.get_by_role("textbox", name="Password")
+        password.fill("s3cret")
+        # Enter hands the typed password to the app before the click: a click that lands while the
+        # field has not sent its value yet signs in with an empty one ("Wrong password", a CI run).
+        password.press("Enter")
+        wait_idle(page)
         page.get_by_role("button", name="Sign in").click()
         page.get_by_text("signed in as the teacher").first.wait_for(timeout=60_000)
         # The cookie is set by the page's script after the rerun that says "signed in" (CI, loaded, read

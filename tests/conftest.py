@@ -141,6 +141,35 @@ needs_full_mnist = pytest.mark.skipif(
 )
 
 
+def interrupted_run(store, config, dataset=None, epochs: int = 1) -> str:
+    """A run stopped after `epochs` finished epochs the way a killed process or a closed laptop
+    lid leaves it (interrupted, with the checkpoint of its last epoch); returns its id."""
+    from core.callbacks import Callback
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, trainer, epoch, log):
+            if epoch == epochs - 1:
+                raise KeyboardInterrupt
+
+    before = {r["id"] for r in store.list()}
+    with pytest.raises(KeyboardInterrupt):
+        train_run(store, config, dataset, callbacks=[Interrupt()])
+    [run_id] = [r["id"] for r in store.list() if r["id"] not in before]
+    return run_id
+
+
+def hold_cpu_slot(store) -> str:
+    """A run this test process "trains": it holds the CPU's one slot until the test marks it
+    ended, so a queued job waits behind it."""
+    from core.config import RunConfig
+
+    holder = store.create(RunConfig.from_preset("mlp", dataset="mnist-sample", device="cpu", name="holds the slot"),
+                          status="queued")
+    store.record_worker(holder, os.getpid())
+    assert store.claim_slot([holder], "cpu", 1)
+    return holder
+
+
 def open_page(page: str, query: dict | None = None, timeout: int = 90):
     """The app (navigation included) under AppTest, switched to `page` (e.g. "pages/train.py")."""
     from streamlit.testing.v1 import AppTest

@@ -18,6 +18,7 @@ from core.executors.local import LocalExecutor
 from core.settings import WORKER_NICENESS
 from core.runner import train_run
 from core.store import RunStore, RunStoreError
+from tests.conftest import hold_cpu_slot, interrupted_run
 from tests.waiting import wait_until, wait_for_runs
 
 
@@ -170,19 +171,9 @@ def test_a_resumed_run_waits_for_its_slot_like_a_new_one(store):
     """A resume used to start at once, sharing the CPU with whatever job held its slot. Now the
     run is queued again at once (the page shows it waiting) and resumes from its checkpoint
     when the slot frees."""
-    from core.callbacks import Callback
-
-    class CrashAfterFirstEpoch(Callback):
-        def on_epoch_end(self, trainer, epoch, log):
-            raise KeyboardInterrupt  # what a killed process looks like
-
-    with pytest.raises(KeyboardInterrupt):
-        train_run(store, config(name="stopped", train_subset=500), callbacks=[CrashAfterFirstEpoch()])
-    [stopped] = [r["id"] for r in store.list()]
+    stopped = interrupted_run(store, config(name="stopped", train_subset=500))
     assert store.get(stopped)["status"] == "interrupted" and store.get(stopped)["epochs_done"] == 1
-    holder = store.create(config(name="holds the slot"), status="queued")
-    store.record_worker(holder, os.getpid())
-    assert store.claim_slot([holder], "cpu", 1)
+    holder = hold_cpu_slot(store)
     LocalExecutor(store).resume(stopped)
     run = store.get(stopped)
     assert run["status"] == "queued" and store.queue_position(stopped) == 1 and run["pid"] != os.getpid()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.runner import train_run
 from core.store import RunStore
-from tests.conftest import open_page
+from tests.conftest import hold_cpu_slot, interrupted_run, open_page
 from tests.waiting import wait_until
 
 
@@ -165,20 +164,11 @@ def test_training_runs_in_the_background_shows_progress_and_stops():
 
 @pytest.mark.slow
 def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sample):
-    from core.callbacks import Callback
     from core.config import RunConfig
 
-    class CrashAfterSecondEpoch(Callback):
-        def on_epoch_end(self, trainer, epoch, log):
-            if epoch == 1:
-                raise KeyboardInterrupt  # what a closed laptop lid or a killed process looks like
-
     store = RunStore()
-    config = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=4, train_subset=800)
-    try:
-        train_run(store, config, sample, callbacks=[CrashAfterSecondEpoch()])
-    except KeyboardInterrupt:
-        pass
+    interrupted_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=4, train_subset=800), sample,
+                    epochs=2)
     run = store.list()[0]
     assert run["status"] == "interrupted" and run["epochs_done"] == 2
     at = open_page("pages/train.py")  # a new session shows the newest run, with what happened to it
@@ -197,25 +187,13 @@ def test_a_run_interrupted_mid_training_is_shown_and_resumes_from_the_page(sampl
 def test_a_run_resumed_while_another_trains_waits_in_the_queue_and_can_be_cancelled(sample):
     """The CPU's one slot is held: the resumed run is queued (not trained beside the other), the
     page says so, and Cancel, which says the finished epochs stay, takes it out of the queue."""
-    import os
-
-    from core.callbacks import Callback
     from core.config import RunConfig
 
-    class CrashAfterFirstEpoch(Callback):
-        def on_epoch_end(self, trainer, epoch, log):
-            raise KeyboardInterrupt
-
     store = RunStore()
-    with pytest.raises(KeyboardInterrupt):
-        train_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=500, device="cpu"),
-                  sample, callbacks=[CrashAfterFirstEpoch()])
-    [stopped] = [r["id"] for r in store.list()]
+    stopped = interrupted_run(store, RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=3, train_subset=500,
+                                                           device="cpu"), sample)
     at = open_page("pages/train.py")  # on the newest run: the stopped one
-    holder = store.create(RunConfig.from_preset("mlp", dataset="mnist-sample", device="cpu", name="holds the slot"),
-                          status="queued")
-    store.record_worker(holder, os.getpid())  # this test process "trains" it
-    assert store.claim_slot([holder], "cpu", 1)
+    holder = hold_cpu_slot(store)
     try:
         at.button(key="t_resume").click().run()
         assert store.get(stopped)["status"] == "queued"

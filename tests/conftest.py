@@ -285,9 +285,14 @@ def browser():
 # test_codegen.py 720 s, test_faults.py 461 s, test_accuracy.py 299 s, the browser files 444 s,
 # then 150-200 s each). Under pytest-xdist a file runs on one worker (`--dist loadscope`); started
 # last, one of them kept one worker busy for minutes after the other had run out of work (the
-# slides' MLP, 112 s alone at the end of a `-n 2` run). Within a file the order stays as written.
+# slides' MLP, 112 s alone at the end of a `-n 2` run). Then the files the fast tier (`-m "not
+# slow"`) spends longest in, which also take 10-50 s in the full suite: test_what_a_student_meets.py
+# (17 s of the fast tier's 97 s), alphabetically last, kept one worker busy 14 s after the other
+# had finished. Within a file the order stays as written.
 LONGEST_FIRST = ("test_codegen.py", "test_faults.py", "test_accuracy.py", "test_browser_tour.py", "test_browser.py",
-                 "test_resume.py", "test_handover.py", "test_sweeps.py", "test_ray.py", "test_ship.py", "test_runs.py")
+                 "test_resume.py", "test_handover.py", "test_sweeps.py", "test_ray.py", "test_ship.py", "test_runs.py",
+                 "test_what_a_student_meets.py", "test_lecture.py", "test_classroom.py", "test_zygote.py",
+                 "test_vectorized.py", "test_concepts.py", "test_page_metrics.py", "test_cli.py", "test_page_train.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -46,7 +46,10 @@ from ui.state import freeze_long_lived_objects
 before = len(gc.get_objects())
 frozen = freeze_long_lived_objects()
 walked = len(gc.get_objects())
+count = gc.get_freeze_count
+gc.get_freeze_count = None  # walks all that is frozen (33 ms): not on every rerun
 again = freeze_long_lived_objects()
+gc.get_freeze_count = count
 importlib.import_module("xml.dom.minidom")  # a module the pages had not imported
 refrozen = freeze_long_lived_objects()
 print(before, frozen, walked, again, refrozen)

@@ -54,18 +54,41 @@ def needs_keras():
         pytest.skip("keras is not installed (it is in requirements-dev.txt)")
 
 
-def run_program(code: str, folder, name: str, timeout: int = 600) -> tuple[str, float]:
-    """Run a generated program in its own process (no network, Keras on its torch backend);
-    returns its output and the test accuracy it printed."""
+def run_program(code: str, folder, name: str, timeout: int = 600, server=None) -> tuple[str, float]:
+    """Run a generated program in its own process (no network, Keras on its torch backend): a
+    fresh Python, or a fork of the `programs` server; returns its output and the test accuracy
+    it printed."""
     path = folder / f"{name}.py"
     path.write_text(code)
-    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": ""}
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=folder, env=env,
-                         timeout=timeout)
-    assert out.returncode == 0, out.stderr[-3000:]
-    match = re.search(r"test accuracy ([0-9.]+)", out.stdout)
-    assert match, out.stdout[-2000:]
-    return out.stdout, float(match.group(1))
+    if server is None:
+        env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": ""}
+        out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=folder, env=env,
+                             timeout=timeout)
+        returncode, stdout, stderr = out.returncode, out.stdout, out.stderr
+    else:
+        returncode, stdout, stderr = server.run(path, timeout)
+    assert returncode == 0, stderr[-3000:]
+    match = re.search(r"test accuracy ([0-9.]+)", stdout)
+    assert match, stdout[-2000:]
+    return stdout, float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """Each program a fork of a server that has imported torch and Keras (tests/program_server.py):
+    its training without an interpreter's imports. None where CUDA is available (a fork cannot
+    use a GPU its parent looked at) or there is no fork: each program then starts a Python. The
+    tests that a program runs on a fresh interpreter do not use it."""
+    import torch
+
+    from tests.program_server import ProgramServer
+
+    if torch.cuda.is_available() or not hasattr(os, "fork"):
+        yield None
+        return
+    server = ProgramServer(tmp_path_factory.mktemp("programs"))
+    yield server
+    server.close()
 
 
 def test_every_option_that_changes_training_changes_both_programs():
@@ -107,25 +130,27 @@ def test_the_pytorch_program_of_every_preset_runs_one_epoch_offline(preset, samp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_the_pytorch_program_runs_with_each_option(variant, sample_dir):
+def test_the_pytorch_program_runs_with_each_option(variant, sample_dir, programs):
     config = RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1).replace(**VARIANTS[variant])
-    _, accuracy = run_program(pytorch_code(config, sample_dir), sample_dir, f"torch_{variant.replace(' ', '_')}")
+    _, accuracy = run_program(pytorch_code(config, sample_dir), sample_dir, f"torch_{variant.replace(' ', '_')}",
+                              server=programs)
     assert accuracy > 0.5
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["l2", "early stopping", "augment", "binary", "cosine", "dropout and batch norm"])
-def test_the_keras_program_runs_with_each_option(variant, sample_dir):
+def test_the_keras_program_runs_with_each_option(variant, sample_dir, programs):
     needs_keras()
     config = RunConfig.from_preset("mlp-fast", dataset="mnist-sample", epochs=1).replace(**VARIANTS[variant])
-    _, accuracy = run_program(keras_code(config, sample_dir), sample_dir, f"keras_{variant.replace(' ', '_')}")
+    _, accuracy = run_program(keras_code(config, sample_dir), sample_dir, f"keras_{variant.replace(' ', '_')}",
+                              server=programs)
     assert accuracy > 0.5
 
 
 @pytest.mark.slow
 @needs_full_mnist
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_the_keras_and_pytorch_programs_match_the_labs_run(preset, tmp_path):
+def test_the_keras_and_pytorch_programs_match_the_labs_run(preset, tmp_path, programs):
     """Same data (full MNIST: the same stratified 12,000 training digits, all 10,000 test digits),
     same epochs (2), same recipe: the parameter count equals the lab's summary and both programs'
     test accuracy is within 1.5 points of the lab's run (the subset: tests/conftest.py; half of it
@@ -139,10 +164,10 @@ def test_the_keras_and_pytorch_programs_match_the_labs_run(preset, tmp_path):
     subset = PARITY_SUBSET // 2 if preset == "cnn-accurate" else PARITY_SUBSET
     config = RunConfig.from_preset(preset, dataset="mnist", epochs=2, train_subset=subset)
     lab = train(config, load_dataset("mnist", FULL_MNIST)).summary()["test_accuracy"]
-    out, keras_accuracy = run_program(keras_code(config, FULL_MNIST), tmp_path, f"keras_{preset}")
+    out, keras_accuracy = run_program(keras_code(config, FULL_MNIST), tmp_path, f"keras_{preset}", server=programs)
     total = summary(config.architecture(), config.num_outputs)["total_params"]
     assert re.search(rf"Total params: {total:,} ", out), out[-3000:]
-    _, torch_accuracy = run_program(pytorch_code(config, FULL_MNIST), tmp_path, f"torch_{preset}")
+    _, torch_accuracy = run_program(pytorch_code(config, FULL_MNIST), tmp_path, f"torch_{preset}", server=programs)
     print(f"parity {preset}: lab {lab:.4f} keras {keras_accuracy:.4f} pytorch {torch_accuracy:.4f}")
     assert abs(keras_accuracy - lab) <= 0.015, (keras_accuracy, lab)
     assert abs(torch_accuracy - lab) <= 0.015, (torch_accuracy, lab)

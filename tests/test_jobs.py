@@ -181,7 +181,7 @@ def test_a_resumed_run_waits_for_its_slot_like_a_new_one(store):
     assert store.get(stopped)["status"] == "queued" and store.get(stopped)["epochs_done"] == 1
     store.mark_failed(holder, "done holding", status="cancelled")
     done = wait_for(store, stopped)
-    assert done["status"] == "finished" and len(store.history(stopped)) == 2, done["error"]
+    assert done["status"] == "finished" and len(store.history(stopped)) == 2 and done["error"] is None, done["error"]
     assert [h["epoch"] for h in store.history(stopped)] == [1, 2]
 
 

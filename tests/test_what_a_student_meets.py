@@ -107,6 +107,7 @@ def test_the_fgsm_slider_and_its_label_show_the_same_epsilon(trained_store):
     run = next(r for r in trained_store.list() if r["name"] == "cnn short")
     at = open_page("pages/metrics.py", query={"run": run["id"], "view": "Robustness"})
     at.radio(key="m_rob_kind").set_value("fgsm").run()
+    assert any(m.label == "Accuracy at FGSM ε = 0.10" for m in at.metric)
     slider = at.slider(key="m_rob_fgsm")
     assert slider.proto.step == pytest.approx(0.01) and slider.proto.format == "%.2f"
     assert slider.value == pytest.approx(0.1)  # a third of 0.3, a value the slider can show

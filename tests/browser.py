@@ -70,11 +70,19 @@ def app_server(runs_dir: Path, extra_env: dict | None = None, app_dir: Path = RO
         log.close()
 
 
+# The app's root names the script run's state (streamlit 1.67's frontend: `data-test-script-state`
+# on stApp, from the moment the server says a run started). The 'Running' indicator shows only
+# 500 ms into a run, so a wait that looked at it alone could see 0.3 s of quiet inside a run.
+APP_RUNNING = ('[data-testid="stApp"][data-test-script-state="running"], '
+               '[data-testid="stApp"][data-test-script-state="rerunRequested"]')
+
+
 def wait_idle(page, timeout: float = 60.0, settle: float = 0.3) -> None:
-    """Wait until Streamlit has finished the current script run (no 'Running' indicator and
-    no skeletons for `settle` seconds)."""
+    """Wait until Streamlit has finished the current script run (not running, no 'Running'
+    indicator and no skeletons for `settle` seconds)."""
     def busy() -> bool:
-        return page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+        return page.locator(APP_RUNNING).count() > 0 or \
+            page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
             page.locator('[data-testid="stSkeleton"]').count() > 0 or \
             page.locator('[data-testid="stMain"] h1').count() == 0
 

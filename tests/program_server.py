@@ -6,10 +6,10 @@ sample).
 
 The server never imports the lab, runs with an empty PYTHONPATH from the programs' folder, and
 each child runs the file as `python FILE` would (`runpy.run_path(..., run_name="__main__")`,
-`sys.argv` and `sys.path[0]` set to the file's), its stdout and stderr into files. The tests
-that a program runs standalone on a fresh interpreter keep starting one (`run_program(...,
-fresh=True)`). Not used where CUDA is available: a forked child cannot use a GPU that its parent
-had looked at.
+`sys.argv` and `sys.path[0]` set to the file's), its stdout and stderr into files. The test
+that every preset's program runs standalone still starts a fresh interpreter for each
+(`run_program` without `server`). Not used where CUDA is available: a forked child cannot use a
+GPU that its parent had looked at.
 
 Protocol, one JSON object a line: the client writes {"path", "out", "err"}; the server answers
 {"pid"} at the fork and {"code"} when the child has exited.

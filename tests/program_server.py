@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 PRELOAD = ("torch", "torch._dynamo", "torchvision", "numpy", "keras")
@@ -82,14 +83,22 @@ class ProgramServer:
         env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": ""}
         self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      cwd=folder, env=env, text=True, bufsize=1)
+        # A thread reads the answers: the fork's and the exit's can arrive together, and a select()
+        # on the pipe would not see the second one once readline() had buffered it.
+        self._answers: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
         self._read(600)
 
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._answers.put(line)
+
     def _read(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            raise TimeoutError(f"the program server did not answer in {timeout:.0f} s")
-        return json.loads(line)
+        try:
+            return json.loads(self._answers.get(timeout=timeout))
+        except queue.Empty:
+            raise TimeoutError(f"the program server did not answer in {timeout:.0f} s") from None
 
     def run(self, path: Path, timeout: float) -> tuple[int, str, str]:
         out, err = path.with_suffix(".out"), path.with_suffix(".err")
@@ -109,6 +118,7 @@ class ProgramServer:
         rather than left to tear torch down (2 s)."""
         self.proc.kill()
         self.proc.wait()
+        self._reader.join(30)  # the pipe's end ends it
         self.proc.stdin.close()
         self.proc.stdout.close()
 

@@ -122,9 +122,7 @@ def test_a_queued_worker_waits_for_its_slot_without_torch_and_can_be_cancelled(s
     starts a fresh interpreter (a GPU job, macOS, a request the zygote refuses); one forked from
     the preloaded zygote shares torch's pages instead (tests/test_zygote.py)."""
     monkeypatch.setenv("MNIST_LAB_PRELOAD", "0")
-    holder = store.create(config(name="holds the slot"), status="queued")
-    store.record_worker(holder, os.getpid())  # this test process "trains" it
-    assert store.claim_slot([holder], "cpu", 1)
+    holder = hold_cpu_slot(store)
     waiting = start_job(store, config(name="waits"))
     pid = store.get(waiting)["pid"]
     wait_in_slot_queue(pid)
@@ -154,9 +152,7 @@ def wait_in_slot_queue(pid: int) -> None:
 
 @pytest.mark.slow
 def test_a_queued_worker_starts_training_when_the_slot_frees(store):
-    holder = store.create(config(name="holds the slot"), status="queued")
-    store.record_worker(holder, os.getpid())
-    assert store.claim_slot([holder], "cpu", 1)
+    holder = hold_cpu_slot(store)
     waiting = start_job(store, config(name="waits", epochs=1))
     wait_in_slot_queue(store.get(waiting)["pid"])
     assert store.get(waiting)["status"] == "queued"

@@ -25,7 +25,7 @@ from core.executors import zygote
 from core.executors.local import LocalExecutor, _child_env
 from core.store import RunStore
 from core.store.processes import process_alive
-from tests.conftest import pause_workers_at
+from tests.conftest import hold_cpu_slot, pause_workers_at
 from tests.waiting import wait_for_runs, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="the zygote is Linux only")]
@@ -91,9 +91,7 @@ def test_a_forked_worker_is_its_own_killable_process_and_trains_the_run_a_fresh_
 def test_a_queued_child_shares_torch_with_the_zygote_instead_of_holding_a_copy(store, zygote_up):
     """The fresh worker waits for its slot before importing torch (280 MB private each,
     tests/test_jobs.py); a fork has torch mapped already, shared with the zygote."""
-    holder = store.create(RunConfig.from_preset("mlp", **CONFIG), status="queued")
-    store.record_worker(holder, os.getpid())
-    assert store.claim_slot([holder], "cpu", 1)
+    holder = hold_cpu_slot(store)
     [waiting] = LocalExecutor(store).submit([RunConfig.from_preset("mlp", **CONFIG)])
     pid = store.get(waiting)["pid"]
     assert parent_of(pid) == zygote_up["pid"]
@@ -223,9 +221,7 @@ def test_a_job_that_waited_as_a_fresh_python_is_handed_to_a_fork_when_its_slot_c
     waiting worker's CPU priority, and the waiting process exits."""
     from core.settings import settings
 
-    holder = store.create(RunConfig.from_preset("mlp", **CONFIG), status="queued")
-    store.record_worker(holder, os.getpid())
-    assert store.claim_slot([holder], "cpu", 1)
+    holder = hold_cpu_slot(store)
     assert zygote.stop()
     wait_until(lambda: zygote.ping() is None, 30, "the zygote to exit")
     monkeypatch.setattr(zygote, "_launched_at", time.monotonic())  # this submit starts no zygote

@@ -132,7 +132,9 @@ def test_the_zygote_preloads_libraries_and_each_child_reads_the_lab_afresh(tmp_p
     env = {**_child_env(), "PYTHONPATH": os.pathsep.join([str(hook), _child_env()["PYTHONPATH"]])}
     pid = zygote.spawn(["runs", "list", "--runs-dir", str(tmp_path / "runs")], tmp_path / "child.log", env)
     assert pid
-    wait_until((tmp_path / "seen.txt").exists, 30, "the child's sitecustomize")
+    # the file exists from its open(), before the write: wait for what it says (a CI run read '')
+    seen = tmp_path / "seen.txt"
+    wait_until(lambda: seen.exists() and seen.read_text(), 30, "the child's sitecustomize")
     assert (tmp_path / "seen.txt").read_text() == "[] True"  # no lab module kept; torch preloaded
     wait_until(lambda: not process_alive(pid, None), 30, "the child to exit")
     assert "no runs" in (tmp_path / "child.log").read_text().lower()

@@ -10,13 +10,14 @@ import streamlit as st
 
 from core.config import RunConfig
 from core.data import kfold_assignments
+from core.devices import bf16_warning
 from core.experiments import fold_balance, fold_grid, kfold_summary
 from core.models import PRESETS
 from core.launch import launch_kfold
 from ui import charts
 from ui.charts import SPLIT_SCALE
 from ui.navigation import header
-from ui.state import dataset, executor, store
+from ui.state import dataset, devices, executor, store
 from ui.widgets import executor_picker, group_view, launch, query_int
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
@@ -68,6 +69,8 @@ data_name = c3.selectbox("Data set", ["mnist-sample", "mnist"], key="k_data",
 precision = c4.selectbox("Precision", ["fp32", "bf16"], key="k_precision",
                          help="The folds of an MLP train together as one vectorised model. On a CPU with bf16 matrix "
                               "units that is about 1.4x faster in bf16, at the same accuracy (bench/kfold_speed.py).")
+if warning := bf16_warning(precision, devices()[0]):  # the folds train on the best device ("auto")
+    st.warning(warning, icon=":material/speed:")
 st.caption("Folds of one architecture train together as one vectorised model: one stack of weights, one pass per "
            "batch for all folds. Convolutional models on a CPU train fold by fold (faster there).")
 where = executor_picker("k_executor")

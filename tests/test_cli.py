@@ -72,6 +72,23 @@ def test_devices_lists_the_cpu():
     assert json.loads(r.stdout)[-1]["id"] == "cpu"
 
 
+def test_bf16_on_a_cpu_without_bf16_instructions_gets_a_note_before_training(tmp_path, monkeypatch):
+    from core.devices import cpu_has_bf16
+
+    args = ("train", "--dataset", "mnist-sample", "--epochs", "1", "--train-subset", "200", "--device", "cpu",
+            "--no-store", "--json")
+    r = cli(*args, "--precision", "bf16")
+    assert r.returncode == 0, r.stderr
+    assert ("note: bf16 on this CPU" in r.stderr) is (cpu_has_bf16() is False)  # this machine, either way
+    monkeypatch.setattr("core.devices.cpu_has_bf16", lambda: False)            # an AVX2-only laptop
+    r = cli(*args, "--precision", "bf16")
+    assert "note: bf16 on this CPU" in r.stderr and "Use fp32 here" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["epochs_run"] == 1  # it still trains
+    assert "bf16" not in cli(*args, "--precision", "fp32").stderr
+    assert "no bf16 instructions" in cli("devices").stdout
+    assert json.loads(cli("devices", "--json").stdout)[-1]["bf16"] is False
+
+
 def test_summary_prints_the_course_mlp():
     r = cli("summary", "--model", "mlp")
     assert "Total params: 219,818" in r.stdout

@@ -93,6 +93,29 @@ def test_fp16_on_a_cpu_is_refused_and_starts_nothing():
     assert RunStore().list() == []
 
 
+def test_bf16_on_a_cpu_without_bf16_instructions_is_flagged_on_the_train_and_kfold_pages(monkeypatch):
+    from core.devices import DeviceInfo
+
+    def machine(bf16):
+        monkeypatch.setattr("ui.state.devices", lambda: [DeviceInfo("cpu", "cpu", "AVX2 laptop", threads=4, bf16=bf16)])
+
+    def warnings(at):
+        return [w.value for w in at.warning if "bf16 on this CPU" in w.value]
+
+    machine(False)
+    at = open_page("pages/train.py", query={"model": "mlp", "device": "cpu", "precision": "bf16"})
+    assert any("AVX2 laptop" in w and "Use fp32 here" in w for w in warnings(at)), [w.value for w in at.warning]
+    at.selectbox(key="t_precision").set_value("fp32").run()
+    assert warnings(at) == []
+    at = open_page("pages/kfold.py")
+    assert warnings(at) == []
+    at.selectbox(key="k_precision").set_value("bf16").run()
+    assert len(warnings(at)) == 1
+    machine(True)
+    at = open_page("pages/train.py", query={"model": "mlp", "device": "cpu", "precision": "bf16"})
+    assert warnings(at) == []
+
+
 def test_a_bad_hyperparameter_names_the_field():
     at = open_page("pages/train.py")
     at.number_input(key="t_lr").set_value(0.0).run()

@@ -150,6 +150,24 @@ def test_config_round_trips_through_json():
     assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
 
 
+def test_bf16_on_hardware_without_bf16_units_is_flagged_before_it_trains_many_times_slower():
+    """PyTorch's own test picks the kernel: without oneDNN's bf16 support (an AVX2-only CPU) a bf16
+    matrix product takes a slow generic path, and the lab says so instead of a silent 17x wait."""
+    from core.devices import DeviceInfo, bf16_warning, cpu_has_bf16
+
+    assert cpu_has_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert list_devices()[-1].bf16 is cpu_has_bf16()
+    laptop = DeviceInfo("cpu", "cpu", "AMD Ryzen 5 3500U (8 threads)", threads=8, bf16=False)
+    text = bf16_warning("bf16", laptop)
+    assert "AMD Ryzen 5 3500U" in text and "no bf16 instructions" in text and "Use fp32 here" in text
+    assert bf16_warning("fp32", laptop) is None
+    assert bf16_warning("bf16", DeviceInfo("cpu", "cpu", "Xeon", threads=8, bf16=True)) is None
+    assert bf16_warning("bf16", DeviceInfo("mps", "mps", "Apple MPS")) is None  # not known: nothing claimed
+    assert bf16_warning("bf16", None) is None                                   # a device not here: refused elsewhere
+    turing = DeviceInfo("cuda:0", "cuda", "Tesla T4", 15.0, bf16=False)
+    assert "cuda:0 (Tesla T4)" in bf16_warning("bf16", turing) and "Ampere" in bf16_warning("bf16", turing)
+
+
 def test_devices_list_the_cpu_and_refuse_what_is_not_there():
     devices = list_devices()
     assert devices[-1].id == "cpu" and "threads" in devices[-1].name

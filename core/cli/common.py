@@ -63,6 +63,16 @@ def note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
+def hardware_note(config, device) -> None:
+    """Say on stderr, before training starts, when this hardware makes the chosen precision slow
+    (bf16 on a CPU without bf16 instructions): it trains, with the same results, many times slower."""
+    from core.devices import bf16_warning, info
+
+    text = bf16_warning(config.precision, info(device))
+    if text:
+        note(text)
+
+
 def emit(obj, as_json: bool, text: str) -> None:
     print(json.dumps(obj, default=str) if as_json else text)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.cli.common import config_from_args, emit, load_data, note, open_store, preset_command
+from core.cli.common import config_from_args, emit, hardware_note, load_data, note, open_store, preset_command
 from core.config import PRECISIONS
 
 
@@ -54,6 +54,7 @@ def cmd_kfold(args) -> int:
         raise UsageError(f"argument --k: must be between 2 and 10, got {args.k}")
     base = config_from_args(args, name=f"{args.model} {args.k}-fold")
     base = base.replace(device=str(resolve_device(base.device)))
+    hardware_note(base, base.device)
     dataset = load_data(base, args.data_dir)
     out = run_kfold(open_store(args.runs_dir), base, args.k, not args.no_stratify, dataset, args.data_dir,
                     vectorize=not args.one_by_one)

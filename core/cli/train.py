@@ -9,8 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from core.cli.common import (TerminalProgress, UsageError, add_data_arguments, config_from_args, emit, load_data,
-                             open_store)
+from core.cli.common import (TerminalProgress, UsageError, add_data_arguments, config_from_args, emit,
+                             hardware_note, load_data, open_store)
 from core.config import LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, RunConfig
 from core.devices import list_devices
 from core.models import PRESETS
@@ -58,7 +58,7 @@ def cmd_train(args) -> int:
             raise UsageError(f"--tensorboard {folder}: is a file; name a folder")
         if not (folder if folder.is_dir() else folder.parent.resolve()).is_dir():
             raise UsageError(f"--tensorboard {folder}: the folder {folder.parent} does not exist")
-    resolve_device(config.device)  # a missing device is an argument error, before loading data
+    hardware_note(config, resolve_device(config.device))  # a missing device is an argument error, before loading data
     dataset = load_data(config, args.data_dir)
     progress = Progress(TerminalProgress(), every=10)
     if args.no_store:
@@ -93,7 +93,8 @@ def cmd_devices(args) -> int:
         print(json.dumps([d.to_dict() for d in devices]))
     else:
         for d in devices:
-            print(d.label)
+            print(d.label + ("  (no bf16 instructions: bf16 trains many times slower than fp32 here)"
+                             if d.bf16 is False else ""))
     return 0
 
 

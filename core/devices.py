@@ -69,8 +69,8 @@ def cpu_has_bf16() -> bool | None:
     """Whether PyTorch's fast (oneDNN) bf16 kernels run on this CPU: AVX512 with BF16, or AMX, on
     x86; the bf16 extensions on ARM. It is PyTorch's own test, the one that picks the kernel.
     Without them (an AVX2-only CPU: most laptops), a bf16 matrix product takes a slow generic path
-    (`python bench/kfold_speed.py` prints it: 54x the fp32 time for the course MLP's first layer at
-    batch 50 on an AVX2-only EPYC), so bf16 training is many times slower than fp32 there, the
+    (`python bench/kfold_speed.py` prints it: 66x the fp32 time for the course MLP's first layer at
+    batch 50 on an AVX2-only EPYC, the README's run), so bf16 training is many times slower than fp32 there, the
     opposite of what a user picks it for. None when this PyTorch build does not say."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

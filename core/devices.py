@@ -91,11 +91,12 @@ def bf16_warning(precision: str, device: DeviceInfo | None) -> str | None:
             "NVIDIA's Ampere generation), so bf16 is emulated. Use fp32 (or fp16) here.")
 
 
-def info(device: torch.device | str) -> DeviceInfo | None:
-    """The DeviceInfo of a device of this machine (None if it is not here)."""
+def info(device: torch.device | str, among: list[DeviceInfo] | None = None) -> DeviceInfo | None:
+    """The DeviceInfo of a device of this machine (None if it is not here); `among`: a list
+    already made (a page's cached one), instead of asking the hardware again."""
     name = str(device)
     name = "cuda:0" if name == "cuda" else name
-    return next((d for d in list_devices() if d.id == name), None)
+    return next((d for d in (list_devices() if among is None else among) if d.id == name), None)
 
 
 def best_device() -> str:

@@ -21,7 +21,7 @@ from core.experiments import device_speeds
 from core.config import (LOSSES, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig,
                          from_query_params, to_query_params)
 from core.data import DataError
-from core.devices import DeviceError, bf16_warning
+from core.devices import DeviceError, bf16_warning, info
 from core.layer_kinds import KINDS, editor_defaults
 from core.models import PRESETS, ArchitectureError, preset_differences, summary
 from core.launch import launch_run
@@ -278,7 +278,7 @@ def hardware_note(config: RunConfig) -> None:
             slow = speeds.iloc[-1]
             text += f" ({best['speed-up']:.1f}x {slow['device']}'s {slow['seconds per epoch']:.2f} s)"
         st.caption(text + ". The experiments page times a config on every device.")
-    warning = bf16_warning(config.precision, next((d for d in devices() if d.id == config.device), None))
+    warning = bf16_warning(config.precision, info(config.device, devices()))
     if warning:
         st.warning(warning, icon=":material/speed:")
     slots = executor().capacity(config.device)

@@ -152,7 +152,7 @@ def test_config_round_trips_through_json():
 
 def test_bf16_on_hardware_without_bf16_units_is_flagged_before_it_trains_many_times_slower():
     """PyTorch's own test picks the kernel: without oneDNN's bf16 support (an AVX2-only CPU) a bf16
-    matrix product takes a slow generic path, and the lab says so instead of a silent 17x wait."""
+    matrix product takes a slow generic path, and the lab says so instead of a silent 15-17x longer wait."""
     from core.devices import DeviceInfo, bf16_warning, cpu_has_bf16
 
     assert cpu_has_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

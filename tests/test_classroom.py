@@ -275,6 +275,43 @@ def test_a_students_sweep_trials_are_stored_as_theirs(tmp_path, small):
     assert len(trials) == 2 and {r["owner"] for r in trials} == {"ana"}
 
 
+def sweep_driven_here(store, owner: str):
+    """A sweep of `owner` whose driver is this test process (as if at work between two trials)."""
+    import json
+    import socket
+
+    from core import sweeps
+    from core.store.processes import process_start_time
+
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
+    spec = sweeps.new_sweep(store, base, {"lr": {"log": [1e-4, 1e-2]}}, "random", trials=4, owner=owner)
+    driver = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "host": socket.gethostname()}
+    (sweeps.sweep_folder(store, spec.sweep_id) / "driver.json").write_text(json.dumps(driver))
+    return spec
+
+
+def test_a_students_sweep_holds_its_share_of_the_quota_between_two_trials(kept):
+    """A sweep's driver makes its trials one after another without the quota check (it was
+    checked at launch): between two trials the sweep still holds its job, so a job started
+    then cannot make the next trial one more than the quota."""
+    from core.sweeps import trial_config
+    from ui.access import jobs_held
+
+    spec = sweep_driven_here(kept, "ana")
+    assert jobs_held(kept, "ana") == 1 and jobs_held(kept, "ben") == 0  # no trial training now
+    waiting = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name="ana's queued"), status="queued")
+    kept.set_owner(waiting, "ana")
+    refused = kfold_from_a_classroom({"jobs_per_session": 2}, student="ana")  # the sweep's job + the queued one
+    assert any("the most one student can have" in e.value for e in refused.error)
+    assert len(kept.list()) == 2
+    trial = kept.create(trial_config(RunConfig.from_dict(spec.base), spec.sweep_id, 0, {"lr": 1e-3}),
+                        group=spec.sweep_id, status="running")
+    kept.set_owner(trial, "ana")
+    assert jobs_held(kept, "ana") == 2  # the trial training is the sweep's job, not one more
+    (kept.root / "sweeps" / spec.sweep_id / "result.json").write_text("{}")  # the sweep's driver ended
+    assert jobs_held(kept, "ana") == 2  # a trial still training counts as itself, beside the queued run
+
+
 def test_password_guesses_wait_longer_after_each_wrong_one(kept):
     from ui import access
 

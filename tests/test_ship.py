@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -159,6 +158,8 @@ def exported(preset_store, which, variants=("none",)):
 def test_the_course_mlp_exports_to_a_self_contained_onnx_file(mlp_store):
     shipment, rows = exported(mlp_store, "mlp")
     path = shipment.files["none"]
+    import onnx  # here, not at the top: only the slow tests need it, and it takes a second to import
+
     proto = onnx.load(str(path))
     assert not (path.parent / (path.name + ".data")).exists()  # weights inside the one file
     assert [i.name for i in proto.graph.input] == ["pixels"] and [o.name for o in proto.graph.output] == ["probabilities"]

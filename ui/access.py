@@ -262,6 +262,23 @@ def job_key(run: dict) -> str:
     return group[0] if group else run["id"]
 
 
+def jobs_held(store, name: str, runs: list[dict] | None = None) -> int:
+    """The jobs `name` holds now: each queued or running run of theirs (a vectorised group is
+    one), and each sweep of theirs whose driver is still at work as the trials it trains at once
+    (`parallel`, what its launch was checked for), whether a trial is training or the driver is
+    between two; that sweep's trial runs are not counted again. A sweep keeps its share for its
+    whole life: counted by its trials only, a job started between two trials took the share
+    and the next trial went one over the quota."""
+    from core.store.records import ACTIVE
+    from core.sweeps import driver_running, list_sweeps
+
+    sweeping = {s["sweep_id"]: max(1, int(s.get("parallel") or 1)) for s in list_sweeps(store)
+                if s.get("owner") == name and driver_running(store, s["sweep_id"])}
+    runs = store.list() if runs is None else runs
+    jobs = {job_key(r) for r in runs if r.get("owner") == name and r["status"] in ACTIVE and r.get("grp") not in sweeping}
+    return len(jobs) + sum(sweeping.values())
+
+
 def check_launch(store, new_jobs: int = 1) -> None:
     """Raise AccessError when this student may not start `new_jobs` more jobs now (classroom
     mode). Jobs, not clicks: "Train 4 models" is four jobs, a vectorised k-fold one."""
@@ -272,12 +289,12 @@ def check_launch(store, new_jobs: int = 1) -> None:
         raise AccessError("type your name under the page's title first: in classroom mode your runs, your job quota "
                           "and your handwriting go with it")
     runs = store.list()
-    mine = len({job_key(r) for r in runs if r.get("owner") == name and r["status"] in ("queued", "running")})
+    mine = jobs_held(store, name, runs)
     quota = jobs_per_session()
     if mine + new_jobs > quota:
         raise AccessError(
             (f"this starts {new_jobs} jobs and you have {mine} queued or running; " if new_jobs > 1 else
-             f"you already have {mine} job(s) queued or running; ")
+             f"you already have {mine} job(s) queued or running (a sweep: the trials it trains at once); ")
             + f"{quota} at once is the most one student can have in classroom mode: start it when some finish "
             "(or cancel one), or ask the teacher")
     # jobs, not runs (a vectorised group is one job); the starter runs of a fresh lab do not count

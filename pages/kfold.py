@@ -69,7 +69,8 @@ data_name = c3.selectbox("Data set", ["mnist-sample", "mnist"], key="k_data",
 precision = c4.selectbox("Precision", ["fp32", "bf16"], key="k_precision",
                          help="The folds of an MLP train together as one vectorised model. On a CPU with bf16 matrix "
                               "units that is about 1.4x faster in bf16, at the same accuracy (bench/kfold_speed.py).")
-if warning := bf16_warning(precision, devices()[0]):  # the folds train on the best device ("auto")
+# the folds train on the best device ("auto") of this machine; a Ray node's hardware is not known here
+if st.session_state.get("k_executor", "local") == "local" and (warning := bf16_warning(precision, devices()[0])):
     st.warning(warning, icon=":material/speed:")
 st.caption("Folds of one architecture train together as one vectorised model: one stack of weights, one pass per "
            "batch for all folds. Convolutional models on a CPU train fold by fold (faster there).")

@@ -278,7 +278,9 @@ def hardware_note(config: RunConfig) -> None:
             slow = speeds.iloc[-1]
             text += f" ({best['speed-up']:.1f}x {slow['device']}'s {slow['seconds per epoch']:.2f} s)"
         st.caption(text + ". The experiments page times a config on every device.")
-    warning = bf16_warning(config.precision, info(config.device, devices()))
+    # about this machine's hardware: said when the job trains here (a Ray node's CPU is not known here)
+    here = st.session_state.get("t_executor", "local") == "local"
+    warning = bf16_warning(config.precision, info(config.device, devices())) if here else None
     if warning:
         st.warning(warning, icon=":material/speed:")
     slots = executor().capacity(config.device)

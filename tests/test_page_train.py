@@ -111,6 +111,17 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_flagged_on_the_train_and_kfo
     assert warnings(at) == []
     at.selectbox(key="k_precision").set_value("bf16").run()
     assert len(warnings(at)) == 1
+    monkeypatch.setenv("MNIST_LAB_RAY_ADDRESS", "127.0.0.1:6379")  # a cluster: its nodes' CPUs are not this one
+    at = open_page("pages/train.py", query={"model": "mlp", "device": "cpu", "precision": "bf16"})
+    assert len(warnings(at)) == 1
+    at.radio(key="t_executor").set_value("ray").run()
+    assert warnings(at) == []
+    at = open_page("pages/kfold.py")
+    at.selectbox(key="k_precision").set_value("bf16").run()
+    assert len(warnings(at)) == 1
+    at.radio(key="k_executor").set_value("ray").run()
+    assert warnings(at) == []
+    monkeypatch.delenv("MNIST_LAB_RAY_ADDRESS")
     machine(True)
     at = open_page("pages/train.py", query={"model": "mlp", "device": "cpu", "precision": "bf16"})
     assert warnings(at) == []

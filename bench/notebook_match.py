@@ -6,7 +6,7 @@ For every preset: trains it in the lab (on the offline sample, or on the MNIST f
 builds its PyTorch notebook (core.handover.notebook) with DATA pointing at the same digits,
 executes it in a fresh Jupyter kernel (nbclient) and prints both test accuracies and the
 seconds the notebook took; then the same for the Keras notebook of the `mlp` preset (Keras 3
-on its torch backend). tests/test_handover.py asserts the PyTorch ones within 1.5 points.
+on its torch backend). tests/test_handover.py asserts the PyTorch ones equal to the lab's.
 """
 
 from __future__ import annotations

@@ -312,6 +312,34 @@ def test_a_students_sweep_holds_its_share_of_the_quota_between_two_trials(kept):
     assert jobs_held(kept, "ana") == 2  # a trial still training counts as itself, beside the queued run
 
 
+def test_a_student_resuming_their_interrupted_sweep_stays_within_the_quota(kept, monkeypatch):
+    """Resuming a sweep starts its trials again: in classroom mode it is a launch like any other,
+    refused while the student's other jobs fill the quota."""
+    import json
+
+    from core import launch, sweeps
+
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
+    spec = sweeps.new_sweep(kept, base, {"lr": {"log": [1e-4, 1e-2]}}, "random", trials=4, owner="ana")
+    dead = {"pid": 2 ** 22 + 7, "host": socket.gethostname()}  # its driver died (the machine restarted)
+    (sweeps.sweep_folder(kept, spec.sweep_id) / "driver.json").write_text(json.dumps(dead))
+    resumed = []
+    monkeypatch.setattr(launch, "resume_sweep", lambda store, sweep_id, *args: resumed.append(sweep_id))
+    waiting = [kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"ana's {i}"), status="queued")
+               for i in range(2)]
+    for run_id in waiting:
+        kept.set_owner(run_id, "ana")
+    with listening_on("0.0.0.0"):
+        at = app("pages/sweeps.py", {"teacher_password": "s3cret", "jobs_per_session": 2}).run()
+        at.text_input(key="student").set_value("ana").run()
+        at = at.button(key="s_resume").click().run()
+        assert any("the most one student can have" in e.value for e in at.error)
+        assert resumed == []
+        kept.request_cancel(waiting[0])  # one of ana's jobs ends: room for the sweep's one
+        at.button(key="s_resume").click().run()
+    assert resumed == [spec.sweep_id]
+
+
 def test_password_guesses_wait_longer_after_each_wrong_one(kept):
     from ui import access
 

@@ -18,7 +18,7 @@ from ui import charts
 from ui.charts import SPLIT_SCALE
 from ui.navigation import header
 from ui.state import dataset, devices, executor, store
-from ui.widgets import executor_picker, group_view, launch, query_int
+from ui.widgets import executor_picker, group_view, launch, picked_executor, query_int
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
                                   "validated on the remaining one.")
@@ -70,7 +70,7 @@ precision = c4.selectbox("Precision", ["fp32", "bf16"], key="k_precision",
                          help="The folds of an MLP train together as one vectorised model. On a CPU with bf16 matrix "
                               "units that is about 1.4x faster in bf16, at the same accuracy (bench/kfold_speed.py).")
 # the folds train on the best device ("auto") of this machine; a Ray node's hardware is not known here
-if st.session_state.get("k_executor", "local") == "local" and (warning := bf16_warning(precision, devices()[0])):
+if picked_executor("k_executor") == "local" and (warning := bf16_warning(precision, devices()[0])):
     st.warning(warning, icon=":material/speed:")
 st.caption("Folds of one architecture train together as one vectorised model: one stack of weights, one pass per "
            "batch for all folds. Convolutional models on a CPU train fold by fold (faster there).")

@@ -134,13 +134,9 @@ def view():
         if st.button("Resume the sweep", key="s_resume", type="primary", disabled=not mine,
                      help=None if mine else "Classroom mode: only the teacher and the student who launched it."):
             from core.executors import ray_address
-            from core.store.records import ACTIVE
 
-            # classroom mode: the resumed sweep takes its share of the student's quota again; its
-            # trials still training from before are part of that share, not more
-            still = sum(r["status"] in ACTIVE for r in sweeps.sweep_runs(store(), sweep_id))
             try:
-                access.check_launch(store(), max(0, int(spec.get("parallel") or 1) - still))
+                access.check_sweep_resume(store(), spec)  # classroom mode: a launch like any other
             except access.AccessError as exc:
                 show_error(exc)
             else:

@@ -31,7 +31,7 @@ from ui.access import runs_to_show
 from ui.live_run import live_view
 from ui.navigation import header
 from ui.state import ACTIVE, dataset, datasets_here, devices, executor, safe_get, store
-from ui.widgets import executor_picker
+from ui.widgets import executor_picker, picked_executor
 
 
 header("Train", "Define, compile, fit, evaluate and save a model — the course's Keras steps, in PyTorch, "
@@ -279,7 +279,7 @@ def hardware_note(config: RunConfig) -> None:
             text += f" ({best['speed-up']:.1f}x {slow['device']}'s {slow['seconds per epoch']:.2f} s)"
         st.caption(text + ". The experiments page times a config on every device.")
     # about this machine's hardware: said when the job trains here (a Ray node's CPU is not known here)
-    here = st.session_state.get("t_executor", "local") == "local"
+    here = picked_executor("t_executor") == "local"
     warning = bf16_warning(config.precision, info(config.device, devices())) if here else None
     if warning:
         st.warning(warning, icon=":material/speed:")
@@ -297,7 +297,7 @@ if config is not None:
 def _start():
     try:
         ds = dataset(config.dataset)
-        run_id = launch_run(executor(st.session_state.get("t_executor", "local")), config, dataset=ds)
+        run_id = launch_run(executor(picked_executor("t_executor")), config, dataset=ds)
     except (ConfigError, DeviceError, DataError, ArchitectureError, RunStoreError) as exc:
         st.session_state["train_error"] = str(exc)
         return

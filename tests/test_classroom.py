@@ -275,18 +275,20 @@ def test_a_students_sweep_trials_are_stored_as_theirs(tmp_path, small):
     assert len(trials) == 2 and {r["owner"] for r in trials} == {"ana"}
 
 
-def sweep_driven_here(store, owner: str):
-    """A sweep of `owner` whose driver is this test process (as if at work between two trials)."""
+def sweep_of(store, owner: str, driver_alive: bool):
+    """A sweep of `owner` whose driver is this test process (alive: as if at work between two
+    trials) or a process that is gone (its driver died: the machine restarted)."""
     import json
-    import socket
 
     from core import sweeps
     from core.store.processes import process_start_time
 
     base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
     spec = sweeps.new_sweep(store, base, {"lr": {"log": [1e-4, 1e-2]}}, "random", trials=4, owner=owner)
-    driver = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "host": socket.gethostname()}
-    (sweeps.sweep_folder(store, spec.sweep_id) / "driver.json").write_text(json.dumps(driver))
+    driver = ({"pid": os.getpid(), "pid_start": process_start_time(os.getpid())} if driver_alive
+              else {"pid": 2 ** 22 + 7})
+    (sweeps.sweep_folder(store, spec.sweep_id) / "driver.json").write_text(
+        json.dumps({**driver, "host": socket.gethostname()}))
     return spec
 
 
@@ -297,7 +299,7 @@ def test_a_students_sweep_holds_its_share_of_the_quota_between_two_trials(kept):
     from core.sweeps import trial_config
     from ui.access import jobs_held
 
-    spec = sweep_driven_here(kept, "ana")
+    spec = sweep_of(kept, "ana", driver_alive=True)
     assert jobs_held(kept, "ana") == 1 and jobs_held(kept, "ben") == 0  # no trial training now
     waiting = kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name="ana's queued"), status="queued")
     kept.set_owner(waiting, "ana")
@@ -315,14 +317,9 @@ def test_a_students_sweep_holds_its_share_of_the_quota_between_two_trials(kept):
 def test_a_student_resuming_their_interrupted_sweep_stays_within_the_quota(kept, monkeypatch):
     """Resuming a sweep starts its trials again: in classroom mode it is a launch like any other,
     refused while the student's other jobs fill the quota."""
-    import json
+    from core import launch
 
-    from core import launch, sweeps
-
-    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=1)
-    spec = sweeps.new_sweep(kept, base, {"lr": {"log": [1e-4, 1e-2]}}, "random", trials=4, owner="ana")
-    dead = {"pid": 2 ** 22 + 7, "host": socket.gethostname()}  # its driver died (the machine restarted)
-    (sweeps.sweep_folder(kept, spec.sweep_id) / "driver.json").write_text(json.dumps(dead))
+    spec = sweep_of(kept, "ana", driver_alive=False)
     resumed = []
     monkeypatch.setattr(launch, "resume_sweep", lambda store, sweep_id, *args: resumed.append(sweep_id))
     waiting = [kept.create(RunConfig.from_preset("mlp", dataset="mnist-sample", name=f"ana's {i}"), status="queued")

@@ -262,6 +262,22 @@ def job_key(run: dict) -> str:
     return group[0] if group else run["id"]
 
 
+def sweep_share(spec: dict) -> int:
+    """The jobs a sweep holds while its driver works: the trials it trains at once."""
+    return max(1, int(spec.get("parallel") or 1))
+
+
+def check_sweep_resume(store, spec: dict) -> None:
+    """Raise AccessError when resuming this interrupted sweep would take the student over the
+    quota: it takes its share again, less its trials still training from before (counted
+    already, as runs of their own)."""
+    from core.store.records import ACTIVE
+    from core.sweeps import sweep_runs
+
+    still = sum(r["status"] in ACTIVE for r in sweep_runs(store, spec["sweep_id"]))
+    check_launch(store, max(0, sweep_share(spec) - still))
+
+
 def jobs_held(store, name: str, runs: list[dict] | None = None) -> int:
     """The jobs `name` holds now: each queued or running run of theirs (a vectorised group is
     one), and each sweep of theirs whose driver is still at work as the trials it trains at once
@@ -272,7 +288,7 @@ def jobs_held(store, name: str, runs: list[dict] | None = None) -> int:
     from core.store.records import ACTIVE
     from core.sweeps import driver_running, list_sweeps
 
-    sweeping = {s["sweep_id"]: max(1, int(s.get("parallel") or 1)) for s in list_sweeps(store)
+    sweeping = {s["sweep_id"]: sweep_share(s) for s in list_sweeps(store)
                 if s.get("owner") == name and driver_running(store, s["sweep_id"])}
     runs = store.list() if runs is None else runs
     jobs = {job_key(r) for r in runs if r.get("owner") == name and r["status"] in ACTIVE and r.get("grp") not in sweeping}

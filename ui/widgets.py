@@ -172,6 +172,12 @@ def group_view(kind: str, label: str, key: str, draw) -> None:
     view()
 
 
+def picked_executor(key: str) -> str:
+    """What the executor picker under `key` holds: readable above the picker (its value from the
+    last rerun), e.g. for a warning that only concerns this machine; "local" where none is shown."""
+    return st.session_state.get(key, "local")
+
+
 def executor_picker(key: str) -> str:
     """Where jobs train: this machine, or the Ray cluster when MNIST_LAB_RAY_ADDRESS is set
     (no picker at all without it)."""

@@ -94,6 +94,32 @@ def line_accuracy(X: np.ndarray, y: np.ndarray, w, b: float) -> float:
     return float(max((side == (y == 1)).mean(), (side == (y == 0)).mean()))
 
 
+def step_text(w1: float, b: float) -> str:
+    """Where one input's sigmoid neuron steps from 0 to 1: at w₁x₁ + b = 0, x₁ = -b / w₁. With
+    w₁ = 0 the input does nothing and there is no step ("nan" before); "z" keeps a bias of 0 from
+    printing as "-0.00"."""
+    if w1 == 0:
+        return f"with w₁ = 0 there is no step: a = sigmoid(b) = {float(sigmoid(b)):.2f} for every x₁"
+    return f"the step is at x₁ = {-b / w1:z.2f}"
+
+
+def boundary_line(w, b: float, x1_range: tuple[float, float], x2_range: tuple[float, float],
+                  n: int = 50) -> pd.DataFrame:
+    """Points (x1, x2) of the line w₁x₁ + w₂x₂ + b = 0 inside the given ranges; vertical when
+    w₂ = 0 (it was not drawn at all), empty when both weights are 0 (no line)."""
+    w1, w2 = float(w[0]), float(w[1])
+    if w2 != 0:
+        x1 = np.linspace(*x1_range, n)
+        x2 = -(w1 * x1 + b) / w2
+    elif w1 != 0:
+        x2 = np.linspace(*x2_range, n)
+        x1 = np.full(n, -b / w1)
+    else:
+        return pd.DataFrame({"x1": [], "x2": []})
+    inside = (x1 >= x1_range[0]) & (x1 <= x1_range[1]) & (x2 >= x2_range[0]) & (x2 <= x2_range[1])
+    return pd.DataFrame({"x1": x1[inside], "x2": x2[inside]})
+
+
 def fitted_line_accuracy(X: np.ndarray, y: np.ndarray) -> float:
     """What a straight line fitted to the points gets: scikit-learn's logistic regression
     (one sigmoid neuron, trained), its accuracy on the same points."""

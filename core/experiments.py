@@ -234,17 +234,45 @@ def regularization_base(dataset: str = "mnist-sample", epochs: int = 60, subset:
 
 def regularization_frame(runs: list[dict], histories: dict[str, list[dict]], arms: dict[str, str]) -> pd.DataFrame:
     """One row per arm of the regularization study: final train and validation error and loss,
-    the lowest validation loss and its epoch, the course's diagnosis."""
+    the lowest validation loss and its epoch, and whether the validation loss turned up
+    (`overfit_epoch`) and how far it ended above its lowest.
+
+    No underfitting/overfitting label: every arm is the same over-large model and memorizes
+    its training digits (training error 0), so the course's table calls all four "overfitting"
+    and cannot tell them apart; what regularization changes, and this study shows, is whether
+    the validation loss turns up."""
     rows = []
     for r, h, last in _with_history(runs, histories):
         best = min(range(len(h)), key=lambda i: h[i]["val_loss"])
+        turn = overfit_epoch(h)
         rows.append({"arm": arms[r["id"]], "status": r["status"], "train error": 1 - last["train_accuracy"],
                      "validation error": 1 - last["val_accuracy"], "final validation loss": last["val_loss"],
                      "lowest validation loss": h[best]["val_loss"], "lowest at epoch": h[best]["epoch"],
-                     "test accuracy": r.get("test_accuracy"),
-                     "regime": diagnose(1 - last["train_accuracy"], 1 - last["val_accuracy"])})
+                     "above its lowest": loss_rise(h),
+                     "validation loss turned up": f"after epoch {turn}" if turn else "no",
+                     "test accuracy": r.get("test_accuracy")})
     order = {arm: i for i, (arm, _, _) in enumerate(REGULARIZATION_ARMS)}
     return pd.DataFrame(rows).sort_values("arm", key=lambda s: s.map(order)) if rows else pd.DataFrame(rows)
+
+
+def regularization_caption(frame: pd.DataFrame) -> str:
+    """What the regularization study's chart and table show, from their numbers: which arm ended
+    with the lowest validation loss, and whether the unregularized one turned up."""
+    best = frame.loc[frame["final validation loss"].idxmin()]
+    text = f"Lowest final validation loss: **{best['arm']}** ({best['final validation loss']:.4f})"
+    plain = frame[frame["arm"] == "none"]
+    if plain.empty:
+        return text + "."
+    plain = plain.iloc[0]
+    if best["arm"] != "none":
+        text += f", against {plain['final validation loss']:.4f} without regularization"
+    if plain["validation loss turned up"] == "no":
+        return text + (". Without regularization the validation loss did not turn up in these epochs: more epochs "
+                       "or fewer training digits make the overfitting show.")
+    held = [a for a in frame.loc[frame["validation loss turned up"] == "no", "arm"]]
+    text += (f". Without regularization the validation loss was lowest at epoch {int(plain['lowest at epoch'])} and "
+             f"ended {plain['above its lowest']:.0%} above it")
+    return text + (f"; {' and '.join(held)} did not turn up." if held else ".")
 
 
 def _with_history(runs: list[dict], histories: dict[str, list[dict]]):
@@ -288,6 +316,42 @@ def diagnose(train_error: float, val_error: float, high: float = DIAGNOSIS_HIGH,
     if val_error - floor >= gap:
         return "overfitting"
     return "good fit"
+
+
+def loss_rise(history: list[dict]) -> float:
+    """How far the last validation loss ended above the run's lowest (0.19: 19% above)."""
+    val = [h["val_loss"] for h in history]
+    return val[-1] / min(val) - 1 if history and min(val) > 0 else 0.0
+
+
+def curve_verdict(history: list[dict]) -> str:
+    """The annotated run's diagnosis, from its last epoch and its validation-loss curve.
+
+    The course gives two signs of overfitting: the table's (training error low, validation
+    error high) and the MLP demo's (validation loss turns up while training loss falls). They
+    can disagree, a model that memorized its digits with a validation loss still flat, so the
+    text says both and how they relate, never "overfitting" next to "no sign of overfitting"."""
+    last = history[-1]
+    train_err, val_err = 1 - last["train_accuracy"], 1 - last["val_accuracy"]
+    verdict = diagnose(train_err, val_err)
+    turn = overfit_epoch(history)
+    text = f"**Diagnosis: {verdict}.** Training error {train_err:.2%}, validation error {val_err:.2%}"
+    if verdict == "underfitting":
+        text += f": {DIAGNOSIS_HIGH:.0%} or more of its own training digits are still wrong."
+    elif verdict == "overfitting":
+        text += (f": {(val_err - train_err) * 100:.1f} points worse on new digits than on the ones it learned.")
+    else:
+        text += ": both low and close."
+    if turn:
+        text += (f" Validation loss was lowest at epoch {turn} and ended {loss_rise(history):.0%} above it while the "
+                 "training loss kept falling")
+        return text + (", though the model has not learned its training digits yet: capacity or epochs first."
+                       if verdict == "underfitting" else
+                       ": overfitting begins there (early stopping would keep that epoch).")
+    if verdict == "overfitting":
+        return text + (" Its validation loss did not turn up in these epochs: the gap between the errors shows the "
+                       "overfitting, the loss curve not (yet).")
+    return text + " Validation loss did not turn up: no sign of overfitting in these epochs."
 
 
 def capacity_caption(frame: pd.DataFrame) -> str:

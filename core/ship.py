@@ -202,7 +202,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return [not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in points) for c, a in points]
 
 
-__all__ = ["ExportError", "LABELS", "Shipment", "check_shippable", "check_variant", "onnx_predict", "pareto_front",
+def accuracy_change(variant: float, reference: float, what: str = "fp32's") -> str:
+    """A variant's test accuracy against the reference's, in points, in words ("-0.10 points
+    from fp32's" read as a typo on a projector); rounded first, so "the same" means the two
+    digits shown agree."""
+    points = round((variant - reference) * 100, 2)
+    if points == 0:
+        return f"the same as {what}"
+    return f"{abs(points):.2f} points {'below' if points < 0 else 'above'} {what}"
+
+
+__all__ = ["ExportError", "LABELS", "Shipment", "accuracy_change", "check_shippable", "check_variant", "onnx_predict", "pareto_front",
            "prepare", "session", "ship", "time_models"]
 
 

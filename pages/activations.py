@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.concepts import (ACTIVATION_FACTS, activation_frame, fitted_line_accuracy, line_accuracy, neuron, sigmoid,
-                           softmax, toy_data, train_toy)
+from core.concepts import (ACTIVATION_FACTS, activation_frame, boundary_line, fitted_line_accuracy, line_accuracy, neuron,
+                           sigmoid, softmax, step_text, toy_data, train_toy)
 from ui.navigation import header
 
 header("Neurons and activation functions", "What a neuron computes, a = f(w·x + b), and how the choice of f "
@@ -71,14 +71,12 @@ one = pd.DataFrame({"x": x, "a": neuron(x[:, None], [w1], b, "sigmoid")})
 left, right = st.columns(2)
 left.altair_chart(alt.Chart(one).mark_line().encode(
     x=alt.X("x:Q", title="input x₁"), y=alt.Y("a:Q", title="a = sigmoid(w₁x₁ + b)"), tooltip=["x", "a"],
-).properties(height=260, title=f"The bias moves the curve: the step is at x₁ = {(-b / w1) if w1 else float('nan'):.2f}"),
+).properties(height=260, title=f"The bias moves the curve: {step_text(w1, b)}"),
     width="stretch")
 X, y = toy_data("moons", 200, seed=0)
 pts = pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "class": y.astype(str)})
 pts["side"] = np.where(X @ np.array([w1, w2]) + b > 0, "positive", "negative")
-xs = np.linspace(X[:, 0].min() - 0.5, X[:, 0].max() + 0.5, 50)
-line = pd.DataFrame({"x1": xs, "x2": -(w1 * xs + b) / w2 if w2 else np.nan})
-line = line[(line.x2 > X[:, 1].min() - 1) & (line.x2 < X[:, 1].max() + 1)]
+line = boundary_line([w1, w2], b, (X[:, 0].min() - 0.5, X[:, 0].max() + 0.5), (X[:, 1].min() - 1, X[:, 1].max() + 1))
 right.altair_chart((alt.Chart(pts).mark_circle(size=40).encode(
     x=alt.X("x1:Q", title="x₁"), y=alt.Y("x2:Q", title="x₂"), color=alt.Color("class:N"),
     tooltip=["x1", "x2", "class", "side"]) + alt.Chart(line).mark_line(color="black").encode(x="x1:Q", y="x2:Q")

@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from core.config import RunConfig
-from core.experiments import capacity_caption, capacity_frame, diagnose, overfit_epoch, regularization_base, regularization_frame
+from core.experiments import (capacity_caption, capacity_frame, curve_verdict, overfit_epoch, regularization_base,
+                              regularization_caption, regularization_frame)
 from core.launch import launch_capacity, launch_regularization
 from ui import charts
 from ui.charts import SPLIT_SCALE
@@ -120,10 +121,12 @@ def regularization_results(runs: list[dict]) -> None:
         x=charts.epoch_x(curves["epoch"]), y=alt.Y("validation loss:Q", scale=charts.value_scale(curves["validation loss"])),
         color=alt.Color("arm:N", sort=["none", "L2", "dropout", "L2 + dropout"], title=None),
         tooltip=["arm", "epoch", alt.Tooltip("validation loss:Q", format=".4f")],
-    ).properties(height=280, title="Validation loss per epoch: without regularization it turns up"), width="stretch")
+    ).properties(height=280, title="Validation loss per epoch, one line per arm"), width="stretch")
+    st.markdown(regularization_caption(frame))
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
-        c: st.column_config.NumberColumn(c, format="%.4f") for c in frame.columns if c not in ("arm", "status", "regime",
-                                                                                              "lowest at epoch")})
+        **{c: st.column_config.NumberColumn(c, format="%.4f") for c in frame.columns
+           if c not in ("arm", "status", "lowest at epoch", "validation loss turned up", "above its lowest")},
+        "above its lowest": st.column_config.NumberColumn("above its lowest", format="percent")})
     st.caption("Training error is measured during training (with dropout on), as Keras reports it.")
 
 
@@ -139,12 +142,6 @@ if runs:
     marks = [{"epoch": turn, "text": "validation loss turns up here"}] if turn else None
     st.altair_chart(charts.curves(history, "loss", marks=marks), width="stretch")
     if history:
-        last = history[-1]
-        verdict = diagnose(1 - last["train_accuracy"], 1 - last["val_accuracy"])
-        text = (f"Validation loss was lowest at epoch {turn} and rose after it while the training loss kept falling: "
-                "the model started to overfit there (early stopping would keep that epoch)." if turn else
-                "Validation loss did not turn up: no sign of overfitting in these epochs.")
-        st.markdown(f"**Diagnosis: {verdict}.** Training error {1 - last['train_accuracy']:.2%}, validation error "
-                    f"{1 - last['val_accuracy']:.2%}. {text}")
+        st.markdown(curve_verdict(history))
 else:
     st.caption("No finished runs yet to annotate.")

@@ -95,7 +95,7 @@ fp32 = rows[rows.variant == "none"].iloc[0]
 st.markdown(
     f"Measured on this machine ({threads} thread(s), ONNX Runtime and PyTorch timed in turn) on the run's "
     f"{report['tests']:,} test digits. int8 is **{fp32.bytes / int8.bytes:.1f}x smaller** than fp32, its test "
-    f"accuracy is **{(int8.test_accuracy - fp32.test_accuracy) * 100:+.2f} points** from fp32's, and it predicts "
+    f"accuracy is **{ship.accuracy_change(int8.test_accuracy, fp32.test_accuracy)}**, and it predicts "
     f"the same class as the run's PyTorch model on **{int8.agreement:.2%}** of the digits.")
 
 cols = st.columns(3)
@@ -168,8 +168,11 @@ runs_frame["selected"] = runs_frame.run == run_id
 
 def padded(values: pd.Series, pad: float, low: float, high: float) -> list[float]:
     """An axis domain around the values with room at both ends: one point, or points at one
-    value, still get a readable axis (Vega would otherwise squeeze it to a single tick)."""
+    value, still get a readable axis (Vega would otherwise squeeze it to a single tick), and
+    the top and bottom points a whole circle (`pad` alone left half of one cut off when the
+    values spanned 50 points)."""
     lo, hi = float(values.min()), float(values.max())
+    pad = max(pad, 0.06 * (hi - lo))
     return [max(low, lo - pad), min(high, hi + pad)]
 
 

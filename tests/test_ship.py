@@ -113,6 +113,12 @@ def test_platforms_say_whether_a_model_fits_and_why():
     assert mcu.estimate_ms(1_000_000, 5, "int8") == pytest.approx(10.0)
 
 
+def test_the_int8_accuracy_change_is_said_in_words_not_a_signed_number():
+    assert ship.accuracy_change(0.9100, 0.9110) == "0.10 points below fp32's"  # it read "-0.10 points from fp32's"
+    assert ship.accuracy_change(0.9125, 0.9110) == "0.15 points above fp32's"
+    assert ship.accuracy_change(0.91100001, 0.9110) == "the same as fp32's"
+
+
 def test_pareto_front_keeps_runs_no_other_beats_on_both():
     points = [(100, 0.97), (200, 0.99), (300, 0.98), (50, 0.90), (200, 0.95)]
     assert ship.pareto_front(points) == [True, True, False, True, False]
@@ -265,6 +271,7 @@ def test_ship_page_shows_every_variant_downloads_and_the_platform_estimate(train
     text = " ".join(m.value for m in at.markdown)
     assert f"{measured['file (KB)'].iloc[1] / measured['file (KB)'].iloc[3]:.1f}x smaller" in text
     assert f"{int8['agreement (%)']:.2f}%" in text
+    assert ship.accuracy_change(int8["test accuracy (%)"] / 100, measured["test accuracy (%)"].iloc[1] / 100) in text
 
     def platform_table():
         return next(d.value for d in at.dataframe if "estimate (ms)" in d.value.columns)

@@ -19,11 +19,12 @@ from tests.conftest import chart_specs, open_page
 BAD_RUN = "20990101-000000-abcdef"
 
 
-def titled(at, words: str) -> dict:
-    def title(spec):
-        t = spec.get("title")
-        return (t.get("text") if isinstance(t, dict) else t) or ""
+def title(spec: dict) -> str:
+    t = spec.get("title")
+    return (t.get("text") if isinstance(t, dict) else t) or ""
 
+
+def titled(at, words: str) -> dict:
     return next(spec for spec in chart_specs(at) if words in title(spec))
 
 
@@ -135,6 +136,80 @@ def test_the_one_neuron_caption_states_the_lines_score_and_the_fitted_lines():
     caption = next(c.value for c in at.caption if "Your line" in c.value)
     assert f"Your line puts {mine:.0%}" in caption and f"gets {fitted:.0%}" in caption
     assert fitted > mine  # the old text called this line's score the best one line can do
+
+
+def test_the_one_neuron_step_and_boundary_hold_for_zero_weights_and_bias():
+    from core.concepts import boundary_line
+
+    at = open_page("pages/activations.py")  # w₁ = w₂ = 1, b = 0: the title said "x₁ = -0.00"
+    assert title(titled(at, "The bias moves the curve")).endswith("the step is at x₁ = 0.00")
+    at.slider(key="a_w1").set_value(0.0).run()  # it said "x₁ = nan"
+    assert title(titled(at, "The bias moves the curve")).endswith(
+        "with w₁ = 0 there is no step: a = sigmoid(b) = 0.50 for every x₁")
+    at.slider(key="a_w1").set_value(2.0)
+    at.slider(key="a_w2").set_value(0.0)
+    at.slider(key="a_b").set_value(-1.0).run()  # the boundary x₁ = 0.5 was not drawn at all
+    assert not at.exception
+    line = boundary_line([2.0, 0.0], -1.0, (-2.0, 3.0), (-2.0, 2.0))
+    assert len(line) > 1 and (line["x1"] == 0.5).all() and line["x2"].between(-2.0, 2.0).all()
+    assert boundary_line([0.0, 0.0], 1.0, (-2.0, 3.0), (-2.0, 2.0)).empty
+    slanted = boundary_line([1.0, -1.0], 0.3, (-2.0, 3.0), (-2.0, 2.0))
+    assert np.allclose(slanted["x1"] - slanted["x2"] + 0.3, 0)
+
+
+def _epochs(val_losses, train_acc=1.0, val_acc=0.9):
+    return [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "val_loss": v, "train_accuracy": train_acc,
+             "val_accuracy": val_acc, "seconds": 1.0} for i, v in enumerate(val_losses)]
+
+
+def test_the_annotated_diagnosis_never_says_overfitting_next_to_no_sign_of_it():
+    from core.experiments import curve_verdict
+
+    # measured: the regularization study's L2 + dropout arm, training error 0.00%, validation
+    # error 8.63%, validation loss flat; the page said "Diagnosis: overfitting. ... Validation
+    # loss did not turn up: no sign of overfitting in these epochs."
+    memorized = curve_verdict(_epochs([0.49, 0.37, 0.34, 0.336, 0.333], val_acc=0.9137))
+    assert "**Diagnosis: overfitting.**" in memorized and "no sign of overfitting" not in memorized
+    assert "8.6 points worse on new digits" in memorized and "did not turn up" in memorized
+    turned = curve_verdict(_epochs([0.5, 0.4, 0.35, 0.38, 0.42], val_acc=0.9))
+    assert "lowest at epoch 3 and ended 20% above it" in turned and "overfitting begins there" in turned
+    fine = curve_verdict(_epochs([0.5, 0.3, 0.2, 0.15], train_acc=0.99, val_acc=0.98))
+    assert "**Diagnosis: good fit.**" in fine and "no sign of overfitting" in fine
+    weak = curve_verdict(_epochs([2.0, 1.9, 1.85, 1.9], train_acc=0.6, val_acc=0.55))
+    assert "**Diagnosis: underfitting.**" in weak and "overfitting begins" not in weak
+
+
+def test_the_fitting_page_annotates_a_run_with_one_consistent_diagnosis(kept):
+    from core.experiments import curve_verdict
+
+    run = kept.list()[0]["id"]  # a finished run, its history replaced by one that memorized its digits
+    history = _epochs([0.49, 0.37, 0.34, 0.336, 0.333], val_acc=0.9137)
+    kept.record_history(run, history)
+    at = open_page("pages/fitting.py")
+    at.selectbox(key="f_run").set_value(run).run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown if "Diagnosis" in m.value]
+    assert shown == [curve_verdict(history)]
+
+
+def test_the_regularization_study_says_which_arm_held_its_validation_loss():
+    from core.experiments import regularization_caption, regularization_frame
+
+    losses = {"none": [0.5, 0.4, 0.35, 0.37, 0.40, 0.42], "L2": [0.5, 0.4, 0.36, 0.36, 0.365, 0.37],
+              "dropout": [0.5, 0.41, 0.37, 0.38, 0.39, 0.395], "L2 + dropout": [0.5, 0.4, 0.36, 0.35, 0.345, 0.344]}
+    runs = [{"id": arm, "status": "finished", "test_accuracy": 0.9} for arm in losses]
+    frame = regularization_frame(runs, {arm: _epochs(v) for arm, v in losses.items()}, {a: a for a in losses})
+    # every arm memorizes its digits (training error 0): the course's table would call all four
+    # "overfitting", which is why the study shows the curve's turn instead
+    assert "regime" not in frame.columns
+    turned = dict(zip(frame["arm"], frame["validation loss turned up"]))
+    assert turned == {"none": "after epoch 3", "L2": "after epoch 3", "dropout": "after epoch 3", "L2 + dropout": "no"}
+    assert frame.set_index("arm").loc["none", "above its lowest"] == pytest.approx(0.42 / 0.35 - 1)
+    text = regularization_caption(frame)
+    assert text.startswith("Lowest final validation loss: **L2 + dropout** (0.3440), against 0.4200 without")
+    assert "lowest at epoch 3 and ended 20% above it; L2 + dropout did not turn up." in text
+    flat = regularization_frame(runs[:1], {"none": _epochs([0.5, 0.4, 0.35, 0.34])}, {"none": "none"})
+    assert "did not turn up in these epochs" in regularization_caption(flat)
 
 
 def test_the_backprop_loss_chart_hugs_the_losses():

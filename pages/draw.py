@@ -206,7 +206,7 @@ def drawing_area() -> None:
             st.session_state["d_clear"] = st.session_state.get("d_clear", 0) + 1
             st.session_state.pop("d_last", None)
             st.rerun(scope="fragment")
-        sample = st.number_input("…or show the model test digit number", 0, 9999, None, key="d_sample",
+        sample = st.number_input("…or show the model a test digit (its number)", 0, 9999, None, key="d_sample",
                                  placeholder="a test-set index", help="Feeds an MNIST test digit instead of the canvas.")
     with right:
         image = None

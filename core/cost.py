@@ -38,6 +38,40 @@ def layer_costs(layers: list[dict], num_outputs: int = 10) -> list[dict]:
     return out
 
 
+def receptive_fields(layers: list[dict]) -> list[int | None]:
+    """For each layer, the side of the square of input pixels one of its output values is
+    computed from (its receptive field), the standard recursion: a window of side k and stride s
+    widens the field by (k - 1) x the input step so far, and multiplies the step by s. Padding
+    only moves the window (the field may reach past the digit's border). Flatten keeps each
+    value's field; None once a layer (dense, global pooling) mixes every position: from there
+    every value sees the whole digit."""
+    side, step, out = 1, 1, []
+    for spec in layers:
+        window = kind_of(spec).window(spec) if side is not None else None
+        if window is None:
+            side = None
+        else:
+            k, s = window
+            side, step = side + (k - 1) * step, step * s
+        out.append(side)
+    return out
+
+
+def feature_maps_text(name: str, shape: tuple, field: int | None, first_field: int | None,
+                      side: int = INPUT_SHAPE[1]) -> str:
+    """The Layers page's caption under a convolution's feature maps: how many, their size, and
+    how much of the digit one value sees (its receptive field), so "deeper layers see larger
+    parts" is said with the numbers of the model shown."""
+    text = f"{name}: {shape[0]} maps of {shape[1]}x{shape[2]}"
+    if field is None:
+        return text + "."
+    seen = "the whole digit" if field >= side else f"a {field}x{field} patch of the {side}x{side} digit"
+    text += f"; each value is computed from {seen} (its receptive field)"
+    if field == first_field:
+        return text + ": small enough for edges and strokes."
+    return text + f", against {first_field}x{first_field} for the first convolution: larger parts of the digit."
+
+
 def totals(costs: list[dict]) -> dict:
     return {"params": sum(r["params"] for r in costs), "macs": sum(r["macs"] for r in costs),
             "layers": len(costs)}

@@ -107,6 +107,11 @@ class LayerKind:
     def keras_code(self, layer: dict, in_shape: tuple, reg: str) -> list[str]:
         raise NotImplementedError
 
+    def window(self, layer: dict) -> tuple[int, int] | None:
+        """(side, stride) of the input window one output position is computed from, for the
+        receptive field (core.cost.receptive_fields); (1, 1) keeps positions, None mixes all."""
+        return (1, 1)
+
 
 class Dense(LayerKind):
     name, keras, has_activation, weighted = "dense", "dense", True, True
@@ -131,6 +136,9 @@ class Dense(LayerKind):
     def label(self, layer):
         return f"Dense({layer['units']}, {layer.get('activation', 'linear')})"
 
+    def window(self, layer):
+        return None
+
     def stacked(self, model, op, t, image, n, b):
         return torch.baddbmm(model.tensor(op, "b"), t, model.tensor(op, "w")), image
 
@@ -146,6 +154,9 @@ class Conv(LayerKind):
     fields = (Field("filters", 16, 1, MAX_WIDTH), Field("kernel", 3, 1, MAX_SPAN),
               Field("padding", "same", options=PADDINGS), Field("stride", 1, 1, MAX_SPAN),
               Field("activation", "relu", options=ACTIVATIONS))
+
+    def window(self, layer):
+        return layer["kernel"], layer.get("stride", 1)
 
     def out_shape(self, layer, shape, index):
         filters = positive_int(layer, "filters", index)
@@ -233,14 +244,19 @@ class Pool(LayerKind):
     def stacked(self, model, op, t, image, n, b):
         return (F.max_pool2d if op["pool"] == "max" else F.avg_pool2d)(t, op["size"], op["stride"]), image
 
+    def window(self, layer):
+        size = layer.get("size", 2)
+        return size, layer.get("stride", size)
+
     def torch_code(self, layer, in_shape):
         cls = "nn.MaxPool2d" if layer.get("kind", "max") == "max" else "nn.AvgPool2d"
-        return [f"{cls}({layer.get('size', 2)}),"]
+        size, stride = self.window(layer)
+        return [f"{cls}({size}{'' if stride == size else f', stride={stride}'}),"]
 
     def keras_code(self, layer, in_shape, reg):
         cls = "MaxPooling2D" if layer.get("kind", "max") == "max" else "AveragePooling2D"
-        s = layer.get("size", 2)
-        return [f"layers.{cls}(({s}, {s})),"]
+        s, stride = self.window(layer)
+        return [f"layers.{cls}(({s}, {s}){'' if stride == s else f', strides={stride}'}),"]
 
 
 class GlobalAveragePooling(LayerKind):
@@ -254,6 +270,9 @@ class GlobalAveragePooling(LayerKind):
 
     def block(self, layer, in_shape):
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def window(self, layer):
+        return None
 
     def label(self, layer):
         return "GlobalAveragePooling2D"

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.concepts import (COURSE_POOL_GRID, KERNELS, batchnorm_demo, conv_output_size, convolve1d, convolve2d,
                            dropout_demo, image_frame, pool2d)
+from core.cost import feature_maps_text, receptive_fields
 from core.models import course_mlp, summary
 from ui.navigation import header
 from ui.state import classifier, dataset, finished_runs, store
@@ -148,7 +149,10 @@ else:
     rid = st.selectbox("Trained CNN", list(by_id), key="l_run", format_func=lambda i: f"{by_id[i]['name']} "
                        f"({by_id[i]['model']}, test {by_id[i]['test_accuracy']:.2%})")
     clf = classifier(rid)
-    for name, kind, value in clf.features(digit.astype(np.float32)):
+    maps = clf.features(digit.astype(np.float32))
+    fields = receptive_fields(clf.model.layer_specs) + [None]  # + the output layer
+    first_field = next((f for (_, kind, _), f in zip(maps, fields) if kind == "conv"), None)
+    for (name, kind, value), field in zip(maps, fields):
         if kind == "conv" and value.ndim == 3:
             k = min(8, value.shape[0])
             cols = st.columns(k)
@@ -156,5 +160,4 @@ else:
                 m = value[i]
                 cols[i].image((m - m.min()) / (m.max() - m.min() + 1e-9), clamp=True, width="stretch",
                               caption=f"{name} #{i + 1}")
-            st.caption(f"{name}: {value.shape[0]} maps of {value.shape[1]}x{value.shape[2]}. The first layer picks up "
-                       "edges and strokes; deeper layers respond to larger parts of the digit.")
+            st.caption(feature_maps_text(name, value.shape, field, first_field))

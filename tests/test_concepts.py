@@ -141,6 +141,16 @@ def test_layers_page_shows_feature_maps_of_a_trained_cnn(trained_store):
     assert not at.exception
     assert at.selectbox(key="l_run").value
     assert len(at.get("image")) >= 8
+    # each conv layer's caption: how much of the digit one value sees, from the model's own layers
+    from core.cost import receptive_fields
+    from core.inference import load_classifier
+
+    layers = load_classifier(trained_store.run_dir(at.selectbox(key="l_run").value)).model.layer_specs
+    convs = [f for layer, f in zip(layers, receptive_fields(layers)) if layer["type"] == "conv"]
+    captions = [c.value for c in at.caption if "(its receptive field)" in c.value]
+    assert len(captions) == len(convs) >= 2
+    assert f"a {convs[0]}x{convs[0]} patch" in captions[0] and captions[0].endswith("edges and strokes.")
+    assert f"a {convs[1]}x{convs[1]} patch" in captions[1] and f"against {convs[0]}x{convs[0]}" in captions[1]
 
 
 def test_losses_page_values_and_divergence():

@@ -15,9 +15,9 @@ import torch
 
 from core.codegen import keras_layers, torch_layers
 from core.config import RunConfig
-from core.cost import layer_costs
+from core.cost import feature_maps_text, layer_costs, receptive_fields
 from core.layer_kinds import KINDS, ArchitectureError, editor_defaults
-from core.models import build_model, count_parameters, output_shapes, summary
+from core.models import PRESETS, build_model, count_parameters, output_shapes, preset_layers, summary
 from core.stacked import StackedModel
 from tests.conftest import ROOT, open_page, subprocess_env
 from tests.test_codegen import needs_keras
@@ -68,6 +68,59 @@ def test_every_kind_builds_stacks_summarises_and_costs(kind):
     cost = layer_costs(layers)[index]
     assert cost["type"] == row["type"] and cost["macs"] == KINDS[kind].macs(
         layers[index], output_shapes(layers)[index - 1] if index else (1, 28, 28), output_shapes(layers)[index])
+
+
+def measured_fields(layers: list[dict]) -> list[int | None]:
+    """Each layer's receptive field as autograd sees it: the input pixels on which the value at
+    the centre of the layer's first map depends (None: all 784 of them). Max pools become
+    average pools (the same windows; a max passes a gradient to one pixel only), weights and
+    biases small and positive so no ReLU is off and no tanh saturates."""
+    model = build_model([{**layer, "kind": "avg"} if layer["type"] == "pool" else layer for layer in layers]).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(0.01)  # small: a tanh (LeNet-5) must not saturate to a zero gradient
+    out, shape = [], (1, 28, 28)
+    for index, next_shape in enumerate(output_shapes(layers)[:len(layers)]):
+        x = torch.ones(1, 1, 28, 28, requires_grad=True)
+        value = model.forward_features(x)[index][1][0].flatten()
+        # the centre of the first map (a flatten's values are its input's maps), else the first unit
+        image = next_shape if len(next_shape) == 3 else shape if layers[index]["type"] == "flatten" else None
+        value[(image[1] // 2) * image[2] + image[2] // 2 if image and len(image) == 3 else 0].backward()
+        shape = next_shape
+        support = x.grad[0, 0] != 0
+        rows, cols = support.any(1).nonzero(), support.any(0).nonzero()
+        side = int(rows.max() - rows.min() + 1)
+        assert side == int(cols.max() - cols.min() + 1)
+        out.append(None if bool(support.all()) and image is None else side)
+    return out
+
+
+@pytest.mark.parametrize("architecture", [*KINDS, *PRESETS])
+def test_every_kinds_receptive_field_is_what_autograd_sees(architecture):
+    layers = architecture_with(architecture) if architecture in KINDS else preset_layers(architecture)
+    assert receptive_fields(layers) == measured_fields(layers)
+
+
+def test_the_layers_page_says_how_much_of_the_digit_each_feature_map_sees():
+    fields = receptive_fields(preset_layers("lenet5"))
+    assert fields[:4] == [5, 6, 14, 16]
+    first = feature_maps_text("conv2d", (6, 24, 24), 5, 5)
+    assert first == ("conv2d: 6 maps of 24x24; each value is computed from a 5x5 patch of the 28x28 digit (its "
+                     "receptive field): small enough for edges and strokes.")
+    assert feature_maps_text("conv2d_1", (16, 8, 8), 14, 5).endswith(
+        "a 14x14 patch of the 28x28 digit (its receptive field), against 5x5 for the first convolution: larger parts "
+        "of the digit.")
+    assert "the whole digit" in feature_maps_text("conv2d_9", (8, 3, 3), 30, 3)
+
+
+def test_a_pool_with_its_own_stride_is_written_into_both_programs():
+    from torch import nn  # noqa: F401 - the generated lines name nn
+
+    layers = (CONV, {"type": "pool", "kind": "max", "size": 3, "stride": 1}, {"type": "flatten"})
+    config = RunConfig.from_preset("mlp", dataset="mnist-sample").replace(model="custom", layers=layers)
+    module = eval("nn.Sequential(" + "\n".join(torch_layers(config)) + "\n)")
+    assert module(torch.randn(2, 1, 28, 28)).shape == (2, 10)  # its dense layer takes 26x26 maps, not 9x9
+    assert "layers.MaxPooling2D((3, 3), strides=1)," in keras_layers(config)
 
 
 def test_every_kinds_pytorch_code_builds_the_labs_model():

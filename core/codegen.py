@@ -16,79 +16,21 @@ network. They normalise with the training pixels' mean and standard deviation, a
 
 from __future__ import annotations
 
+import re
+
 from core.augment import MAX_ROTATION_DEG, MAX_SHIFT_PX, SCALE_RANGE, STROKE_CHANGE_P
+from core.codegen_data import DATA_STEP, READ_IDX, data_folder, split_code, split_import
 from core.config import RunConfig
 from core.layer_kinds import TORCH_ACT, kind_of
 from core.models import output_shapes
-
-DEFAULT_DATA = "data/mnist"
 
 # The course's steps, each opened by a comment "# N. step" at the start of a line: the
 # notebook (core/handover/notebook.py) cuts the program there into one cell per step.
 STEPS = {"0": "data", "1": "define", "2": "summary", "3": "compile", "4": "fit", "5": "evaluate",
          "6": "predict and save"}
-DATA_STEP = "# 0. data: the four MNIST files, the lab's train/validation split, normalised\n"
-
 
 # The lab's augmentation (core.augment): the same numbers in both programs.
 AUG_ROTATION, AUG_SCALE, AUG_SHIFT = round(MAX_ROTATION_DEG), round(SCALE_RANGE[1] - 1, 6), MAX_SHIFT_PX
-
-# By hand, in both programs: torchvision's MNIST class reads only uncompressed files under
-# DATA/MNIST/raw and Keras' mnist.load_data() downloads an .npz; neither reads the standard
-# .gz files where they are. The IDX format is 12 lines.
-READ_IDX = '''
-
-def read_idx(name):
-    """One MNIST IDX file, gzipped or not: a magic number whose 4th byte is the number of
-    dimensions, the dimensions (big-endian uint32), then the bytes."""
-    for path in (os.path.join(DATA, name + ".gz"), os.path.join(DATA, name)):
-        if os.path.exists(path):
-            with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-                raw = f.read()
-            dims = struct.unpack(">" + "I" * raw[3], raw[4:4 + 4 * raw[3]])
-            return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
-    raise FileNotFoundError(f"{name}(.gz) is not in {DATA}: put the four MNIST files there")
-
-
-x_train, y_train = read_idx("train-images-idx3-ubyte"), read_idx("train-labels-idx1-ubyte").astype(np.int64)
-x_test, y_test = read_idx("t10k-images-idx3-ubyte"), read_idx("t10k-labels-idx1-ubyte").astype(np.int64)
-'''
-
-
-def _split(config: RunConfig) -> str:
-    """The lab's train/validation indices (core.training.split_indices), stratified by digit."""
-    if config.kfold:
-        k, fold = config.kfold[0], config.kfold[1]
-        stratified = bool(config.kfold[2]) if len(config.kfold) > 2 else True
-        cls = "StratifiedKFold" if stratified else "KFold"
-        lines = [f"# fold {fold + 1} of a {k}-fold cross-validation: this fold validates, the others train",
-                 f"from sklearn.model_selection import {cls}",
-                 f"train_idx, val_idx = list({cls}({k}, shuffle=True, random_state=SEED).split(x_train, y_train))"
-                 f"[{fold}]"]
-    else:
-        lines = [f"# validation: a seeded split stratified by digit (the lab's); Keras' validation_split={config.val_split:g}",
-                 "# would take the last samples of the file instead",
-                 f"train_idx, val_idx = train_test_split(np.arange(len(y_train)), test_size={config.val_split:g}, "
-                 "random_state=SEED,",
-                 "                                      stratify=y_train)",
-                 "train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)"]
-    if config.train_subset:
-        stratify = "stratify=y_train[train_idx]" if config.train_subset >= 10 else "stratify=None"
-        lines += [f"# train on a stratified subset of {config.train_subset:,} digits (the under/overfitting study's small "
-                  "training set)",
-                  f"train_idx, _ = train_test_split(train_idx, train_size={config.train_subset}, random_state=SEED, "
-                  f"{stratify})",
-                  "train_idx = np.sort(train_idx)"]
-    if config.num_outputs == 1:
-        lines += [f"# the binary task: is it a {config.positive_class}? (after the split, which is stratified by digit)",
-                  f"y_train, y_test = (y_train == {config.positive_class}).astype(np.int64), "
-                  f"(y_test == {config.positive_class}).astype(np.int64)"]
-    lines += ["mean, std = x_train.mean() / 255, x_train.std() / 255  # of the training pixels, as the lab"]
-    return "\n".join(lines)
-
-
-def _data_folder(data_dir) -> str:
-    return repr(str(data_dir or DEFAULT_DATA))
 
 
 # --- PyTorch -----------------------------------------------------------------------------------------
@@ -111,6 +53,14 @@ def torch_layers(config: RunConfig) -> list[str]:
     return lines
 
 
+def _drop_unused_imports(code: str) -> str:
+    """Without the plain `import M` lines whose module the program never names (`math` serves
+    only some options): a student reading the program meets no import it does not use."""
+    lines = code.split("\n")
+    return "\n".join(line for line in lines if not re.fullmatch(r"import (\w+)", line)
+                     or re.search(rf"\b{line.split()[1]}\.", code))
+
+
 def _indent(text: str, spaces: int) -> str:
     return "\n".join((" " * spaces + line) if line else line for line in text.splitlines())
 
@@ -130,7 +80,7 @@ def pytorch_code(config: RunConfig, data_dir=None) -> str:
     imports = ["import copy" if config.early_stopping else None, "import gzip", "import math", "import os",
                "import struct", "", "import numpy as np", "import torch",
                "import torch.nn.functional as F" if config.augment else None,
-               "from sklearn.model_selection import train_test_split", "from torch import nn"]
+               split_import(config), "from torch import nn"]
     head = "\n".join(line for line in imports if line is not None)
 
     schedule = ""
@@ -190,8 +140,9 @@ def augment(xb):
     if schedule:
         step += "\nscheduler.step()"
     batch = "xb, yb = X[batch], Y[batch]" + ("\nxb = augment(xb)" if config.augment else "")
-    early = ""
+    early = init_early = ""
     if config.early_stopping:
+        init_early = '\nbest_loss, best_state, wait = float("inf"), None, 0  # for early stopping'
         restore = ("            model.load_state_dict(best_state)  # restore the best epoch's weights\n"
                    if config.restore_best else "")
         early = f'''
@@ -212,16 +163,16 @@ def augment(xb):
     if any(layer["type"] == "conv" for layer in config.architecture()):
         channels_last = ("\nmodel = model.to(memory_format=torch.channels_last)  # convolutions run faster in this "
                          "memory layout (as the lab's)")
-    return f'''{head}
+    return _drop_unused_imports(f'''{head}
 
-DATA = {_data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
+DATA = {data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
 SEED = {config.seed}
 EPOCHS, BATCH = {config.epochs}, {config.batch_size}
 torch.manual_seed(SEED)
 device = {device}
 
 {DATA_STEP}{READ_IDX}
-{_split(config)}
+{split_code(config)}
 
 
 def tensor(images):
@@ -255,8 +206,7 @@ def evaluate(x, y):
     return loss, ({pred} == y).float().mean().item()
 
 
-# 4. fit
-best_loss, best_state, wait = float("inf"), None, 0
+# 4. fit{init_early}
 history = {{"loss": [], "val_loss": [], "val_accuracy": []}}  # per epoch, as Keras' History
 for epoch in range(EPOCHS):
     model.train()
@@ -288,7 +238,7 @@ with torch.no_grad():
     predicted = {"(model(X_test[:10]).squeeze(1) > 0).long()" if binary else "model(X_test[:10]).argmax(1)"}
 print("predicted", predicted.tolist(), "true", Y_test[:10].tolist())
 torch.save(model.state_dict(), "model.pt")  # load it with torch.load("model.pt", weights_only=True)
-'''
+''')
 
 
 # --- Keras --------------------------------------------------------------------------------------------
@@ -378,21 +328,21 @@ def keras_code(config: RunConfig, data_dir=None) -> str:
                "import struct", "", "import keras", "import numpy as np",
                "from keras import layers" + (", ops" if config.lr_schedule == "onecycle" else "")
                + (", regularizers" if config.l2 else ""),
-               "from sklearn.model_selection import train_test_split"]
+               split_import(config)]
     head = "\n".join(line for line in imports if line is not None)
     fit_callbacks = f", callbacks=[{', '.join(callbacks)}]" if callbacks else ""
     early_note = ("\n# Keras' restore_best_weights also restores when training runs to the end; the lab restores "
                   "only when it\n# stopped early" if config.early_stopping and config.restore_best else "")
-    return f'''{head}
+    return _drop_unused_imports(f'''{head}
 
-DATA = {_data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
+DATA = {data_folder(data_dir)}  # the folder with the four MNIST IDX files (.gz or not); nothing is downloaded
 SEED = {config.seed}
 EPOCHS, BATCH, LR = {config.epochs}, {config.batch_size}, {lr:g}
 {"L2 = " + f"{config.l2:g}" + "  # kernel_regularizer=l2(L2): L2 * sum of the squared kernels added to the loss" + chr(10) if config.l2 else ""}keras.utils.set_random_seed(SEED)
 # device: Keras trains on the accelerator its backend finds (the lab's run: {config.device})
 {policy}
 {DATA_STEP}{READ_IDX}
-{_split(config)}
+{split_code(config)}
 
 
 def images(x):
@@ -401,8 +351,7 @@ def images(x):
 
 x_tr, x_val, x_te = images(x_train[train_idx]), images(x_train[val_idx]), images(x_test)
 {labels}
-steps_per_epoch = math.ceil(len(x_tr) / BATCH)
-{"BLANK = float(-mean / std)  # a blank pixel after normalisation" + chr(10) if config.augment else ""}{ONE_CYCLE_KERAS if config.lr_schedule == "onecycle" else ""}
+{"steps_per_epoch = math.ceil(len(x_tr) / BATCH)" + chr(10) if config.lr_schedule != "constant" else ""}{"BLANK = float(-mean / std)  # a blank pixel after normalisation" + chr(10) if config.augment else ""}{ONE_CYCLE_KERAS if config.lr_schedule == "onecycle" else ""}
 # 1. define
 # (Keras starts kernels with glorot_uniform, PyTorch with kaiming_uniform(a=sqrt(5)); for PyTorch's, pass
 #  kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform") to each layer)
@@ -428,4 +377,4 @@ probabilities = model.predict(x_te[:10], verbose=0)
 predicted = {"(probabilities[:, 0] > 0.5).astype(int)" if binary else "probabilities.argmax(1)"}
 print("predicted", predicted.tolist(), "true", y_test[:10].tolist())
 model.save("model.keras")
-'''
+''')

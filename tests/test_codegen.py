@@ -4,6 +4,7 @@ lab's own run."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -109,6 +110,24 @@ def test_the_programs_say_what_a_framework_cannot_express():
     assert "kernel_initializer" in keras  # the initialisation differs, and how to match it
     torch_code = pytorch_code(config)
     assert "OneCycleLR" in torch_code and "RandomAffine" in torch_code and "load_state_dict(best_state)" in torch_code
+
+
+@pytest.mark.parametrize("generate", [pytorch_code, keras_code], ids=["pytorch", "keras"])
+def test_a_program_imports_and_assigns_nothing_it_never_uses(generate):
+    """What a student reads is all used: no import, no variable set and never read (the
+    programs set early stopping's three variables and Keras' steps per epoch for every run).
+    Kept: the course's evaluate and fit results (`test_loss`, `history`) and `_`."""
+    kept = {"test_loss", "history", "_"}
+    configs = [RunConfig.from_preset(p, dataset="mnist-sample") for p in PRESETS]
+    configs += [RunConfig.from_preset("mlp-fast", dataset="mnist-sample").replace(**v) for v in VARIANTS.values()]
+    for config in configs:
+        tree = ast.parse(generate(config))
+        names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
+        read = {n.id for n in names if not isinstance(n.ctx, ast.Store)}
+        imported = {a.asname or a.name.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        unused = ({n.id for n in names if isinstance(n.ctx, ast.Store)} | imported) - read - kept
+        assert not unused, (config.model, config.layers, config.early_stopping, unused)
 
 
 def test_both_programs_read_the_data_folder_named_at_the_top():

@@ -85,7 +85,8 @@ def results(runs: list[dict]) -> None:
                                                         range=["#d62728", "#2ca02c", "#9467bd"]), legend=None))
         st.altair_chart((line + labels).properties(height=320, title="Final error against capacity"),
                         width="stretch")
-        st.dataframe(frame[["capacity", "params", "train_error", "val_error", "regime"]], hide_index=True)
+        st.dataframe(frame[["capacity", "params", "train_error", "val_error", "regime"]], hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("train_error", "val_error")})
         st.caption(capacity_caption(frame))
 
 

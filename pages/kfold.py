@@ -104,7 +104,8 @@ def results(runs: list[dict]) -> None:
     st.dataframe(pd.DataFrame([{"fold": store().config(r["id"]).kfold[1] + 1, "status": r["status"],
                                 "validation accuracy": r["last_val_accuracy"],
                                 "test accuracy": r["test_accuracy"]} for r in runs]),
-                 hide_index=True)
+                 hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                                 for c in ("validation accuracy", "test accuracy")})
 
 
 group_view("kfold", "Cross-validation", "k_group", results)

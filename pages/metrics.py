@@ -192,7 +192,8 @@ if tabs[4].open:
         right.altair_chart(charts.pr_chart(pr[pr.curve.isin(shown)]), width="stretch")
         st.dataframe(pd.DataFrame({"curve": list(aucs), "ROC AUC": list(aucs.values()),
                                    "average precision": [aps.get(k, np.nan) for k in aucs]}),
-                     hide_index=True, width="content")
+                     hide_index=True, width="content", column_config={
+                         c: st.column_config.NumberColumn(format="%.4f") for c in ("ROC AUC", "average precision")})
 
 if tabs[5].open:
     with tabs[5]:

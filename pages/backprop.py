@@ -216,8 +216,11 @@ def gradients(runs: list[dict]) -> None:
         x=charts.epoch_x(frame["epoch"]), y=alt.Y("norm:Q", scale=charts.value_scale(frame["norm"], log=True),
                                                   title="norm"),
         color=alt.Color("layer:N", legend=alt.Legend(orient="top")),
-        strokeDash=alt.StrokeDash("run:N", title="activation", legend=alt.Legend(
-            orient="top", symbolType="stroke", symbolStrokeColor="black", symbolStrokeWidth=2)),
+        # a solid and a dashed ring as the legend's symbols: with symbolType "stroke" it drew none,
+        # with the defaults two filled dots that hid the dash
+        strokeDash=alt.StrokeDash("run:N", title="activation", scale=alt.Scale(range=[[1, 0], [4, 2]]),
+                                  legend=alt.Legend(orient="top", symbolFillColor="transparent", symbolSize=200,
+                                                    symbolStrokeColor="black", symbolStrokeWidth=1.5)),
         tooltip=["run", "layer", "epoch", alt.Tooltip("norm:Q", format=".2e")],
     ).properties(height=300, title="Over training"), width="stretch")
 

@@ -160,6 +160,19 @@ def test_equivalent_pytorch_and_keras_code_follow_the_settings():
     assert any("kernel_regularizer=regularizers.l2(L2)" in c for c in codes)
 
 
+def test_the_progress_bar_says_about_how_long_is_left():
+    from ui.live_run import duration_text, time_left
+
+    prog = {"epoch": 3, "epochs": 10, "batch": 480, "batches": 960, "samples_per_second": 12_000}
+    # two epochs done in 3.2 and 3.4 s, half of the third: 7.5 epochs left at 3.3 s each
+    assert time_left(prog, [{"seconds": 3.2}, {"seconds": 3.4}], 50) == pytest.approx(7.5 * 3.3)
+    # during the first epoch: the samples left at this epoch's speed
+    first = {**prog, "epoch": 1}
+    assert time_left(first, [], 50) == pytest.approx(9.5 * 960 * 50 / 12_000)
+    assert time_left({**first, "samples_per_second": 0}, [], 50) is None
+    assert [duration_text(s) for s in (12.4, 185, 3840)] == ["12 s", "3 min 05 s", "1 h 04 min"]
+
+
 @pytest.mark.slow
 def test_training_runs_in_the_background_shows_progress_and_stops():
     at = open_page("pages/train.py")
@@ -172,6 +185,7 @@ def test_training_runs_in_the_background_shows_progress_and_stops():
     wait_for(at, lambda a: any(m.label == "Epochs done" for m in a.metric))
     assert any(p.proto.text.startswith("Epoch") for p in at.get("progress")) or \
         RunStore().get(run_id)["status"] == "running"
+    assert all(" left" in p.proto.text for p in at.get("progress") if p.proto.text.startswith("Epoch"))
     assert any(m.label == "Samples per second" for m in at.metric)
     # A new session (another tab) re-attaches to the same live job.
     other = open_page("pages/train.py")

@@ -56,6 +56,24 @@ def first_layer(run_id: str) -> None:
                          "negative. They start as noise and turn into stroke detectors as the run trains.")
 
 
+def time_left(progress: dict, history: list[dict], batch_size: int) -> float | None:
+    """Seconds until the last epoch ends at the speed so far: the mean finished epoch
+    (validation included), or before the first ends, this epoch's samples per second."""
+    left = progress["epochs"] - (progress["epoch"] - 1 + progress["batch"] / progress["batches"])
+    if history:
+        return left * sum(h["seconds"] for h in history) / len(history)
+    speed = progress.get("samples_per_second") or 0
+    return left * progress["batches"] * batch_size / speed if speed > 0 else None
+
+
+def duration_text(seconds: float) -> str:
+    """12 s, 3 min 05 s, 1 h 04 min: what a progress bar says is left."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    return f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def live_view(run_id: str) -> None:
     """Progress, curves and the stop button of one run; refreshes itself while it is active."""
     first = safe_get(run_id)
@@ -89,10 +107,14 @@ def live_view(run_id: str) -> None:
                                                                  if history else "nothing was trained yet."))
         prog = run.get("progress")
         if run["status"] == "running":
-            epochs = int(json.loads(run["config"])["epochs"])
+            config = json.loads(run["config"])
+            epochs = int(config["epochs"])
             if prog:
                 ep_done = (prog["epoch"] - 1 + prog["batch"] / prog["batches"]) / prog["epochs"]
-                st.progress(min(ep_done, 1.0), text=f"Epoch {prog['epoch']} of {prog['epochs']}")
+                left = time_left(prog, history, int(config["batch_size"]))
+                eta = "" if left is None else f" · about {duration_text(left)} left" + (
+                    " at most (early stopping may end it sooner)" if config.get("early_stopping") else "")
+                st.progress(min(ep_done, 1.0), text=f"Epoch {prog['epoch']} of {prog['epochs']}{eta}")
                 st.progress(prog["batch"] / prog["batches"],
                             text=f"Batch {prog['batch']} of {prog['batches']} · running loss {prog['loss']:.4f} · "
                                  f"{prog['samples_per_second']:,.0f} samples/s")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import RunConfig
+from core.store.records import ACTIVE
 
 # --- the table of runs ------------------------------------------------------------------
 
@@ -189,6 +190,25 @@ def kfold_summary(runs: list[dict]) -> dict:
     return {"folds_done": len(scores), "folds": len(runs), "scores": scores,
             "mean": float(np.mean(scores)) if scores else None,
             "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None}
+
+
+def group_progress(runs: list[dict]) -> dict:
+    """How far a group of runs (a k-fold, a study) is, in epochs: a run that ended (finished,
+    early-stopped, cancelled, failed) counts whole, a queued one zero, a running one its
+    finished epochs plus the part of the epoch its live progress reports. A vectorised group's
+    folds finish together at the very end, so "folds done" alone says 0 of 5 until then."""
+    total = done = 0.0
+    for r in runs:
+        epochs = r["epochs"] or 0
+        total += epochs
+        if r["status"] not in ACTIVE:
+            done += epochs
+        else:
+            prog = r.get("progress") or {}
+            part = prog["batch"] / prog["batches"] if prog.get("epoch") == r["epochs_done"] + 1 else 0.0
+            done += min(r["epochs_done"] + part, epochs)
+    return {"fraction": done / total if total else 0.0, "epochs_done": done, "epochs": total,
+            "ended": sum(r["status"] not in ACTIVE for r in runs), "runs": len(runs)}
 
 
 # --- under- and overfitting ---------------------------------------------------------------

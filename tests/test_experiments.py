@@ -58,6 +58,30 @@ def test_kfold_configs_and_summary():
     assert s["folds_done"] == 2 and s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
 
 
+def test_a_running_k_fold_shows_its_progress_in_epochs_not_only_folds_done(kept):
+    """A vectorised k-fold's folds all end at the very end: "Folds done 0 of 5" until then. The
+    group's bar counts epochs: a fold in its third of four epochs, half-way, is 2.5 of 4."""
+    import os
+
+    from core.experiments import group_progress
+
+    group = "kfold-20261202-120000-000"
+    base = RunConfig.from_preset("mlp", dataset="mnist-sample", epochs=4, device="cpu")
+    first, _ = [kept.create(c, status="queued", group=group) for c in kfold_configs(base, 2)]
+    kept.record_worker(first, os.getpid())
+    assert kept.claim_slot([first], "cpu", 1)  # running, its worker this process
+    kept.record_history(first, [{"epoch": e, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.5,
+                                 "val_accuracy": 0.8, "seconds": 1.0} for e in (1, 2)])
+    kept.set_progress(first, {"epoch": 3, "epochs": 4, "batch": 30, "batches": 60, "loss": 0.4,
+                              "samples_per_second": 1000.0})
+    done = group_progress(kept.list(group=group))
+    assert done == {"fraction": 2.5 / 8, "epochs_done": 2.5, "epochs": 8, "ended": 0, "runs": 2}
+    at = open_page("pages/kfold.py")
+    assert not at.exception
+    bars = [p.proto.text for p in at.get("progress") if "runs ended" in p.proto.text]
+    assert bars == ["0 of 2 runs ended · 31% of their epochs done"]
+
+
 def test_capacity_configs_grow_the_hidden_layer():
     cfgs = capacity_configs(RunConfig.from_preset("mlp"), [2, 64])
     params = [summary(c.architecture())["total_params"] for c in cfgs]

@@ -8,6 +8,7 @@ import streamlit as st
 from core.config import ConfigError
 from core.data import Dataset, DataError
 from core.devices import DeviceError
+from core.experiments import group_progress
 from core.models import ArchitectureError
 from core.store import RunStoreError
 from ui.state import ACTIVE, finished_runs, group_runs, groups
@@ -165,6 +166,10 @@ def group_view(kind: str, label: str, key: str, draw) -> None:
     def view():
         runs = group_runs(group)
         vectorized_note(runs)
+        if any(r["status"] in ACTIVE for r in runs):
+            done = group_progress(runs)
+            st.progress(done["fraction"], text=f"{done['ended']} of {done['runs']} runs ended · "
+                                               f"{done['fraction']:.0%} of their epochs done")
         draw(runs)
         if active and not any(r["status"] in ACTIVE for r in runs):
             st.rerun()

@@ -41,13 +41,22 @@ def readable(value, digits: int = 4):
     return value
 
 
+NOT_USED = "—"  # a setting the run's training never reads
+
+
 def config_diff(configs: dict[str, RunConfig]) -> pd.DataFrame:
-    """Configs side by side (one column per run), with a `differs` column for highlighting."""
+    """Configs side by side (one column per run), with a `differs` column for highlighting.
+    A setting the run does not use reads "—" (a multi-class run's positive class, Adam's
+    momentum): "7" and "0.9" there read as if they had shaped the run."""
     rows = {}
     for run_id, cfg in configs.items():
         d = cfg.to_dict()
         d["layers"] = " | ".join(_layer_text(layer) for layer in cfg.architecture())
         d.pop("extra", None)
+        if cfg.num_outputs != 1:
+            d["positive_class"] = NOT_USED
+        if cfg.optimizer != "sgd":
+            d["momentum"] = NOT_USED
         rows[run_id] = {k: (str(v) if isinstance(v, (list, tuple, dict)) else readable(v)) for k, v in d.items()}
     df = pd.DataFrame(rows)
     df["differs"] = df.astype(str).nunique(axis=1) > 1

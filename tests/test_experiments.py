@@ -93,6 +93,11 @@ def test_config_diff_marks_only_what_differs():
     a, b = RunConfig.from_preset("mlp"), RunConfig.from_preset("mlp", lr=0.1)
     d = config_diff({"a": a, "b": b})
     assert bool(d.loc["lr", "differs"]) and not bool(d.loc["batch_size", "differs"])
+    # what a run does not use reads "—", not a value that looks as if it shaped it
+    c = RunConfig.from_preset("mlp", optimizer="sgd", loss="binary_crossentropy", positive_class=3)
+    d = config_diff({"a": a, "c": c})
+    assert (d.loc["positive_class", "a"], d.loc["positive_class", "c"]) == ("—", 3)
+    assert (d.loc["momentum", "a"], d.loc["momentum", "c"]) == ("—", 0.9)
 
 
 @pytest.mark.slow

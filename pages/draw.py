@@ -206,14 +206,15 @@ def drawing_area() -> None:
             st.session_state["d_clear"] = st.session_state.get("d_clear", 0) + 1
             st.session_state.pop("d_last", None)
             st.rerun(scope="fragment")
-        sample = st.number_input("…or show the model a test digit (its number)", 0, 9999, None, key="d_sample",
-                                 placeholder="a test-set index", help="Feeds an MNIST test digit instead of the canvas.")
+        ds = dataset("mnist")
+        sample = st.number_input("…or show the model a test digit (its number)", 0, len(ds.test_images) - 1, None,
+                                 key="d_sample", placeholder=f"0 to {len(ds.test_images) - 1:,}",
+                                 help="Feeds an MNIST test digit instead of the canvas.")
     with right:
         image = None
         if sample is not None:
-            ds = dataset("mnist")
-            image = ds.test_images[int(sample) % len(ds.test_images)]
-            st.caption(f"Test digit {int(sample) % len(ds.test_images)} (label {ds.test_labels[int(sample) % len(ds.test_labels)]})")
+            image = ds.test_images[int(sample)]
+            st.caption(f"Test digit {int(sample)} (label {ds.test_labels[int(sample)]})")
         elif result.image_data is not None:
             image = result.image_data
         steps = canvas_to_mnist_steps(image) if image is not None else None

@@ -123,6 +123,8 @@ def test_draw_page_shows_a_hint_for_an_empty_canvas_and_classifies_a_digit(train
     assert not [m for m in at.metric if m.label == "Prediction"]  # no guess on an empty canvas
     run_id = at.selectbox(key="d_run").value
     assert run_id == max(trained_store.list(), key=lambda r: r["test_accuracy"])["id"]  # best run by default
+    # the test digits there are, no more (it offered 0 to 9,999 and wrapped around the sample's 1,000)
+    assert at.number_input(key="d_sample").max == len(sample.test_images) - 1
     at.number_input(key="d_sample").set_value(7).run()
     clf = load_classifier(trained_store.run_dir(run_id))
     expected = int(clf.predict_proba(canvas_to_mnist(sample.test_images[7])[None]).argmax())

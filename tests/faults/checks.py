@@ -56,12 +56,17 @@ def content_digests(root: Path, ids) -> dict:
 
 
 def store_processes(root: Path) -> list[int]:
-    """Processes working on this store (a sweep's workers go on after its driver is killed)."""
-    pids = []
+    """Processes working on this store (a sweep's workers go on after its driver is killed):
+    named in their command line, or, for a worker forked from the zygote (whose command line is
+    the zygote's), holding a file open in it (its worker.log: a worker still waiting for a slot
+    wrote its refusal there after the checks, 80 s after its run had been trained elsewhere)."""
+    pids, names = [], {str(root), str(Path(root).resolve())}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if str(root).encode() in (proc / "cmdline").read_bytes():
+                cmdline = (proc / "cmdline").read_bytes()
+                if any(n.encode() in cmdline for n in names) or any(
+                        os.readlink(fd).startswith(tuple(n + os.sep for n in names)) for fd in (proc / "fd").iterdir()):
                     pids.append(int(proc.name))
             except OSError:
                 pass

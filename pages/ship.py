@@ -179,9 +179,11 @@ def padded(values: pd.Series, pad: float, low: float, high: float) -> list[float
 def tradeoff(frame: pd.DataFrame, x: str, title: str) -> alt.Chart:
     xs = frame[x].clip(lower=1e-6)
     base = alt.Chart(frame).encode(
-        x=alt.X(f"{x}:Q", title=x, scale=alt.Scale(type="log", domain=[float(xs.min()) / 1.5, float(xs.max()) * 1.5],
-                                                    nice=False)),
-        y=alt.Y("accuracy:Q", title="test accuracy", axis=alt.Axis(format=".1%"),
+        # labelFlush: a tick at an end of the (measured, so arbitrary) domain is labelled inside the
+        # chart, not half outside it (the browser tour caught "0.34" over the edge)
+        x=alt.X(f"{x}:Q", title=x, axis=alt.Axis(labelFlush=True),
+                scale=alt.Scale(type="log", domain=[float(xs.min()) / 1.5, float(xs.max()) * 1.5], nice=False)),
+        y=alt.Y("accuracy:Q", title="test accuracy", axis=alt.Axis(format=".1%", labelFlush=True),
                 scale=alt.Scale(domain=padded(frame.accuracy, 0.01, 0.0, 1.0), nice=False)),
         tooltip=["name", "model", alt.Tooltip("accuracy:Q", format=".2%"), alt.Tooltip(f"{x}:Q", format=".3g")])
     points = base.mark_circle(size=70, clip=True).encode(

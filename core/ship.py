@@ -212,8 +212,8 @@ def accuracy_change(variant: float, reference: float, what: str = "fp32's") -> s
     return f"{abs(points):.2f} points {'below' if points < 0 else 'above'} {what}"
 
 
-__all__ = ["ExportError", "LABELS", "Shipment", "accuracy_change", "check_shippable", "check_variant", "onnx_predict", "pareto_front",
-           "prepare", "session", "ship", "time_models"]
+__all__ = ["ExportError", "LABELS", "Shipment", "accuracy_change", "check_shippable", "check_variant", "onnx_predict",
+           "pareto_front", "prepare", "session", "ship", "time_models"]
 
 
 def pytorch_latency_ms(clf, calls: int = 30) -> float:

@@ -16,7 +16,7 @@ from ui import charts
 from ui.charts import SPLIT_SCALE
 from ui.navigation import header
 from ui.state import dataset, executor, finished_runs, store
-from ui.widgets import group_view, launch, run_label
+from ui.widgets import four_decimals, group_view, launch, run_label
 
 header("Under- and overfitting", "Too little capacity cannot learn the task; too much memorizes a small training "
                                  "set. See both on real runs.")
@@ -86,7 +86,7 @@ def results(runs: list[dict]) -> None:
         st.altair_chart((line + labels).properties(height=320, title="Final error against capacity"),
                         width="stretch")
         st.dataframe(frame[["capacity", "params", "train_error", "val_error", "regime"]], hide_index=True,
-                     column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("train_error", "val_error")})
+                     column_config=four_decimals(("train_error", "val_error")))
         st.caption(capacity_caption(frame))
 
 
@@ -125,8 +125,8 @@ def regularization_results(runs: list[dict]) -> None:
     ).properties(height=280, title="Validation loss per epoch, one line per arm"), width="stretch")
     st.markdown(regularization_caption(frame))
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
-        **{c: st.column_config.NumberColumn(c, format="%.4f") for c in frame.columns
-           if c not in ("arm", "status", "lowest at epoch", "validation loss turned up", "above its lowest")},
+        **four_decimals(c for c in frame.columns
+                        if c not in ("arm", "status", "lowest at epoch", "validation loss turned up", "above its lowest")),
         "above its lowest": st.column_config.NumberColumn("above its lowest", format="percent")})
     st.caption("Training error is measured during training (with dropout on), as Keras reports it.")
 

@@ -18,7 +18,7 @@ from ui import charts
 from ui.charts import SPLIT_SCALE
 from ui.navigation import header
 from ui.state import dataset, devices, executor, store
-from ui.widgets import executor_picker, group_view, launch, picked_executor, query_int
+from ui.widgets import executor_picker, four_decimals, group_view, launch, picked_executor, query_int
 
 header("K-fold cross-validation", "Every sample is validated exactly once: k models, each trained on k-1 folds and "
                                   "validated on the remaining one.")
@@ -104,8 +104,7 @@ def results(runs: list[dict]) -> None:
     st.dataframe(pd.DataFrame([{"fold": store().config(r["id"]).kfold[1] + 1, "status": r["status"],
                                 "validation accuracy": r["last_val_accuracy"],
                                 "test accuracy": r["test_accuracy"]} for r in runs]),
-                 hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                                 for c in ("validation accuracy", "test accuracy")})
+                 hide_index=True, column_config=four_decimals(("validation accuracy", "test accuracy")))
 
 
 group_view("kfold", "Cross-validation", "k_group", results)

@@ -17,7 +17,7 @@ from core.models import first_layer_weights
 from ui import charts
 from ui.navigation import header
 from ui.state import classifier, predictions, store, test_images_for
-from ui.widgets import finished_runs_or_stop, link_warning, pick_run
+from ui.widgets import finished_runs_or_stop, four_decimals, link_warning, pick_run
 
 SUBSET = 1000  # test digits the embedding and the robustness views use (a fixed, seeded subset)
 # Every view here uses the run's final weights (weights_last.pt), the ones its stored test predictions
@@ -192,8 +192,7 @@ if tabs[4].open:
         right.altair_chart(charts.pr_chart(pr[pr.curve.isin(shown)]), width="stretch")
         st.dataframe(pd.DataFrame({"curve": list(aucs), "ROC AUC": list(aucs.values()),
                                    "average precision": [aps.get(k, np.nan) for k in aucs]}),
-                     hide_index=True, width="content", column_config={
-                         c: st.column_config.NumberColumn(format="%.4f") for c in ("ROC AUC", "average precision")})
+                     hide_index=True, width="content", column_config=four_decimals(("ROC AUC", "average precision")))
 
 if tabs[5].open:
     with tabs[5]:
